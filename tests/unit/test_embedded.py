@@ -1,0 +1,120 @@
+"""EmbeddedPostgres: the throwaway server behind the fixtures, `teguh demo` and the benchmarks."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import psycopg
+import pytest
+
+from teguh import embedded
+from teguh.embedded import EmbeddedPostgres, EmbeddedPostgresError, find_bindir
+
+
+def test_find_bindir_has_server_binaries() -> None:
+    bindir = find_bindir()
+    assert os.access(os.path.join(bindir, "initdb"), os.X_OK)
+    assert os.access(os.path.join(bindir, "pg_ctl"), os.X_OK)
+
+
+def test_find_bindir_honours_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = find_bindir()
+    monkeypatch.setenv("TEGUH_PG_BINDIR", real)
+    assert find_bindir() == real
+
+
+def test_find_bindir_rejects_bad_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: os.PathLike[str]
+) -> None:
+    monkeypatch.setenv("TEGUH_PG_BINDIR", str(tmp_path))
+    with pytest.raises(EmbeddedPostgresError, match="TEGUH_PG_BINDIR"):
+        find_bindir()
+
+
+def test_find_bindir_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TEGUH_PG_BINDIR", raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr("glob.glob", lambda pattern: [])
+    with pytest.raises(EmbeddedPostgresError, match="apt-get install postgresql"):
+        find_bindir()
+
+
+def test_bad_bindir_is_a_clear_error(tmp_path: os.PathLike[str]) -> None:
+    with pytest.raises(EmbeddedPostgresError, match="does not contain initdb and pg_ctl"):
+        EmbeddedPostgres(bindir=str(tmp_path))
+
+
+def test_start_connect_stop_removes_data_dir() -> None:
+    pg = EmbeddedPostgres()
+    pg.start()
+    try:
+        data_dir = pg.data_dir
+        assert os.path.isdir(data_dir)
+        assert pg.dsn() == f"postgresql://postgres@127.0.0.1:{pg.port}/postgres"
+        with psycopg.connect(pg.dsn()) as conn:
+            row = conn.execute(
+                "select current_user, current_setting('listen_addresses'), "
+                "current_setting('server_version_num')::int"
+            ).fetchone()
+        assert row is not None
+        assert row[0] == "postgres"
+        assert row[1] == "127.0.0.1"
+        assert row[2] >= 140000
+    finally:
+        pg.stop()
+    assert not os.path.exists(data_dir)
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(pg.dsn(), connect_timeout=2).close()
+    pg.stop()  # idempotent
+
+
+def test_context_manager_settings_and_create_database() -> None:
+    settings = {"work_mem": "7MB", "application_name": "it's quoted"}
+    with EmbeddedPostgres(settings=settings) as pg:
+        data_dir = pg.data_dir
+        with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+            assert conn.execute("show work_mem").fetchone() == ("7MB",)
+            assert conn.execute("show fsync").fetchone() == ("on",)  # defaults kept
+            conn.execute("create table marker (x int)")
+        dsn = pg.create_database("copy", template="postgres")
+        assert dsn.endswith("/copy")
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("select count(*) from marker").fetchone() == (0,)
+    assert not os.path.exists(data_dir)
+
+
+def test_two_servers_side_by_side() -> None:
+    with EmbeddedPostgres() as a, EmbeddedPostgres() as b:
+        assert a.port != b.port
+        assert a.data_dir != b.data_dir
+        for pg in (a, b):
+            with psycopg.connect(pg.dsn()) as conn:
+                assert conn.execute("select 1").fetchone() == (1,)
+
+
+def test_fixed_port_in_use_reports_server_log() -> None:
+    with EmbeddedPostgres() as first:
+        second = EmbeddedPostgres(port=first.port)
+        with pytest.raises(EmbeddedPostgresError, match="failed to start") as info:
+            second.start()
+        assert "server log" in str(info.value)
+        assert second.data_dir
+        assert not os.path.exists(second.data_dir)
+
+
+def test_server_does_not_run_as_root() -> None:
+    with EmbeddedPostgres() as pg:
+        owner = os.stat(pg.data_dir).st_uid
+        assert stat.S_IMODE(os.stat(pg.data_dir).st_mode) == 0o700
+        if os.geteuid() == 0:
+            assert owner != 0
+        else:
+            assert owner == os.geteuid()
+
+
+def test_atexit_hook_stops_live_servers() -> None:
+    pg = EmbeddedPostgres().start()
+    data_dir = pg.data_dir
+    embedded._stop_all()
+    assert not os.path.exists(data_dir)
