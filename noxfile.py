@@ -1,0 +1,57 @@
+"""Developer and CI sessions: ``nox`` runs tests, lint and typecheck.
+
+``nox -s tests -- -k claim`` passes everything after ``--`` to pytest;
+``nox -s bench -- --quick`` to the benchmark runner.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True
+
+ROOT = Path(__file__).parent
+LINT_PATHS = ["teguh", "tests", "noxfile.py"]
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite against a throwaway PostgreSQL (see docs/testing.md)."""
+    session.install("-e", ".[dev]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Check style and formatting with ruff."""
+    session.install("ruff")
+    session.run("ruff", "check", *LINT_PATHS)
+    session.run("ruff", "format", "--check", *LINT_PATHS)
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """Type-check the library with mypy --strict (configured in pyproject.toml)."""
+    session.install("-e", ".[dev]")
+    session.run("mypy", "teguh")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Run the benchmarks against teguh and its peers (``-- --quick`` for a short run)."""
+    session.install("-e", ".[dev,bench]")
+    session.run("python", "-m", "tests.bench", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Execute the code samples in docs/ (tests/docs)."""
+    if not (ROOT / "tests" / "docs").is_dir():
+        session.log("tests/docs does not exist yet: no documentation snippets to run")
+        return
+    session.install("-e", ".[dev]")
+    session.run("pytest", "tests/docs", *session.posargs)
