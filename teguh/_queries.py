@@ -1,0 +1,138 @@
+"""Every SQL statement the Python side sends, in one place.
+
+jsonb arguments are sent as text already serialized by the caller (so
+serialization errors happen before anything is sent, and the JSON codec is
+pluggable); jsonb results are fetched as ``::text`` and deserialized by the
+caller for the same reason. The only dynamic identifier, the LISTEN channel,
+goes through `psycopg.sql`.
+"""
+
+from __future__ import annotations
+
+from typing import LiteralString
+
+from psycopg import sql
+
+# -- schema ---------------------------------------------------------------------
+
+VERSION: LiteralString = "select teguh.version()"
+SCHEMA_EXISTS: LiteralString = "select to_regnamespace('teguh') is not null"
+# Serializes concurrent installs/migrations of the same database.
+INSTALL_LOCK: LiteralString = "select pg_advisory_xact_lock(hashtextextended('teguh.install', 0))"
+
+# -- queues ---------------------------------------------------------------------
+
+CREATE_QUEUE: LiteralString = "select teguh.create_queue(%s)"
+DROP_QUEUE: LiteralString = "select teguh.drop_queue(%s)"
+LIST_QUEUES: LiteralString = "select queue_name from teguh.list_queues()"
+
+# -- spawning -------------------------------------------------------------------
+
+SPAWN_TASK: LiteralString = (
+    "select task_id, run_id, attempt, created from teguh.spawn_task(%s, %s, %s::jsonb, %s::jsonb)"
+)
+SPAWN_TASKS: LiteralString = (
+    "select task_id, run_id, attempt, created from teguh.spawn_tasks(%s, %s, %s::jsonb, %s::jsonb)"
+)
+
+# -- workers --------------------------------------------------------------------
+
+CLAIM_TASK: LiteralString = (
+    "select run_id, task_id, attempt, task_name, params::text, retry_strategy::text,"
+    " max_attempts, headers::text, wake_event, event_payload::text"
+    " from teguh.claim_task(%s, %s, %s, %s)"
+)
+COMPLETE_RUN: LiteralString = "select teguh.complete_run(%s, %s, %s::jsonb)"
+FAIL_RUN: LiteralString = "select teguh.fail_run(%s, %s, %s::jsonb, %s)"
+SCHEDULE_RUN: LiteralString = "select teguh.schedule_run(%s, %s, %s)"
+# Releases a run at once (a sleep that is already due: no attempt consumed).
+RELEASE_RUN: LiteralString = "select teguh.schedule_run(%s, %s, teguh.current_time())"
+# Hands a run back after a delay on the database clock (no attempt consumed).
+DEFER_RUN: LiteralString = (
+    "select teguh.schedule_run(%s, %s, teguh.current_time() + make_interval(secs => %s))"
+)
+EXTEND_CLAIM: LiteralString = "select teguh.extend_claim(%s, %s, %s)"
+EXTEND_CLAIMS: LiteralString = (
+    "select run_id, status from teguh.extend_claims(%s, %s, %s::uuid[], %s)"
+)
+NEXT_WAKE_AT: LiteralString = "select teguh.next_wake_at(%s)"
+# Seconds from the database's now until the next due time (null: nothing due).
+# Computed on the database clock so a skewed application clock does not matter.
+NEXT_WAKE_IN: LiteralString = (
+    "select extract(epoch from teguh.next_wake_at(%s) - teguh.current_time())::float8"
+)
+
+# -- steps and events -----------------------------------------------------------
+
+SET_CHECKPOINT: LiteralString = (
+    "select teguh.set_task_checkpoint_state(%s, %s, %s, %s::jsonb, %s, %s)"
+)
+GET_CHECKPOINT: LiteralString = "select teguh.get_task_checkpoint_state(%s, %s, %s)::text"
+GET_CHECKPOINTS: LiteralString = (
+    "select checkpoint_name, state::text from teguh.get_task_checkpoint_states(%s, %s, %s)"
+)
+# A handler's checkpoints and the database's now, in one round trip that
+# always returns one row.
+LOAD_CHECKPOINTS: LiteralString = (
+    "select teguh.current_time(),"
+    " (select coalesce(jsonb_object_agg(checkpoint_name, state), '{}')"
+    "  from teguh.get_task_checkpoint_states(%s, %s, %s))::text"
+)
+WAIT_EVENT: LiteralString = (
+    "select should_suspend, payload::text, timed_out from teguh.wait_event(%s, %s, %s, %s, %s, %s)"
+)
+EMIT_EVENT: LiteralString = "select teguh.emit_event(%s, %s, %s::jsonb)"
+
+# -- sleeping -------------------------------------------------------------------
+
+SLEEP_WAKE_AT: LiteralString = "select teguh.current_time() + make_interval(secs => %s)"
+IS_DUE: LiteralString = "select teguh.current_time() >= %s"
+
+# -- tasks ----------------------------------------------------------------------
+
+CANCEL_TASK: LiteralString = "select teguh.cancel_task(%s, %s)"
+RETRY_TASK: LiteralString = (
+    "select task_id, run_id, attempt, created from teguh.retry_task(%s, %s, %s::jsonb)"
+)
+GET_TASK_RESULT: LiteralString = (
+    "select task_id, state, attempts, completed_payload::text, cancelled_at"
+    " from teguh.get_task_result(%s, %s)"
+)
+GET_TASK: LiteralString = (
+    "select task_id, task_name, state, attempts, max_attempts, priority, params::text,"
+    " headers::text, retry_strategy::text, idempotency_key, created_at, first_started_at,"
+    " finished_at, completed_payload::text, last_failure::text, cancelled_at"
+    " from teguh.get_task(%s, %s)"
+)
+
+# -- time and maintenance -------------------------------------------------------
+
+TICKER: LiteralString = "select teguh.ticker(%s)"
+CLEANUP_TASKS: LiteralString = "select teguh.cleanup_tasks(%s, %s, %s)"
+CLEANUP_ALL_QUEUES: LiteralString = "select teguh.cleanup_all_queues(%s)"
+QUEUE_STATS: LiteralString = (
+    "select queue_name, pending, running, sleeping, completed, failed, cancelled,"
+    " oldest_pending_seconds, in_flight from teguh.queue_stats(%s)"
+)
+START_CRON: LiteralString = "select teguh.start()"
+STOP_CRON: LiteralString = "select teguh.stop()"
+CURRENT_TIME: LiteralString = "select teguh.current_time()"
+
+# -- worker coordination --------------------------------------------------------
+
+# One worker per queue and database runs the ticker: the holder of this
+# session-level lock, taken on the worker's LISTEN connection so it is
+# released when that connection goes away.
+TRY_TICKER_LOCK: LiteralString = (
+    "select pg_try_advisory_lock(hashtextextended('teguh.ticker.' || %s, 0))"
+)
+
+
+def listen(queue: str) -> sql.Composed:
+    """Return ``LISTEN teguh_<queue>`` with the channel quoted as an identifier."""
+    return sql.SQL("listen {}").format(sql.Identifier(channel(queue)))
+
+
+def channel(queue: str) -> str:
+    """Return the NOTIFY channel of a queue."""
+    return f"teguh_{queue}"

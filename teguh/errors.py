@@ -1,0 +1,212 @@
+"""Exceptions raised by teguh, and the one place SQLSTATEs become Python classes.
+
+The tree::
+
+    Exception
+    └── TeguhError                       every error teguh raises on purpose
+        ├── SchemaError                  the database's teguh schema is not usable
+        │   ├── SchemaMissing            not installed: run `teguh install`
+        │   └── SchemaOutdated           another version than the library's
+        ├── InvalidArgument (ValueError) SQLSTATE 22023; ``.argument`` names it
+        ├── QueueNotFound (LookupError)  SQLSTATE 42704
+        ├── TaskNotFound (LookupError)   SQLSTATE P0002
+        ├── RunNotActive                 SQLSTATE AB002: unknown run, or its lease
+        │                                expired and another worker took it over
+        ├── InvalidState                 SQLSTATE 55000: e.g. retry_task on a running task
+        └── EventTimeout (TimeoutError)  ctx.await_event timed out before the event came
+
+    BaseException
+    └── TeguhSignal                      control flow; ``except Exception`` cannot swallow it
+        ├── Suspend                      the run suspended (sleep, event wait): not an error
+        ├── TaskCancelled                SQLSTATE AB001: the task was cancelled
+        └── LeaseLost                    inside a handler: this worker no longer owns the run
+
+Why `TaskCancelled` is a `TeguhSignal` and not a `TeguhError`: inside a task
+handler, ``ctx.step()``, ``ctx.heartbeat()`` and friends raise it to stop the
+handler, and a handler's ``except Exception:`` (common around retries of an
+HTTP call) must not swallow it, or the worker would record a result for a
+cancelled task. A class cannot be both an `Exception` and not one, so the same
+class is raised by `Client` methods that hit AB001 (e.g. ``complete_run`` on a
+cancelled task's run): callers of those low-level methods catch it by name,
+``except teguh.TaskCancelled``, not with ``except TeguhError``.
+
+`RunNotActive` (AB002) is an ordinary `TeguhError` for callers of `Client`
+methods; inside a handler the same condition is raised as `LeaseLost` (a
+signal), for the same reason as above.
+
+`translate` maps a psycopg error to one of these classes; callers raise the
+result ``from`` the original error so the server's message and diagnostics
+stay reachable through ``__cause__``.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+__all__ = [
+    "EventTimeout",
+    "InvalidArgument",
+    "InvalidState",
+    "LeaseLost",
+    "QueueNotFound",
+    "RunNotActive",
+    "SchemaError",
+    "SchemaMissing",
+    "SchemaOutdated",
+    "Suspend",
+    "TaskCancelled",
+    "TaskNotFound",
+    "TeguhError",
+    "TeguhSignal",
+    "translate",
+]
+
+
+class TeguhError(Exception):
+    """Base class of every error teguh raises on purpose.
+
+    ``sqlstate`` is the SQLSTATE of the database error behind it, or None.
+    """
+
+    sqlstate: str | None = None
+
+
+class SchemaError(TeguhError):
+    """Raise when the database's teguh schema cannot be used by this library."""
+
+
+class SchemaMissing(SchemaError):
+    """Raise when the teguh schema is not installed in the database."""
+
+
+class SchemaOutdated(SchemaError):
+    """Raise when the installed schema version differs from the library's."""
+
+    def __init__(self, message: str, *, installed: str, expected: str) -> None:
+        super().__init__(message)
+        self.installed = installed
+        self.expected = expected
+
+
+class InvalidArgument(TeguhError, ValueError):
+    """Raise for an argument the engine rejected (SQLSTATE 22023).
+
+    ``argument`` names it (the error's COLUMN field), or is None.
+    """
+
+    sqlstate = "22023"
+
+    def __init__(self, message: str, *, argument: str | None = None) -> None:
+        super().__init__(message)
+        self.argument = argument
+
+
+class QueueNotFound(TeguhError, LookupError):
+    """Raise when a queue does not exist (SQLSTATE 42704)."""
+
+    sqlstate = "42704"
+
+
+class TaskNotFound(TeguhError, LookupError):
+    """Raise when a task does not exist in the queue (SQLSTATE P0002)."""
+
+    sqlstate = "P0002"
+
+
+class RunNotActive(TeguhError):
+    """Raise when a run is unknown or its lease was taken over (SQLSTATE AB002)."""
+
+    sqlstate = "AB002"
+
+
+class InvalidState(TeguhError):
+    """Raise when the task's state does not allow the call (SQLSTATE 55000)."""
+
+    sqlstate = "55000"
+
+
+class EventTimeout(TeguhError, TimeoutError):
+    """Raise from ``ctx.await_event`` when the wait timed out before the event.
+
+    This is how a timeout is told apart from an event emitted with a null
+    payload. The timeout is checkpointed: on replay the same wait raises again.
+    """
+
+    def __init__(self, event_name: str) -> None:
+        super().__init__(f"timed out waiting for event {event_name!r}")
+        self.event_name = event_name
+
+
+class TeguhSignal(BaseException):
+    """Base of teguh's control-flow exceptions.
+
+    They derive from `BaseException` so that ``except Exception`` in a task
+    handler does not swallow them. A handler that catches `BaseException`
+    must re-raise them.
+    """
+
+    sqlstate: str | None = None
+
+
+class Suspend(TeguhSignal):
+    """Raise to end a handler whose run was suspended (a sleep or an event wait).
+
+    The engine already recorded the suspension; the worker records nothing
+    else and the task resumes by replaying the handler later.
+    """
+
+
+class TaskCancelled(TeguhSignal):
+    """Raise when the task was cancelled (SQLSTATE AB001).
+
+    Inside a handler it stops the handler; the worker records nothing further
+    for the run. From `Client` methods, catch it by name (it is not a
+    `TeguhError`; see the module docstring).
+    """
+
+    sqlstate = "AB001"
+
+
+class LeaseLost(TeguhSignal):
+    """Raise inside a handler whose run this worker no longer owns.
+
+    Its lease expired and another worker may have taken the task over, or the
+    worker released it while stopping. The worker records nothing for the run.
+    """
+
+    sqlstate = "AB002"
+
+
+_SIMPLE: dict[str, type[TeguhError] | type[TeguhSignal]] = {
+    "42704": QueueNotFound,
+    "P0002": TaskNotFound,
+    "AB001": TaskCancelled,
+    "AB002": RunNotActive,
+    "55000": InvalidState,
+}
+
+
+def translate(exc: psycopg.Error) -> TeguhError | TeguhSignal | None:
+    """Return the teguh exception for a psycopg error, or None if it has none.
+
+    Use as::
+
+        except psycopg.Error as exc:
+            if (mapped := translate(exc)) is None:
+                raise
+            raise mapped from exc
+    """
+    state = exc.sqlstate
+    if state is None:
+        return None
+    message = exc.diag.message_primary or str(exc)
+    if state == "22023":
+        return InvalidArgument(message, argument=exc.diag.column_name)
+    if state == "3F000" and "teguh" in message:
+        return SchemaMissing(
+            f"the teguh schema is not installed in this database ({message}): run `teguh install`"
+        )
+    cls = _SIMPLE.get(state)
+    if cls is None:
+        return None
+    return cls(message)

@@ -1,0 +1,152 @@
+"""Records returned by `Client` methods, and the option dictionaries they take.
+
+Record fields mirror the stored functions' result columns by name (see
+docs/sql-reference.md); jsonb columns are already deserialized.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, TypedDict
+from uuid import UUID
+
+__all__ = [
+    "Cancellation",
+    "ClaimStatus",
+    "QueueStats",
+    "RetryStrategy",
+    "Run",
+    "SpawnResult",
+    "TaskInfo",
+    "TaskResult",
+    "TaskState",
+    "WaitResult",
+]
+
+TaskState = Literal["pending", "running", "sleeping", "completed", "failed", "cancelled"]
+
+
+class RetryStrategy(TypedDict, total=False):
+    """How failed attempts are retried (the ``retry_strategy`` spawn option).
+
+    ``kind`` is ``"none"``, ``"fixed"`` (wait ``base_seconds``) or
+    ``"exponential"`` (``base_seconds * factor ** (attempt - 1)``, capped by
+    ``max_seconds``). The engine's default is exponential, 1 s base, factor 2,
+    300 s cap.
+    """
+
+    kind: Literal["none", "fixed", "exponential"]
+    base_seconds: float
+    factor: float
+    max_seconds: float
+
+
+class Cancellation(TypedDict, total=False):
+    """Automatic cancellation deadlines (the ``cancellation`` spawn option), in seconds.
+
+    ``max_delay``: cancel if not started within this long of spawn.
+    ``max_duration``: cancel if unfinished this long after its first start.
+    """
+
+    max_delay: int
+    max_duration: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpawnResult:
+    """A spawned (or, with an idempotency key, found) task and its first run."""
+
+    task_id: UUID
+    run_id: UUID
+    attempt: int
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """A run leased by `Client.claim_task`.
+
+    ``wake_event`` is set when the run resumes because of an event wait
+    (``event_payload`` is then the payload, or None when the wait timed out).
+    """
+
+    run_id: UUID
+    task_id: UUID
+    attempt: int
+    task_name: str
+    params: Any
+    retry_strategy: Any
+    max_attempts: int | None
+    headers: Any
+    wake_event: str | None
+    event_payload: Any
+
+
+@dataclass(frozen=True, slots=True)
+class TaskResult:
+    """A task's state and, once completed, its result (``completed_payload``)."""
+
+    task_id: UUID
+    state: TaskState
+    attempts: int
+    completed_payload: Any
+    cancelled_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInfo:
+    """Everything the engine knows about a task (`Client.get_task`)."""
+
+    task_id: UUID
+    task_name: str
+    state: TaskState
+    attempts: int
+    max_attempts: int | None
+    priority: int
+    params: Any
+    headers: Any
+    retry_strategy: Any
+    idempotency_key: str | None
+    created_at: datetime
+    first_started_at: datetime | None
+    finished_at: datetime | None
+    completed_payload: Any
+    last_failure: Any
+    cancelled_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class WaitResult:
+    """What `Client.await_event` returned.
+
+    ``should_suspend``: the engine suspended the run (the event has not come).
+    ``timed_out``: the wait's timeout elapsed before the event.
+    """
+
+    should_suspend: bool
+    payload: Any
+    timed_out: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimStatus:
+    """A run `Client.extend_claims` could not extend: ``status`` is ``cancelled`` or ``lost``."""
+
+    run_id: UUID
+    status: Literal["cancelled", "lost"]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """Counts of a queue's tasks by state (`Client.queue_stats`)."""
+
+    queue_name: str
+    pending: int
+    running: int
+    sleeping: int
+    completed: int
+    failed: int
+    cancelled: int
+    oldest_pending_seconds: float | None
+    in_flight: int

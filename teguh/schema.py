@@ -1,0 +1,161 @@
+"""Find, install, check and migrate the SQL engine (``schema/teguh.sql``).
+
+In a wheel the SQL ships as ``teguh/_sql/teguh.sql`` (with
+``teguh/_sql/migrations/``); in a source checkout or an editable install it is
+``<repo>/schema/teguh.sql``. `sql_dir` finds whichever exists.
+
+`install` applies the whole file (idempotent: safe on an installed database).
+`check` compares ``teguh.version()`` with `SCHEMA_VERSION` and raises
+`SchemaMissing` or `SchemaOutdated` with what to run. `migrate` applies
+``migrations/<from>-<to>.sql`` files in order up to `SCHEMA_VERSION`.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from teguh import _queries as Q
+from teguh.errors import SchemaError, SchemaMissing, SchemaOutdated
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "SchemaMissing",
+    "SchemaOutdated",
+    "check",
+    "install",
+    "installed_version",
+    "migrate",
+    "migration_path",
+    "sql_dir",
+    "sql_text",
+]
+
+SCHEMA_VERSION = "1"
+"""The schema version this library is written against."""
+
+logger = logging.getLogger("teguh.schema")
+
+_MIGRATION = re.compile(r"^(?P<src>[0-9]+)-(?P<dst>[0-9]+)\.sql$")
+
+
+def sql_dir() -> Path:
+    """Return the directory holding ``teguh.sql`` and ``migrations/``."""
+    packaged = importlib.resources.files("teguh") / "_sql"
+    if (packaged / "teguh.sql").is_file():
+        return Path(str(packaged))
+    source = Path(__file__).resolve().parent.parent / "schema"
+    if (source / "teguh.sql").is_file():
+        return source
+    raise FileNotFoundError(
+        f"teguh.sql not found in {packaged} (installed package) nor in {source} (source tree)"
+    )
+
+
+def sql_text() -> str:
+    """Return the content of ``teguh.sql``."""
+    return (sql_dir() / "teguh.sql").read_text(encoding="utf-8")
+
+
+def install(conn: psycopg.Connection[Any]) -> None:
+    """Apply ``teguh.sql`` to the connection's database, in one transaction.
+
+    Idempotent. Concurrent installs are serialized with an advisory lock. On
+    a connection that is not in autocommit the caller commits.
+    """
+    script = sql_text()
+    with conn.transaction():
+        conn.execute(Q.INSTALL_LOCK)
+        # bytes: sent verbatim as one script (no placeholder processing)
+        conn.execute(script.encode())
+    logger.info("installed teguh schema version %s", SCHEMA_VERSION)
+
+
+def installed_version(conn: psycopg.Connection[Any]) -> str | None:
+    """Return ``teguh.version()``, or None when the schema is not installed."""
+    row = conn.execute(Q.SCHEMA_EXISTS).fetchone()
+    if row is None or not row[0]:
+        return None
+    try:
+        # a savepoint when inside a transaction, so a failure leaves it usable
+        with conn.transaction():
+            row = conn.execute(Q.VERSION).fetchone()
+    except psycopg.errors.UndefinedFunction:
+        return None
+    return None if row is None else str(row[0])
+
+
+def check(conn: psycopg.Connection[Any]) -> str:
+    """Return the installed version if it is `SCHEMA_VERSION`; raise otherwise.
+
+    Raises `SchemaMissing` when teguh is not installed, `SchemaOutdated` when
+    another version is.
+    """
+    version = installed_version(conn)
+    if version is None:
+        raise SchemaMissing(
+            "the teguh schema is not installed in this database: run `teguh install` "
+            "(or Client.install())"
+        )
+    if version != SCHEMA_VERSION:
+        if _key(version) < _key(SCHEMA_VERSION):
+            hint = "run `teguh migrate` (or teguh.schema.migrate())"
+        else:
+            hint = "upgrade the teguh Python package"
+        raise SchemaOutdated(
+            f"the database has teguh schema version {version}, this library needs "
+            f"{SCHEMA_VERSION}: {hint}",
+            installed=version,
+            expected=SCHEMA_VERSION,
+        )
+    return version
+
+
+def migration_path(src: str, dst: str = SCHEMA_VERSION) -> list[Path]:
+    """Return the migration files leading from version ``src`` to ``dst``, in order."""
+    steps: dict[str, tuple[str, Path]] = {}
+    directory = sql_dir() / "migrations"
+    if directory.is_dir():
+        for path in sorted(directory.iterdir()):
+            if m := _MIGRATION.match(path.name):
+                steps[m["src"]] = (m["dst"], path)
+    path_: list[Path] = []
+    current = src
+    while current != dst:
+        if current not in steps:
+            raise SchemaError(f"no migration from teguh schema version {current} towards {dst}")
+        current, file = steps[current]
+        path_.append(file)
+    return path_
+
+
+def migrate(conn: psycopg.Connection[Any]) -> list[str]:
+    """Bring the database to `SCHEMA_VERSION`; return the migration files applied.
+
+    Installs the schema when it is missing. Each migration runs in its own
+    transaction under the install lock.
+    """
+    version = installed_version(conn)
+    if version is None:
+        install(conn)
+        return ["teguh.sql"]
+    applied: list[str] = []
+    for file in migration_path(version):
+        with conn.transaction():
+            conn.execute(Q.INSTALL_LOCK)
+            conn.execute(file.read_text(encoding="utf-8").encode())
+        logger.info("applied teguh migration %s", file.name)
+        applied.append(file.name)
+    return applied
+
+
+def _key(version: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in version.split("."))
+    except ValueError:
+        return (0,)

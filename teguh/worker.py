@@ -1,0 +1,685 @@
+"""`Worker`: claim runs of one queue and execute their handlers on threads.
+
+Threads of a started worker:
+
+- ``teguh-dispatch-<q>``: owns a dedicated autocommit connection that
+  LISTENs on ``teguh_<q>``, and ``select()``s on it and on a socketpair that
+  finishing handlers write to. It claims as many runs as there are free
+  slots (one round trip per batch) and submits them to the executor. Its
+  ``select()`` timeout is ``min(poll_interval, time until the next due
+  run)``, so sleeps, delayed spawns and event timeouts start on time
+  without pg_cron. It also takes part in the ticker election (see below).
+- ``teguh-<q>_<n>``: the `ThreadPoolExecutor`'s ``concurrency`` threads. Each
+  run takes connections from the worker's pool for its own calls and
+  completes (or fails) itself: one round trip per run.
+- ``teguh-heartbeat-<q>``: every ``heartbeat_interval`` extends all
+  in-flight leases in one statement (``teguh.extend_claims``), and marks the
+  runs the engine reports cancelled or lost, so that their handlers' next
+  teguh call raises and nothing more is recorded for them.
+
+Ticker election: the worker holding a session-level advisory lock on its
+LISTEN connection (one per queue and database) runs ``teguh.ticker(q)`` at
+the queue's next due time and every ``ticker_interval`` seconds: it recovers
+expired leases and enforces cancellation deadlines. When that connection is
+lost, so is the lock, and another worker takes over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import socket
+import threading
+import time
+import traceback
+import types
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Self, TypeVar
+from uuid import UUID
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from teguh import _convert as C
+from teguh import _queries as Q
+from teguh.context import CANCELLED, LOST, RunState, TaskContext, bind, unbind
+from teguh.errors import LeaseLost, RunNotActive, Suspend, TaskCancelled, translate
+from teguh.tasks import Task
+
+if TYPE_CHECKING:
+    from teguh.client import Client
+
+__all__ = ["Handler", "Worker"]
+
+logger = logging.getLogger("teguh.worker")
+
+Handler = Callable[[TaskContext], Any]
+H = TypeVar("H", bound=Handler)
+
+CATCH_ALL = "*"
+# In backlog mode (the last claim was full) the dispatcher waits up to this
+# long for half its slots to free before claiming, so claims stay batched.
+_BATCH_WINDOW = 0.002
+_RECONNECT_MAX = 5.0
+_CLAIM_ERROR_BACKOFF = 1.0
+
+
+class Worker:
+    """Run handlers for the tasks of one queue.
+
+    ``concurrency``: handlers running at once (threads). ``claim_timeout``
+    (s): lease of a claimed run; heartbeats extend it every
+    ``heartbeat_interval`` (s) while the handler runs. ``poll_interval`` (s):
+    longest wait between claims when no notification comes. ``batch_size``:
+    most runs claimed per round trip (default: ``concurrency``).
+    ``worker_id``: recorded on leases (default ``host:pid:random``).
+    ``pool``: connections for claims and handlers; by default the worker
+    opens its own, sized ``concurrency + 3``, from the client's conninfo.
+    ``unknown_task_delay`` (s): how long a run of a task with no handler here
+    is handed back for before another worker may claim it.
+
+    Register handlers with `task`, `handle` or `include`; then `start` (in
+    background threads) or `run` (blocks). `stop` shuts down gracefully.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        queue: str,
+        *,
+        concurrency: int = 10,
+        claim_timeout: C.Duration = 30,
+        poll_interval: C.Duration = 30,
+        heartbeat_interval: C.Duration = 10,
+        batch_size: int | None = None,
+        worker_id: str | None = None,
+        pool: ConnectionPool[Any] | None = None,
+        ticker_interval: C.Duration = 5,
+        unknown_task_delay: C.Duration = 5,
+        shutdown_timeout: C.Duration = 30,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.client = client
+        self.queue = queue
+        self.concurrency = concurrency
+        self.claim_timeout = max(1, C.whole_seconds(claim_timeout, "claim_timeout"))
+        self.poll_interval = C.seconds(poll_interval, "poll_interval")
+        self.heartbeat_interval = C.seconds(heartbeat_interval, "heartbeat_interval")
+        self.batch_size = min(batch_size or concurrency, concurrency)
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.ticker_interval = C.seconds(ticker_interval, "ticker_interval")
+        self.unknown_task_delay = C.seconds(unknown_task_delay, "unknown_task_delay")
+        self.shutdown_timeout = C.seconds(shutdown_timeout, "shutdown_timeout")
+        self._pool_arg = pool
+        self._pool: ConnectionPool[Any] | None = None
+        self._handlers: dict[str, Handler] = {}
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._inflight: dict[UUID, RunState] = {}
+        self._stopping = threading.Event()
+        self._hb_stop = threading.Event()
+        self._signalled = False
+        self._started = False
+        self._stopped = False
+        self._executor: ThreadPoolExecutor | None = None
+        self._dispatcher: threading.Thread | None = None
+        self._heartbeat: threading.Thread | None = None
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._min_batch = max(1, self.batch_size // 2)
+        self._is_leader = False
+
+    def __repr__(self) -> str:
+        return f"<teguh.Worker queue={self.queue!r} id={self.worker_id!r}>"
+
+    # -- registration ---------------------------------------------------------------
+
+    def task(self, name: str) -> Callable[[H], H]:
+        """Register the decorated function as the handler of ``name`` (``"*"``: any)."""
+
+        def register(fn: H) -> H:
+            self.handle(name, fn)
+            return fn
+
+        return register
+
+    def handle(self, name: str, fn: Handler) -> None:
+        """Register ``fn`` as the handler of task ``name`` (``"*"``: the catch-all)."""
+        if not callable(fn):
+            raise TypeError(f"handler for {name!r} is not callable: {fn!r}")
+        self._handlers[name] = fn
+
+    def include(self, obj: Task[Any, Any] | types.ModuleType) -> None:
+        """Register a `teguh.Task`, or every `Task` of this worker's queue in a module."""
+        if isinstance(obj, Task):
+            if obj.queue != self.queue:
+                raise ValueError(
+                    f"task {obj.name!r} belongs to queue {obj.queue!r}, not {self.queue!r}"
+                )
+            self.handle(obj.name, obj.handle)
+        elif isinstance(obj, types.ModuleType):
+            for value in vars(obj).values():
+                if isinstance(value, Task) and value.queue == self.queue:
+                    self.handle(value.name, value.handle)
+        else:
+            raise TypeError(f"include() takes a teguh.Task or a module, got {obj!r}")
+
+    @property
+    def handlers(self) -> dict[str, Handler]:
+        """The registered handlers, by task name (a copy)."""
+        return dict(self._handlers)
+
+    @property
+    def in_flight(self) -> int:
+        """How many runs are executing now."""
+        return len(self._inflight)
+
+    @property
+    def is_ticker(self) -> bool:
+        """Whether this worker currently runs the queue's ticker."""
+        return self._is_leader
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Start the worker's threads and return (see `stop`)."""
+        if self._started:
+            raise RuntimeError("this worker was already started")
+        self._started = True
+        self.client.ensure_schema()
+        if self._pool_arg is not None:
+            self._pool = self._pool_arg
+        else:
+            size = self.concurrency + 3
+            self._pool = ConnectionPool(
+                self.client.conninfo,
+                min_size=size,
+                max_size=size,
+                kwargs={**self.client.connect_kwargs, "autocommit": True},
+                name=f"teguh-worker-{self.queue}",
+                open=True,
+            )
+            self._pool.wait(timeout=30.0)
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.concurrency, thread_name_prefix=f"teguh-{self.queue}"
+        )
+        self._heartbeat = threading.Thread(
+            target=self._heartbeat_loop, name=f"teguh-heartbeat-{self.queue}", daemon=True
+        )
+        self._dispatcher = threading.Thread(
+            target=self._dispatch_loop, name=f"teguh-dispatch-{self.queue}", daemon=True
+        )
+        self._heartbeat.start()
+        self._dispatcher.start()
+        logger.info(
+            "worker %s started on queue %s (concurrency %d)",
+            self.worker_id,
+            self.queue,
+            self.concurrency,
+            extra={"queue": self.queue, "worker_id": self.worker_id},
+        )
+        return self
+
+    def run(self, *, handle_signals: bool = True) -> None:
+        """Start, block until `stop` or SIGINT/SIGTERM, then stop gracefully.
+
+        Signal handlers are installed only when called from the main thread;
+        they only set a flag.
+        """
+        self.start()
+        restore: dict[signal.Signals, Any] = {}
+        if handle_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                restore[sig] = signal.signal(sig, self._on_signal)
+        try:
+            while not self._signalled and not self._stopping.is_set():
+                self._stopping.wait(0.2)
+        finally:
+            for sig, handler in restore.items():
+                signal.signal(sig, handler)
+            self.stop(self.shutdown_timeout)
+
+    def _on_signal(self, signum: int, frame: types.FrameType | None) -> None:
+        self._signalled = True
+
+    def stop(self, timeout: C.Duration | None = None) -> None:
+        """Stop claiming, let in-flight handlers finish, then release the rest.
+
+        Waits up to ``timeout`` seconds (default ``shutdown_timeout``) for
+        running handlers. Runs still executing after that are handed back
+        at once (no attempt consumed) so another worker can take them; their
+        handlers' next teguh call raises `teguh.LeaseLost` and nothing they
+        return is recorded. Idempotent.
+        """
+        if not self._started or self._stopped:
+            return
+        self._stopped = True
+        wait = self.shutdown_timeout if timeout is None else C.seconds(timeout, "timeout")
+        self._stopping.set()
+        self._poke()
+        if self._dispatcher is not None:
+            self._dispatcher.join(10.0)
+            if self._dispatcher.is_alive():
+                logger.error("dispatcher thread of %s did not stop", self.worker_id)
+        deadline = time.monotonic() + wait
+        with self._lock:
+            while self._inflight and (remaining := deadline - time.monotonic()) > 0:
+                self._idle.wait(remaining)
+            leftovers = list(self._inflight.values())
+        for state in leftovers:
+            self._release(state)
+        self._hb_stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join(10.0)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._pool is not None and self._pool_arg is None:
+            self._pool.close(timeout=5.0)
+        self._wake_r.close()
+        self._wake_w.close()
+        logger.info(
+            "worker %s stopped (%d run(s) released)",
+            self.worker_id,
+            len(leftovers),
+            extra={"queue": self.queue, "worker_id": self.worker_id},
+        )
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: types.TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _release(self, state: RunState) -> None:
+        state.mark(LOST)
+        run = state.run
+        logger.warning(
+            "releasing run %s of task %s (%s): its handler did not finish in time",
+            run.run_id,
+            run.task_id,
+            run.task_name,
+            extra=self._extra(run),
+        )
+        assert self._pool is not None
+        try:
+            with self._pool.connection() as conn:
+                conn.execute(Q.RELEASE_RUN, (self.queue, run.run_id))
+        except psycopg.Error as exc:
+            # AB001/AB002: it finished, was cancelled or taken over meanwhile.
+            logger.info("run %s was not released: %s", run.run_id, exc, extra=self._extra(run))
+
+    # -- dispatcher -----------------------------------------------------------------
+
+    def _poke(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+
+    def _connect_listen(self) -> psycopg.Connection[Any]:
+        kwargs = {**self.client.connect_kwargs, "autocommit": True}
+        kwargs.setdefault("connect_timeout", 10)
+        conn: psycopg.Connection[Any] = psycopg.Connection.connect(self.client.conninfo, **kwargs)
+        try:
+            conn.execute(Q.listen(self.queue))
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @staticmethod
+    def _drain(conn: psycopg.Connection[Any]) -> int:
+        n = 0
+        for _ in conn.notifies(timeout=0):
+            n += 1
+        return n
+
+    def _dispatch_loop(self) -> None:
+        listen: psycopg.Connection[Any] | None = None
+        backoff = 0.1
+        reconnect_at = 0.0
+        pending = True  # a run may be ready: claim when a slot is free
+        full = False  # the last claim was full: more runs are probably ready
+        due_at: float | None = None  # monotonic time of the next known due run
+        last_claim = 0.0
+        claim_ok_at = 0.0
+        batch_started: float | None = None
+        next_tick = 0.0
+        try:
+            while not self._stopping.is_set():
+                now = time.monotonic()
+                if listen is None and now >= reconnect_at:
+                    try:
+                        listen = self._connect_listen()
+                    except Exception as exc:
+                        reconnect_at = now + backoff
+                        logger.warning(
+                            "cannot LISTEN on queue %s (retrying in %.1fs): %s",
+                            self.queue,
+                            backoff,
+                            exc,
+                        )
+                        backoff = min(backoff * 2, _RECONNECT_MAX)
+                    else:
+                        if backoff > 0.1:
+                            logger.info("LISTEN connection of queue %s is back", self.queue)
+                        backoff = 0.1
+                        pending = True  # notifications may have been missed
+                        next_tick = now
+                if listen is not None and now >= next_tick:
+                    try:
+                        if self._tick(listen):
+                            pending = True
+                    except psycopg.OperationalError as exc:
+                        listen = self._lost_listen(listen, exc)
+                        reconnect_at = now
+                        continue
+                    except psycopg.Error:
+                        logger.exception("ticker failed on queue %s", self.queue)
+                    next_tick = now + self.ticker_interval
+
+                free = self.concurrency - len(self._inflight)
+                wait_slots: float | None = None
+                if pending and free > 0 and now >= claim_ok_at:
+                    want = min(free, self.batch_size)
+                    if full and want < self._min_batch:
+                        batch_started = batch_started or now
+                        wait_slots = batch_started + _BATCH_WINDOW - now
+                    if wait_slots is None or wait_slots <= 0:
+                        wait_slots = None
+                        batch_started = None
+                        try:
+                            got, due_in = self._claim(want)
+                        except Exception:
+                            logger.exception("claiming runs on queue %s failed", self.queue)
+                            claim_ok_at = now + _CLAIM_ERROR_BACKOFF
+                            continue
+                        last_claim = now
+                        full = got == want
+                        if not full:
+                            pending = False
+                            due_at = None if due_in is None else now + max(due_in, 0.05)
+                            if self._is_leader and due_at is not None:
+                                next_tick = min(next_tick, due_at)
+                        continue
+
+                # Wait for a notification, a freed slot, or a timer.
+                timeout = 5.0
+                if free > 0:
+                    timeout = min(timeout, self.poll_interval - (now - last_claim))
+                    if due_at is not None:
+                        timeout = min(timeout, due_at - now)
+                    if wait_slots is not None:
+                        timeout = min(timeout, wait_slots)
+                    if pending:
+                        timeout = min(timeout, claim_ok_at - now)
+                if listen is None:
+                    timeout = min(timeout, reconnect_at - now, 1.0)
+                else:
+                    timeout = min(timeout, next_tick - now)
+                fds: list[Any] = [self._wake_r]
+                if listen is not None:
+                    fds.append(listen.fileno())
+                readable, _, _ = select.select(fds, [], [], max(timeout, 0.0))
+                if self._wake_r in readable:
+                    with contextlib.suppress(OSError):
+                        self._wake_r.recv(4096)
+                if listen is not None and len(readable) > (self._wake_r in readable):
+                    try:
+                        if self._drain(listen):
+                            pending = True
+                    except psycopg.OperationalError as exc:
+                        listen = self._lost_listen(listen, exc)
+                        reconnect_at = time.monotonic()
+                now = time.monotonic()
+                if now - last_claim >= self.poll_interval or listen is None:
+                    pending = True
+                if due_at is not None and now >= due_at:
+                    pending = True
+                    due_at = None
+        except Exception:
+            logger.exception("dispatcher of queue %s crashed", self.queue)
+        finally:
+            self._is_leader = False
+            if listen is not None:
+                listen.close()
+
+    def _lost_listen(
+        self, listen: psycopg.Connection[Any], exc: BaseException
+    ) -> psycopg.Connection[Any] | None:
+        logger.warning("lost the LISTEN connection of queue %s: %s", self.queue, exc)
+        self._is_leader = False
+        with contextlib.suppress(Exception):
+            listen.close()
+        return None
+
+    def _tick(self, listen: psycopg.Connection[Any]) -> bool:
+        """Try to become (or stay) the ticker; run the ticker if so. True if it changed tasks."""
+        if not self._is_leader:
+            row = listen.execute(Q.TRY_TICKER_LOCK, (self.queue,)).fetchone()
+            self._is_leader = bool(row and row[0])
+            if self._is_leader:
+                logger.info("worker %s runs the ticker of queue %s", self.worker_id, self.queue)
+        changed = 0
+        if self._is_leader:
+            row = listen.execute(Q.TICKER, (self.queue,)).fetchone()
+            changed = int(row[0] or 0) if row else 0
+        # Notifications that arrived during the queries are in psycopg's backlog.
+        return self._drain(listen) > 0 or changed > 0
+
+    def _claim(self, want: int) -> tuple[int, float | None]:
+        """Claim up to ``want`` runs and submit them; return (claimed, seconds until due)."""
+        assert self._pool is not None
+        assert self._executor is not None
+        due_in: float | None = None
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                Q.CLAIM_TASK,
+                (self.queue, self.worker_id, self.claim_timeout, want),
+                prepare=True,
+            ).fetchall()
+            make_run = self.client.make_run
+            for row in rows:
+                run = make_run(row)
+                state = RunState(run)
+                with self._lock:
+                    self._inflight[run.run_id] = state
+                self._executor.submit(self._execute, state)
+            if len(rows) < want:
+                row = conn.execute(Q.NEXT_WAKE_IN, (self.queue,), prepare=True).fetchone()
+                due_in = None if row is None else row[0]
+        if rows and logger.isEnabledFor(logging.DEBUG):
+            logger.debug("claimed %d run(s) on queue %s", len(rows), self.queue)
+        return len(rows), due_in
+
+    # -- execution ------------------------------------------------------------------
+
+    def _execute(self, state: RunState) -> None:
+        run = state.run
+        try:
+            handler = self._handlers.get(run.task_name) or self._handlers.get(CATCH_ALL)
+            if handler is None:
+                self._hand_back(state)
+                return
+            assert self._pool is not None
+            ctx = TaskContext(
+                self.client,
+                self.queue,
+                run,
+                pool=self._pool,
+                state=state,
+                claim_timeout=self.claim_timeout,
+                worker_id=self.worker_id,
+            )
+            token = bind(ctx)
+            try:
+                result = handler(ctx)
+            except Suspend:
+                return
+            except TaskCancelled:
+                state.mark(CANCELLED)
+                logger.info(
+                    "task %s was cancelled while running", run.task_id, extra=self._extra(run)
+                )
+                return
+            except LeaseLost:
+                logger.warning(
+                    "run %s lost its lease; not recording its outcome",
+                    run.run_id,
+                    extra=self._extra(run),
+                )
+                return
+            except BaseException as exc:  # the handler failed: record it, keep the thread
+                self._fail(state, exc)
+                return
+            finally:
+                unbind(token)
+            self._complete(state, result)
+        except Exception:
+            logger.exception("internal error running %s", run.run_id, extra=self._extra(run))
+        finally:
+            with self._lock:
+                del self._inflight[run.run_id]
+                if not self._inflight:
+                    self._idle.notify_all()
+            self._poke()
+
+    def _complete(self, state: RunState, result: Any) -> None:
+        if state.status is not None:
+            return
+        try:
+            text = C.dump(self.client.dumps, result, f"the result of task {state.run.task_name!r}")
+        except TypeError as exc:
+            self._fail(state, exc)
+            return
+        self._record(state, Q.COMPLETE_RUN, (self.queue, state.run.run_id, text))
+
+    def _fail(self, state: RunState, exc: BaseException) -> None:
+        run = state.run
+        if state.status is not None:
+            return
+        reason = {
+            "name": type(exc).__qualname__,
+            "message": str(exc),
+            "traceback": "".join(traceback.format_exception(exc)),
+        }
+        final = run.max_attempts is not None and run.attempt >= run.max_attempts
+        logger.log(
+            logging.ERROR if final else logging.WARNING,
+            "task %s (%s) attempt %d failed: %s: %s",
+            run.task_id,
+            run.task_name,
+            run.attempt,
+            reason["name"],
+            reason["message"],
+            extra=self._extra(run),
+        )
+        text = C.dump(C.default_dumps, reason, "failure")
+        self._record(state, Q.FAIL_RUN, (self.queue, run.run_id, text, None))
+
+    def _hand_back(self, state: RunState) -> None:
+        run = state.run
+        logger.warning(
+            "no handler for task %r on worker %s: handing run %s back for %.0fs",
+            run.task_name,
+            self.worker_id,
+            run.run_id,
+            self.unknown_task_delay,
+            extra=self._extra(run),
+        )
+        self._record(state, Q.DEFER_RUN, (self.queue, run.run_id, self.unknown_task_delay))
+
+    def _record(self, state: RunState, query: Any, params: tuple[Any, ...]) -> None:
+        """Run the statement that ends a run; retry once on a broken connection."""
+        assert self._pool is not None
+        run = state.run
+        for attempt in (1, 2):
+            try:
+                with self._pool.connection() as conn:
+                    conn.execute(query, params, prepare=True)
+                return
+            except psycopg.OperationalError as exc:
+                if attempt == 2:
+                    logger.error(
+                        "could not record the outcome of run %s: %s",
+                        run.run_id,
+                        exc,
+                        extra=self._extra(run),
+                    )
+            except psycopg.Error as exc:
+                mapped = translate(exc)
+                if isinstance(mapped, TaskCancelled):
+                    logger.info("task %s was cancelled", run.task_id, extra=self._extra(run))
+                elif isinstance(mapped, RunNotActive):
+                    logger.warning(
+                        "run %s lost its lease before its outcome was recorded",
+                        run.run_id,
+                        extra=self._extra(run),
+                    )
+                else:
+                    logger.error(
+                        "could not record the outcome of run %s: %s",
+                        run.run_id,
+                        exc,
+                        extra=self._extra(run),
+                    )
+                return
+
+    def _extra(self, run: Any) -> dict[str, Any]:
+        return {
+            "queue": self.queue,
+            "task_id": run.task_id,
+            "run_id": run.run_id,
+            "attempt": run.attempt,
+            "task_name": run.task_name,
+        }
+
+    # -- heartbeats -----------------------------------------------------------------
+
+    def _heartbeat_loop(self) -> None:
+        while not self._hb_stop.wait(self.heartbeat_interval):
+            try:
+                self.heartbeat()
+            except Exception:
+                logger.exception("heartbeat failed on queue %s", self.queue)
+
+    def heartbeat(self) -> int:
+        """Extend every in-flight lease now; return how many runs were found gone.
+
+        The heartbeat thread calls this every ``heartbeat_interval``.
+        """
+        with self._lock:
+            states = [s for s in self._inflight.values() if s.status is None]
+        if not states or self._pool is None:
+            return 0
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                Q.EXTEND_CLAIMS,
+                (self.queue, self.worker_id, [s.run.run_id for s in states], self.claim_timeout),
+                prepare=True,
+            ).fetchall()
+        by_id = {s.run.run_id: s for s in states}
+        for run_id, status in rows:
+            state = by_id.get(run_id)
+            if state is None:
+                continue
+            state.mark(CANCELLED if status == "cancelled" else LOST)
+            logger.info(
+                "run %s is %s; its handler will be stopped at its next teguh call",
+                run_id,
+                status,
+                extra=self._extra(state.run),
+            )
+        return len(rows)
