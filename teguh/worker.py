@@ -331,6 +331,9 @@ class Worker:
     def _connect_listen(self) -> psycopg.Connection[Any]:
         kwargs = {**self.client.connect_kwargs, "autocommit": True}
         kwargs.setdefault("connect_timeout", 10)
+        if "application_name" not in self.client.conninfo:
+            # lets operators (and tests) tell the LISTEN session apart
+            kwargs.setdefault("application_name", f"teguh-listen:{self.queue}")
         conn: psycopg.Connection[Any] = psycopg.Connection.connect(self.client.conninfo, **kwargs)
         try:
             conn.execute(Q.listen(self.queue))
