@@ -380,9 +380,11 @@ begin
       completed_payload jsonb,
       last_failure     jsonb,
       cancelled_at     timestamptz
-    ) with (fillfactor = 80)$t$, 't_' || p_queue);
-  -- only columns that never change after insert (or change only for tasks
-  -- with a cancellation policy) are indexed, so state changes stay HOT
+    ) with (fillfactor = 50)$t$, 't_' || p_queue);
+  -- Only columns that never change after insert (or change only for tasks
+  -- with a cancellation policy) are indexed, and pages are half filled on
+  -- insert: a claimed batch's two updates per task then stay HOT (measured:
+  -- ~100% at fillfactor 50 against ~64% at 80 for batches of 200).
   execute format('create unique index if not exists %I on teguh.%I (idempotency_key) where idempotency_key is not null',
                  't_' || p_queue || '_ikey', 't_' || p_queue);
   execute format('create index if not exists %I on teguh.%I (cancel_at) where cancel_at is not null',
