@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import psycopg
 import pytest
 
-from teguh import embedded
 from teguh.embedded import EmbeddedPostgres, EmbeddedPostgresError, find_bindir
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_find_bindir_has_server_binaries() -> None:
@@ -113,8 +118,41 @@ def test_server_does_not_run_as_root() -> None:
             assert owner == os.geteuid()
 
 
-def test_atexit_hook_stops_live_servers() -> None:
-    pg = EmbeddedPostgres().start()
-    data_dir = pg.data_dir
-    embedded._stop_all()
+_CHILD = """
+import sys, time
+from teguh.embedded import EmbeddedPostgres
+pg = EmbeddedPostgres().start()
+print(pg.data_dir, flush=True)
+if sys.argv[1] == "exit":
+    sys.exit(0)  # no stop(), no with: atexit must clean up
+time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("how", ["exit", "sigterm", "sigint"])
+def test_server_is_removed_when_the_program_ends(how: str) -> None:
+    # In a child process: stopping "all live servers" here would stop pg_server too.
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, how],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert child.stdout is not None
+        data_dir = child.stdout.readline().strip()
+        assert data_dir, child.stderr.read() if child.stderr else ""
+        if how == "sigterm":
+            child.send_signal(signal.SIGTERM)
+        elif how == "sigint":
+            child.send_signal(signal.SIGINT)
+        child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        for stream in (child.stdout, child.stderr):
+            if stream is not None:
+                stream.close()
     assert not os.path.exists(data_dir)
