@@ -39,7 +39,8 @@ import types
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from queue import Empty, SimpleQueue
+from typing import TYPE_CHECKING, Any, LiteralString, Self, TypeVar
 from uuid import UUID
 
 import psycopg
@@ -64,9 +65,12 @@ H = TypeVar("H", bound=Handler)
 CATCH_ALL = "*"
 # In backlog mode (the last claim was full) the dispatcher waits up to this
 # long for half its slots to free before claiming, so claims stay batched.
-_BATCH_WINDOW = 0.002
+_BATCH_WINDOW = 0.005
 _RECONNECT_MAX = 5.0
 _CLAIM_ERROR_BACKOFF = 1.0
+_MAX_COMPLETE_BATCH = 100
+
+_Outcome = tuple[RunState, LiteralString, tuple[Any, ...]]
 
 
 class Worker:
@@ -132,10 +136,14 @@ class Worker:
         self._executor: ThreadPoolExecutor | None = None
         self._dispatcher: threading.Thread | None = None
         self._heartbeat: threading.Thread | None = None
+        self._completer: threading.Thread | None = None
+        self._outcomes: SimpleQueue[_Outcome | None] = SimpleQueue()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._min_batch = max(1, self.batch_size // 2)
+        # Free slots at which a finishing handler wakes the dispatcher (0: never).
+        self._poke_at = 0
         self._is_leader = False
 
     def __repr__(self) -> str:
@@ -218,7 +226,11 @@ class Worker:
         self._dispatcher = threading.Thread(
             target=self._dispatch_loop, name=f"teguh-dispatch-{self.queue}", daemon=True
         )
+        self._completer = threading.Thread(
+            target=self._complete_loop, name=f"teguh-complete-{self.queue}", daemon=True
+        )
         self._heartbeat.start()
+        self._completer.start()
         self._dispatcher.start()
         logger.info(
             "worker %s started on queue %s (concurrency %d)",
@@ -277,6 +289,11 @@ class Worker:
             leftovers = list(self._inflight.values())
         for state in leftovers:
             self._release(state)
+        self._outcomes.put(None)  # flush the completions handlers left, then exit
+        if self._completer is not None:
+            self._completer.join(30.0)
+            if self._completer.is_alive():
+                logger.error("completer thread of %s did not stop", self.worker_id)
         self._hb_stop.set()
         if self._heartbeat is not None:
             self._heartbeat.join(10.0)
@@ -420,6 +437,15 @@ class Worker:
 
                 # Wait for a notification, a freed slot, or a timer.
                 timeout = 5.0
+                if pending:
+                    # Ask finishing handlers to wake us; re-check after asking,
+                    # as one may have finished just before.
+                    self._poke_at = self._min_batch if full else 1
+                    freed = self.concurrency - len(self._inflight)
+                    if freed >= self._poke_at and now >= claim_ok_at:
+                        timeout = 0.0
+                else:
+                    self._poke_at = 0
                 if free > 0:
                     timeout = min(timeout, self.poll_interval - (now - last_claim))
                     if due_at is not None:
@@ -555,9 +581,15 @@ class Worker:
         finally:
             with self._lock:
                 del self._inflight[run.run_id]
+                free = self.concurrency - len(self._inflight)
                 if not self._inflight:
                     self._idle.notify_all()
-            self._poke()
+            # Wake the dispatcher only when it waits for this many free slots:
+            # one wake-up per claim batch, not one per run.
+            poke_at = self._poke_at
+            if poke_at and free >= poke_at:
+                self._poke_at = 0
+                self._poke()
 
     def _complete(self, state: RunState, result: Any) -> None:
         if state.status is not None:
@@ -567,7 +599,46 @@ class Worker:
         except TypeError as exc:
             self._fail(state, exc)
             return
-        self._record(state, Q.COMPLETE_RUN, (self.queue, state.run.run_id, text))
+        self._outcomes.put((state, Q.COMPLETE_RUN, (self.queue, state.run.run_id, text)))
+
+    def _complete_loop(self) -> None:
+        """Record completions, many per round trip when handlers finish together."""
+        outcomes = self._outcomes
+        while True:
+            try:
+                first = outcomes.get(timeout=1.0)
+            except Empty:
+                continue
+            batch = [first]
+            while len(batch) < _MAX_COMPLETE_BATCH:
+                try:
+                    batch.append(outcomes.get_nowait())
+                except Empty:
+                    break
+            items = [item for item in batch if item is not None]
+            try:
+                if items:
+                    self._record_many(items)
+            except Exception:
+                logger.exception("recording %d completion(s) failed", len(items))
+            if len(items) < len(batch):
+                return
+
+    def _record_many(self, items: list[_Outcome]) -> None:
+        if len(items) == 1:
+            self._record(*items[0])
+            return
+        assert self._pool is not None
+        # One transaction in one round trip. A function that raises changes
+        # nothing, so when one run was cancelled or lost meanwhile the whole
+        # batch rolls back, and each is recorded on its own instead.
+        try:
+            with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
+                for _state, query, params in items:
+                    conn.execute(query, params, prepare=True)
+        except psycopg.Error:
+            for item in items:
+                self._record(*item)
 
     def _fail(self, state: RunState, exc: BaseException) -> None:
         run = state.run
@@ -604,7 +675,7 @@ class Worker:
         )
         self._record(state, Q.DEFER_RUN, (self.queue, run.run_id, self.unknown_task_delay))
 
-    def _record(self, state: RunState, query: Any, params: tuple[Any, ...]) -> None:
+    def _record(self, state: RunState, query: LiteralString, params: tuple[Any, ...]) -> None:
         """Run the statement that ends a run; retry once on a broken connection."""
         assert self._pool is not None
         run = state.run

@@ -1,0 +1,93 @@
+"""Drain a backlog of no-op tasks with one Worker and print jobs/s.
+
+    python scripts/drain.py                  # a throwaway EmbeddedPostgres
+    python scripts/drain.py --dsn postgresql://...   # an existing database
+    python scripts/drain.py --tasks 10000 --concurrency 10 --fast
+
+Spawns ``--tasks`` no-op tasks (atomic batches of ``--batch``) into a fresh
+queue, then starts one Worker at ``--concurrency`` and times until every task
+is completed. ``--fast`` turns off fsync and synchronous_commit on the
+throwaway server (as the test suite does); without it the server's defaults
+apply.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import teguh  # noqa: E402
+from teguh.embedded import EmbeddedPostgres  # noqa: E402
+
+QUEUE = "drain"
+
+
+@contextlib.contextmanager
+def database(dsn: str | None, fast: bool) -> Iterator[str]:
+    if dsn:
+        yield dsn
+        return
+    settings = {"max_connections": "100"}
+    if fast:
+        settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+    with EmbeddedPostgres(settings=settings) as server:
+        yield server.dsn()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dsn", help="database to use (default: a throwaway server)")
+    parser.add_argument("--tasks", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=1_000, help="tasks per spawn_tasks call")
+    parser.add_argument("--batch-size", type=int, default=None, help="Worker batch_size")
+    parser.add_argument("--fast", action="store_true", help="fsync/synchronous_commit off")
+    args = parser.parse_args()
+
+    with database(args.dsn, args.fast) as dsn, teguh.Client(dsn) as client:
+        client.install()
+        client.drop_queue(QUEUE)
+        client.create_queue(QUEUE)
+        t0 = time.perf_counter()
+        for start in range(0, args.tasks, args.batch):
+            n = min(args.batch, args.tasks - start)
+            client.spawn_tasks(QUEUE, "noop", [{"i": i} for i in range(start, start + n)])
+        spawn_s = time.perf_counter() - t0
+        print(f"spawned {args.tasks} tasks in {spawn_s:.2f}s ({args.tasks / spawn_s:,.0f}/s)")
+
+        done = 0
+        lock = threading.Lock()
+
+        def noop(ctx: teguh.TaskContext) -> None:
+            nonlocal done
+            with lock:
+                done += 1
+
+        worker = client.worker(QUEUE, concurrency=args.concurrency, batch_size=args.batch_size)
+        worker.handle("noop", noop)
+        t0 = time.perf_counter()
+        worker.start()
+        try:
+            while done < args.tasks or worker.in_flight:
+                time.sleep(0.002)
+            elapsed = time.perf_counter() - t0
+        finally:
+            worker.stop(timeout=10)
+        [stats] = client.queue_stats(QUEUE)
+        if stats.completed != args.tasks:
+            sys.exit(f"only {stats.completed} of {args.tasks} tasks completed")
+        print(
+            f"drained {args.tasks} no-op tasks at concurrency {args.concurrency} in "
+            f"{elapsed:.2f}s: {args.tasks / elapsed:,.0f} jobs/s"
+        )
+
+
+if __name__ == "__main__":
+    main()
