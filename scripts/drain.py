@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import teguh  # noqa: E402
-from teguh.embedded import EmbeddedPostgres  # noqa: E402
+import teguh
+from teguh.embedded import EmbeddedPostgres
 
 QUEUE = "drain"
 

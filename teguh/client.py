@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -24,7 +25,7 @@ from psycopg_pool import ConnectionPool
 from teguh import _convert as C
 from teguh import _queries as Q
 from teguh import schema
-from teguh.errors import translate
+from teguh.errors import TaskNotFound, translate
 from teguh.records import (
     Cancellation,
     ClaimStatus,
@@ -53,6 +54,7 @@ class _Empty:
 
 
 _EMPTY: Any = _Empty()
+_TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
 
 class Client:
@@ -477,6 +479,32 @@ class Client:
             return None
         tid, state, attempts, payload, cancelled_at = rows[0]
         return TaskResult(tid, state, attempts, C.load(self.loads, payload), cancelled_at)
+
+    def wait_result(
+        self,
+        queue: str,
+        task_id: UUID,
+        *,
+        timeout: C.Duration | None = None,
+        interval: C.Duration = 0.05,
+    ) -> TaskResult:
+        """Poll until the task is completed, failed or cancelled; return its result.
+
+        Raises `TaskNotFound` for an unknown task and `TimeoutError` when
+        ``timeout`` seconds pass first. Meant for scripts and tests: a web
+        request should not block on a task.
+        """
+        pause = C.seconds(interval, "interval")
+        deadline = None if timeout is None else time.monotonic() + C.seconds(timeout, "timeout")
+        while True:
+            result = self.get_task_result(queue, task_id)
+            if result is None:
+                raise TaskNotFound(f"task {task_id} does not exist in queue {queue!r}")
+            if result.state in _TERMINAL:
+                return result
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"task {task_id} is still {result.state} after {timeout}s")
+            time.sleep(pause)
 
     def get_task(self, queue: str, task_id: UUID, *, conn: Conn | None = None) -> TaskInfo | None:
         """Return everything about a task, or None for an unknown task."""
