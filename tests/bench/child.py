@@ -40,6 +40,8 @@ def run(tool: str, role: str, args: dict[str, Any]) -> dict[str, Any]:
     if role == "fill_history":
         mod.fill_history(dsn, args["n"])
         return {}
+    if role == "anatomy":
+        return dict(mod.anatomy(dsn, args["calls"]))
     if role == "idle_claim":
         return {"ms": mod.idle_claim(dsn, args["calls"])}
     raise SystemExit(f"unknown role {role!r}")

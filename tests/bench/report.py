@@ -183,6 +183,30 @@ def _health_detail(ctx: Context) -> str:
     return "\n".join(out)
 
 
+_ANATOMY = (
+    ("rt_select1", "a round trip: `select 1`"),
+    ("rt_insert_commit", "a one-row insert into a plain table, committed"),
+    ("rt_spawn_in_tx", "`teguh.spawn_task` inside an open transaction (the function's own work)"),
+    ("rt_spawn_commit", "`teguh.spawn_task` committed on its own (work + commit + NOTIFY)"),
+)
+
+
+def _anatomy(ctx: Context) -> str:
+    vals = ctx.values.get("teguh", {})
+    if not any(key in vals for key, _ in _ANATOMY):
+        return ""
+    lines = [
+        "### What a single enqueue costs\n",
+        "Measured in the same run, one connection, ms per call (median of repeats):\n",
+        "| call | ms |",
+        "|---|---|",
+    ]
+    for key, label in _ANATOMY:
+        a = Agg.of(vals.get(key, []))
+        lines.append(f"| {label} | {_cell(a)} |")
+    return "\n".join(lines) + "\n"
+
+
 def _targets(ctx: Context) -> list[str]:
     """Check teguh against the issue's targets, from the figures of this run."""
     if "teguh" not in ctx.tools:
@@ -337,6 +361,7 @@ def markdown(ctx: Context) -> str:
         f"![each tool's figure as a multiple of the best peer's]({ctx.png_name})\n",
         "## Targets (issue 5)\n",
         "\n".join(_targets(ctx)) + "\n",
+        _anatomy(ctx),
         _HEALTH.format(drain=s.drain),
         _health_table(ctx) + "\n",
         _health_detail(ctx),

@@ -161,6 +161,8 @@ def w_enqueue(server: Server, tool: str, rep: int, sizes: Sizes) -> dict[str, An
         got = run_child(tool, "count_done", {"dsn": dsn, "kind": "queued"})["done"]
         if got != total:
             raise BenchFailure(f"{tool}/enqueue: {got} jobs in the queue after enqueueing {total}")
+        if hasattr(mod, "anatomy"):
+            out.update(run_child(tool, "anatomy", {"dsn": dsn, "calls": sizes.idle_calls}))
         return out
     finally:
         server.drop(_dbname(dsn))

@@ -3,7 +3,8 @@
 Enqueue: the synchronous producer API its docs give for sync applications
 (``SyncQueries`` over ``SyncPsycopgDriver`` on an autocommit psycopg
 connection), one ``enqueue(name, payload)`` per job, or list arguments for a
-batch. Work: ``PgQueuer`` over asyncpg (the driver of its README) with an
+batch. Work: ``PgQueuer`` over asyncpg (the driver of its README; psycopg's async
+driver when asyncpg is missing) with an
 ``async def`` no-op entrypoint; concurrency N is ``max_concurrent_tasks=N``
 with ``batch_size=N/2`` (pgqueuer requires at least twice the batch size), and
 concurrency 1 is an entrypoint ``concurrency_limit=1`` with ``batch_size=1``.
@@ -88,18 +89,32 @@ def latency_enqueue(dsn: str, n: int, gap: float) -> None:
             time.sleep(gap)
 
 
-def work(dsn: str, spec: WorkSpec) -> Recorder:
-    import asyncpg
-    from pgqueuer import PgQueuer
+async def _driver(dsn: str) -> tuple[Any, Any]:
+    """Return (connection, driver): asyncpg as the README shows, else psycopg's async driver."""
+    try:
+        import asyncpg
+    except ImportError:  # pgqueuer installed without its asyncpg extra
+        import psycopg
+        from pgqueuer.db import PsycopgDriver
+
+        conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+        return conn, PsycopgDriver(conn)
     from pgqueuer.db import AsyncpgDriver
+
+    conn = await asyncpg.connect(dsn)
+    return conn, AsyncpgDriver(conn)
+
+
+def work(dsn: str, spec: WorkSpec) -> Recorder:
+    from pgqueuer import PgQueuer
     from pgqueuer.models import Job
 
     global _recorder
     _recorder = rec = Recorder(spec.expected)
 
     async def main() -> None:
-        conn = await asyncpg.connect(dsn)
-        pgq = PgQueuer(AsyncpgDriver(conn))
+        conn, driver = await _driver(dsn)
+        pgq = PgQueuer(driver)
         limit = 1 if spec.concurrency == 1 else 0
 
         @pgq.entrypoint(ENTRYPOINT, concurrency_limit=limit)

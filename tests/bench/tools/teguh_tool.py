@@ -154,3 +154,38 @@ def idle_claim(dsn: str, calls: int) -> float:
             if conn.execute(q, (QUEUE,)).fetchall():
                 raise RuntimeError("idle claim found a task")
         return (time.perf_counter() - t0) * 1000 / calls
+
+
+def anatomy(dsn: str, calls: int) -> dict[str, float]:
+    """Return ms per call of what one single enqueue is made of, to explain its figure.
+
+    A round trip (``select 1``), a one-row insert that commits, ``spawn_task``
+    inside an open transaction (the function's own work) and ``spawn_task``
+    committing on its own (its work plus the commit and its NOTIFY).
+    """
+    import psycopg
+
+    def timed(conn: Any, query: str) -> float:
+        for _ in range(20):
+            conn.execute(query)
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            conn.execute(query)
+        return (time.perf_counter() - t0) * 1000 / calls
+
+    spawn = f"select * from teguh.spawn_task('{QUEUE}', 'noop', '{{\"i\": 0}}', '{{}}')"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        # A logged table: a temporary one would commit without flushing the WAL.
+        conn.execute("create table bench_one_row (id bigserial primary key, payload jsonb)")
+        out = {
+            "rt_select1": timed(conn, "select 1"),
+            "rt_insert_commit": timed(
+                conn, "insert into bench_one_row (payload) values ('{\"i\": 0}')"
+            ),
+        }
+        conn.execute("begin")
+        out["rt_spawn_in_tx"] = timed(conn, spawn)
+        conn.execute("rollback")
+        out["rt_spawn_commit"] = timed(conn, spawn)
+        conn.execute("drop table bench_one_row")
+    return out
