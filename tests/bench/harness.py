@@ -77,6 +77,12 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--png", default=None, help="chart (default: the report's path with .png)")
     p.add_argument(
+        "--render",
+        metavar="JSON",
+        default=None,
+        help="measure nothing: rewrite the report and chart from a run's saved figures",
+    )
+    p.add_argument(
         "--dsn", default=None, help="superuser DSN of a server to use instead of a throwaway one"
     )
     return p.parse_args(argv)
@@ -286,6 +292,17 @@ class Runner:
                 self.server.drop(str(psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]))
 
 
+def _write(ctx: report.Context, out: Path, png: Path) -> None:
+    """Write the report, the chart and the raw figures (``.json``, for ``--render``)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report.markdown(ctx))
+    report.save(ctx, out.with_suffix(".json"))
+    try:
+        report.chart(ctx, png)
+    except Exception as exc:  # the chart is a convenience; the table is the result
+        print(f"chart not written: {exc}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(sys.argv[1:] if argv is None else argv)
     sizes = Sizes.quick() if args.quick else Sizes.full()
@@ -300,6 +317,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out or ("build/bench-quick.md" if args.quick else "docs/benchmarks.md"))
     png = Path(args.png) if args.png else out.with_suffix(".png")
+    if args.render:
+        ctx = report.load(Path(args.render))
+        _write(ctx, out, png)
+        return 0
 
     chosen, unavailable = [], {}
     for tool in wanted:
@@ -354,12 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         failures=runner.failures,
         png_name=png.name,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report.markdown(ctx))
-    try:
-        report.chart(ctx, png)
-    except Exception as exc:
-        print(f"chart not written: {exc}", file=sys.stderr)
+    _write(ctx, out, png)
     print(report.summary_table(ctx))
     print(f"wrote {out} and {png} in {elapsed / 60:.1f} min", flush=True)
     if runner.failures:

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +65,19 @@ class Context:
     health: dict[str, list[dict[str, Any]]]
     failures: list[str]
     png_name: str
+
+
+def save(ctx: Context, path: Path) -> None:
+    """Save every measured figure, so the report can be rewritten without measuring again."""
+    data = dataclasses.asdict(ctx)
+    path.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def load(path: Path) -> Context:
+    """Load what `save` wrote."""
+    data = json.loads(path.read_text())
+    data["sizes"] = Sizes(**{**data["sizes"], "history": tuple(data["sizes"]["history"])})
+    return Context(**data)
 
 
 def _agg(ctx: Context, tool: str, key: str) -> Agg | None:
@@ -413,6 +428,7 @@ def chart(ctx: Context, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     rows = []
     for m in metrics(ctx.sizes):
@@ -429,6 +445,7 @@ def chart(ctx: Context, path: Path) -> None:
         return
     fig, ax = plt.subplots(figsize=(10, 0.55 * len(rows) * max(1, len(ctx.tools)) / 2.2 + 1.5))
     height = 0.8 / len(ctx.tools)
+    all_x: list[float] = []
     colors = {
         "teguh": "#d1495b",
         "procrastinate": "#00798c",
@@ -442,12 +459,19 @@ def chart(ctx: Context, path: Path) -> None:
             if tool in vals and not math.isnan(vals[tool]):
                 ys.append(i + j * height - 0.4 + height / 2)
                 xs.append(vals[tool])
-        ax.barh(ys, xs, height=height, label=tool, color=colors.get(tool))
+        # Bars grow from 1 (the best peer) to the tool's ratio, left for worse, right for better.
+        widths = [x - 1.0 for x in xs]
+        ax.barh(ys, widths, left=1.0, height=height, label=tool, color=colors.get(tool))
+        all_x.extend(xs)
     ax.axvline(1.0, color="black", linewidth=0.8)
+    lo, hi = min([*all_x, 1.0]), max([*all_x, 1.0])
+    ax.set_xlim(lo / 1.5, hi * 1.5)
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([label for label, _ in rows], fontsize=8)
     ax.invert_yaxis()
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _pos: f"{v:g}×"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     ax.set_xlabel("× the best peer (log scale; > 1 is better)")
     title = "teguh vs peers: figure ÷ best peer's" + (" (quick smoke run)" if ctx.quick else "")
     ax.set_title(title)
