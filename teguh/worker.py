@@ -131,16 +131,15 @@ class Worker:
         self._stopping = threading.Event()
         self._hb_stop = threading.Event()
         self._signalled = False
-        self._started = False
-        self._stopped = False
+        self._running = False
         self._executor: ThreadPoolExecutor | None = None
         self._dispatcher: threading.Thread | None = None
         self._heartbeat: threading.Thread | None = None
         self._completer: threading.Thread | None = None
         self._outcomes: SimpleQueue[_Outcome | None] = SimpleQueue()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        # socketpair written by finishing handlers, select()ed by the dispatcher
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
         self._min_batch = max(1, self.batch_size // 2)
         # Free slots at which a finishing handler wakes the dispatcher (0: never).
         self._poke_at = 0
@@ -199,11 +198,18 @@ class Worker:
     # -- lifecycle ------------------------------------------------------------------
 
     def start(self) -> Self:
-        """Start the worker's threads and return (see `stop`)."""
-        if self._started:
-            raise RuntimeError("this worker was already started")
-        self._started = True
+        """Start the worker's threads and return (see `stop`). A stopped worker may restart."""
+        if self._running:
+            raise RuntimeError("this worker is already running")
         self.client.ensure_schema()
+        self._running = True
+        self._stopping = threading.Event()
+        self._hb_stop = threading.Event()
+        self._signalled = False
+        self._outcomes = SimpleQueue()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
         if self._pool_arg is not None:
             self._pool = self._pool_arg
         else:
@@ -272,9 +278,9 @@ class Worker:
         handlers' next teguh call raises `teguh.LeaseLost` and nothing they
         return is recorded. Idempotent.
         """
-        if not self._started or self._stopped:
+        if not self._running:
             return
-        self._stopped = True
+        self._running = False
         wait = self.shutdown_timeout if timeout is None else C.seconds(timeout, "timeout")
         self._stopping.set()
         self._poke()
@@ -301,8 +307,9 @@ class Worker:
             self._executor.shutdown(wait=False, cancel_futures=True)
         if self._pool is not None and self._pool_arg is None:
             self._pool.close(timeout=5.0)
-        self._wake_r.close()
-        self._wake_w.close()
+        if self._wake_r is not None and self._wake_w is not None:
+            self._wake_r.close()
+            self._wake_w.close()
         logger.info(
             "worker %s stopped (%d run(s) released)",
             self.worker_id,
@@ -342,8 +349,9 @@ class Worker:
     # -- dispatcher -----------------------------------------------------------------
 
     def _poke(self) -> None:
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"\0")
+        if self._wake_w is not None:
+            with contextlib.suppress(OSError):
+                self._wake_w.send(b"\0")
 
     def _connect_listen(self) -> psycopg.Connection[Any]:
         kwargs = {**self.client.connect_kwargs, "autocommit": True}
@@ -367,6 +375,8 @@ class Worker:
         return n
 
     def _dispatch_loop(self) -> None:
+        wake_r = self._wake_r
+        assert wake_r is not None
         listen: psycopg.Connection[Any] | None = None
         backoff = 0.1
         reconnect_at = 0.0
@@ -458,14 +468,14 @@ class Worker:
                     timeout = min(timeout, reconnect_at - now, 1.0)
                 else:
                     timeout = min(timeout, next_tick - now)
-                fds: list[Any] = [self._wake_r]
+                fds: list[Any] = [wake_r]
                 if listen is not None:
                     fds.append(listen.fileno())
                 readable, _, _ = select.select(fds, [], [], max(timeout, 0.0))
-                if self._wake_r in readable:
+                if wake_r in readable:
                     with contextlib.suppress(OSError):
-                        self._wake_r.recv(4096)
-                if listen is not None and len(readable) > (self._wake_r in readable):
+                        wake_r.recv(4096)
+                if listen is not None and len(readable) > (wake_r in readable):
                     try:
                         if self._drain(listen):
                             pending = True
