@@ -218,7 +218,7 @@ class Worker:
                 self.client.conninfo,
                 min_size=size,
                 max_size=size,
-                kwargs={**self.client.connect_kwargs, "autocommit": True},
+                kwargs=self._connect_kwargs("teguh-worker"),
                 name=f"teguh-worker-{self.queue}",
                 open=True,
             )
@@ -353,12 +353,23 @@ class Worker:
             with contextlib.suppress(OSError):
                 self._wake_w.send(b"\0")
 
-    def _connect_listen(self) -> psycopg.Connection[Any]:
+    def _connect_kwargs(self, role: str) -> dict[str, Any]:
         kwargs = {**self.client.connect_kwargs, "autocommit": True}
         kwargs.setdefault("connect_timeout", 10)
         if "application_name" not in self.client.conninfo:
-            # lets operators (and tests) tell the LISTEN session apart
-            kwargs.setdefault("application_name", f"teguh-listen:{self.queue}")
+            # lets operators (and tests) tell teguh's sessions apart
+            kwargs.setdefault("application_name", f"{role}:{self.queue}")
+        return kwargs
+
+    def _check_pool(self) -> None:
+        if self._pool is not None:
+            try:
+                self._pool.check()
+            except Exception:
+                logger.exception("checking the connection pool of queue %s failed", self.queue)
+
+    def _connect_listen(self) -> psycopg.Connection[Any]:
+        kwargs = self._connect_kwargs("teguh-listen")
         conn: psycopg.Connection[Any] = psycopg.Connection.connect(self.client.conninfo, **kwargs)
         try:
             conn.execute(Q.listen(self.queue))
@@ -432,6 +443,13 @@ class Worker:
                         batch_started = None
                         try:
                             got, due_in = self._claim(want)
+                        except psycopg.OperationalError as exc:
+                            # Broken pool connections (server restart, killed
+                            # backends): replace them all now, not one per claim.
+                            logger.error("claiming runs on queue %s failed: %s", self.queue, exc)
+                            self._check_pool()
+                            claim_ok_at = now + 0.1
+                            continue
                         except Exception:
                             logger.exception("claiming runs on queue %s failed", self.queue)
                             claim_ok_at = now + _CLAIM_ERROR_BACKOFF
@@ -695,7 +713,9 @@ class Worker:
                     conn.execute(query, params, prepare=True)
                 return
             except psycopg.OperationalError as exc:
-                if attempt == 2:
+                if attempt == 1:
+                    self._check_pool()
+                else:
                     logger.error(
                         "could not record the outcome of run %s: %s",
                         run.run_id,

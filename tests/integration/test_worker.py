@@ -444,3 +444,20 @@ def test_drains_a_backlog(
         wait_state(client, s.task_id)
     [stats] = client.queue_stats(queue)
     assert stats.completed == 200
+
+
+def test_lost_pool_connections_are_replaced(
+    client: teguh.Client, queue: str, make_worker: MakeWorker, conn: psycopg.Connection[Any]
+) -> None:
+    make_worker({"t": lambda ctx: "ok"}, concurrency=2)
+    first = client.spawn_task(queue, "t", {})
+    assert wait_state(client, first.task_id).completed_payload == "ok"
+    killed = conn.execute(
+        "select pg_terminate_backend(pid) from pg_stat_activity"
+        " where application_name = 'teguh-worker:q'"
+    ).fetchall()
+    assert len(killed) == 5  # concurrency + 3
+    # the worker logs the broken connections, replaces them and keeps working
+    for _ in range(3):
+        spawned = client.spawn_task(queue, "t", {})
+        assert wait_state(client, spawned.task_id, timeout=15).completed_payload == "ok"
