@@ -1,0 +1,540 @@
+"""``teguh demo``: a durable workflow and a burst of tasks, shown live.
+
+Without ``--dsn`` it starts a throwaway PostgreSQL (`teguh.embedded`) and
+removes it on exit, Ctrl-C and SIGTERM included; with ``--dsn`` it works in a
+queue of its own in that database and drops the queue afterwards.
+
+Part 1 runs one order workflow on a real `teguh.Worker`: three steps, the
+third crashing on its first attempt (the retry replays the committed steps
+from their checkpoints instead of running them again), a durable sleep, and
+an event that the demo itself emits while the task waits for it. Part 2
+spawns a few thousand no-op tasks in one transaction and drains them with
+the same worker, showing the rate live. The summary counts what happened:
+attempts, steps executed vs replayed, how late the sleep woke, throughput.
+
+Everything is printed to stdout as plain lines; the progress line is
+rewritten in place (``\\r``) only when stdout is a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import secrets
+import signal
+import sys
+import threading
+import time
+import types
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TextIO, TypeVar
+
+import psycopg
+
+from teguh import _cli_format as F
+from teguh import schema
+from teguh._cli_base import CliError, Session, connect, positive_int, positive_seconds
+from teguh.client import Client
+from teguh.context import TaskContext
+from teguh.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from teguh.errors import Suspend
+
+__all__ = ["add_arguments", "run"]
+
+T = TypeVar("T")
+
+ORDER_TASK = "process-order"
+NOOP_TASK = "noop"
+_WORKFLOW_TIMEOUT = 40.0
+_BURST_TIMEOUT = 120.0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the ``demo`` subcommand's arguments."""
+    p.add_argument(
+        "--tasks", type=positive_int, default=3000, metavar="N", help="tasks in the burst (3000)"
+    )
+    p.add_argument("--concurrency", "-c", type=positive_int, default=10, help="worker threads (10)")
+    p.add_argument(
+        "--sleep",
+        type=positive_seconds,
+        default=2.0,
+        metavar="SECONDS",
+        help="length of the workflow's durable sleep (2)",
+    )
+    p.add_argument(
+        "--pg-bindir",
+        metavar="DIR",
+        help="PostgreSQL server binaries for the throwaway server (default: pg_config "
+        "--bindir, initdb on PATH, /usr/lib/postgresql/*/bin)",
+    )
+    p.description = (
+        "Run a durable order workflow (a crash and retry, a durable sleep, an external "
+        "event) and a burst of tasks on a throwaway PostgreSQL, or with --dsn in a "
+        "queue of its own in that database (dropped afterwards)."
+    )
+
+
+# -- output ---------------------------------------------------------------------------
+
+
+class _Out:
+    """Timestamped lines from any thread, and a progress line that is TTY-aware."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.t0 = time.monotonic()
+        self._lock = threading.Lock()
+        self._width = 0
+
+    def line(self, text: str = "") -> None:
+        with self._lock:
+            print(text, file=self.stream, flush=True)
+
+    def at(self, text: str) -> None:
+        """Print ``text`` with the seconds elapsed since the workflow started."""
+        self.line(f"  [{time.monotonic() - self.t0:6.2f}s] {text}")
+
+    def title(self, text: str) -> None:
+        self.line()
+        self.line(text)
+        self.line("-" * len(text))
+
+    def progress(self, text: str, *, final: bool = False) -> None:
+        with self._lock:
+            if self.tty:
+                # Pad over the previous text instead of an erase escape: any terminal.
+                padded = text.ljust(self._width)
+                self._width = len(text)
+                self.stream.write("\r" + padded + ("\n" if final else ""))
+            else:
+                self.stream.write(text + "\n")
+            self.stream.flush()
+
+
+# -- the workflow ---------------------------------------------------------------------
+
+
+@dataclass
+class _Stats:
+    """What the workflow's handler observed, shared with the main thread."""
+
+    runs: int = 0
+    attempts_seen: list[int] = field(default_factory=list)
+    calls: Counter[str] = field(default_factory=Counter)
+    executed: Counter[str] = field(default_factory=Counter)
+    replayed: Counter[str] = field(default_factory=Counter)
+    crashes: int = 0
+    charged: int = 0
+    waiting_since: float | None = None
+    emitted_at: float | None = None
+    event_latency: float | None = None
+    waiting: threading.Event = field(default_factory=threading.Event)
+
+
+class _OrderWorkflow:
+    """The demo's task handler: reserve, charge, book a courier, sleep, await delivery."""
+
+    STEPS = ("reserve-stock", "charge-card", "book-courier", "send-receipt")
+
+    def __init__(self, out: _Out, order_id: int, sleep: float) -> None:
+        self.out = out
+        self.order_id = order_id
+        self.sleep = sleep
+        self.event = f"delivered:{order_id}"
+        self.stats = _Stats()
+        self._lock = threading.Lock()
+        self._last_end = "resumed"
+
+    # The side effects: each one counts how often it really ran.
+
+    def reserve_stock(self, items: list[str]) -> dict[str, Any]:
+        return {"reserved": items, "warehouse": "SUB-2"}
+
+    def charge_card(self, amount: float) -> dict[str, Any]:
+        with self._lock:
+            self.stats.charged += 1
+        return {"charged": amount, "payment_id": f"pay_{secrets.token_hex(4)}"}
+
+    def book_courier(self, city: str) -> dict[str, Any]:
+        if self.stats.calls["book-courier"] == 1:
+            raise ConnectionError("courier API timed out")
+        return {"courier": "kilat", "tracking": f"KLT{secrets.randbelow(10**8):08d}", "to": city}
+
+    def send_receipt(self, email: str) -> str:
+        return f"receipt sent to {email}"
+
+    # The handler.
+
+    def _step(self, ctx: TaskContext, name: str, fn: Callable[..., T], *args: Any) -> T:
+        ran = False
+
+        def body() -> T:
+            nonlocal ran
+            ran = True
+            with self._lock:
+                self.stats.calls[name] += 1
+            return fn(*args)
+
+        try:
+            value = ctx.step(name, body)
+        except Exception as exc:
+            with self._lock:
+                self.stats.crashes += 1
+            self.out.at(
+                f"  {name:<14} CRASHED ({type(exc).__name__}: {exc}): "
+                f"attempt {ctx.attempt} fails, teguh schedules a retry"
+            )
+            self._last_end = "the retry after the crash"
+            raise
+        with self._lock:
+            (self.stats.executed if ran else self.stats.replayed)[name] += 1
+        if ran:
+            self.out.at(f"  {name:<14} executed -> {F.format_value(value, limit=70)}")
+        else:
+            self.out.at(f"  {name:<14} replayed from its checkpoint (not run again)")
+        return value
+
+    def __call__(self, ctx: TaskContext) -> dict[str, Any]:
+        # On the database clock, like the sleep's wake-up time it is compared with.
+        entered = ctx.client.current_time()
+        with self._lock:
+            self.stats.runs += 1
+            run_no = self.stats.runs
+            self.stats.attempts_seen.append(ctx.attempt)
+        why = "first run"
+        if ctx.wake_event:
+            why = f"woken by event {ctx.wake_event!r}"
+        elif run_no > 1:
+            why = self._last_end
+        self.out.at(f"run {run_no} (attempt {ctx.attempt}, {why})")
+        params = ctx.params
+        self._step(ctx, "reserve-stock", self.reserve_stock, params["items"])
+        payment = self._step(ctx, "charge-card", self.charge_card, params["amount"])
+        shipment = self._step(ctx, "book-courier", self.book_courier, params["city"])
+        try:
+            ctx.sleep_for(self.sleep, name="wait-for-pickup")
+        except Suspend:
+            self.out.at(
+                f"  durable sleep {self.sleep:g}s: the run is suspended and its worker "
+                "thread is free; the wake-up time is in the database"
+            )
+            self._last_end = "woken by its sleep's timer"
+            raise
+        # Executed once, on the run right after the sleep: when that run started.
+        woke_at = ctx.step("woke-up", entered.isoformat)
+        try:
+            delivery = ctx.await_event(self.event, timeout=60)
+        except Suspend:
+            with self._lock:
+                self.stats.waiting_since = time.monotonic()
+            self.stats.waiting.set()
+            self.out.at(f"  waiting for event {self.event!r}: the run is suspended, nothing polls")
+            raise
+        with self._lock:
+            if self.stats.emitted_at is not None and self.stats.event_latency is None:
+                self.stats.event_latency = time.monotonic() - self.stats.emitted_at
+        self.out.at(f"  event {self.event!r} received: {F.format_value(delivery)}")
+        receipt = self._step(ctx, "send-receipt", self.send_receipt, params["email"])
+        return {
+            "order": self.order_id,
+            "payment": payment["payment_id"],
+            "tracking": shipment["tracking"],
+            "woke_at": woke_at,
+            "receipt": receipt,
+        }
+
+
+def _noop(ctx: TaskContext) -> None:
+    return None
+
+
+# -- the database ---------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _database(args: argparse.Namespace, out: _Out) -> Iterator[tuple[str, str]]:
+    """Yield (dsn, description): the given database, or a throwaway server."""
+    if args.dsn:
+        with connect(args.dsn) as conn:
+            version = schema.installed_version(conn)
+            if version is None:
+                schema.install(conn)
+                out.line(
+                    f"installed the teguh schema (version {schema.SCHEMA_VERSION}) into this "
+                    "database; `drop schema teguh cascade` removes it"
+                )
+            else:
+                schema.check(conn)
+            info = conn.info
+            where = f"database {info.dbname} on {info.host}:{info.port}"
+        yield args.dsn, where
+        return
+    started = time.monotonic()
+    out.line("Starting a throwaway PostgreSQL server...")
+    try:
+        server = EmbeddedPostgres(bindir=args.pg_bindir)
+    except EmbeddedPostgresError as exc:
+        raise CliError(
+            f"{exc}; or run the demo against an existing database: teguh demo --dsn postgresql://..."
+        ) from None
+    try:
+        try:
+            server.start()
+        except EmbeddedPostgresError as exc:
+            raise CliError(f"could not start a throwaway PostgreSQL: {exc}") from None
+        dsn = server.dsn()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            schema.install(conn)
+            row = conn.execute("show server_version").fetchone()
+        ver = str(row[0]).split()[0] if row else "?"
+        where = (
+            f"throwaway PostgreSQL {ver} on {server.host}:{server.port}, "
+            f"ready in {time.monotonic() - started:.1f}s (removed on exit)"
+        )
+        yield dsn, where
+    finally:
+        server.stop()
+
+
+def _on_sigterm(signum: int, frame: types.FrameType | None) -> None:
+    # Unwind (like Ctrl-C) so that the worker stops, the queue is dropped and
+    # the throwaway server is removed; then exit 143.
+    raise SystemExit(128 + signum)
+
+
+# -- the demo ---------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace, session: Session) -> int:
+    """Run the ``demo`` subcommand."""
+    out = _Out(sys.stdout)
+    if not args.verbose:
+        # The crash is part of the show: the worker's warning about it is noise here.
+        logging.getLogger("teguh.worker").setLevel(logging.ERROR)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    started = time.monotonic()
+    try:
+        out.line("teguh demo: durable execution inside PostgreSQL")
+        out.line("================================================")
+        with _database(args, out) as (dsn, where), Client(dsn, max_size=4) as client:
+            queue = f"demo_{secrets.token_hex(3)}"
+            out.line(f"database: {where}")
+            out.line(f"queue:    {queue} (dropped at the end)")
+            client.create_queue(queue)
+            try:
+                worker = client.worker(queue, concurrency=args.concurrency)
+                workflow = _OrderWorkflow(out, 1000 + secrets.randbelow(9000), args.sleep)
+                worker.handle(ORDER_TASK, workflow)
+                worker.handle(NOOP_TASK, _noop)
+                with worker:
+                    order = _run_workflow(client, queue, workflow, out)
+                    burst = _run_burst(client, queue, args.tasks, args.concurrency, out)
+            finally:
+                client.drop_queue(queue)
+            _summary(out, args, workflow, order, burst, time.monotonic() - started)
+        out.line("cleaned up: queue dropped" + ("" if args.dsn else ", throwaway server removed"))
+    except _DemoFailed as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return 0
+
+
+class _DemoFailed(Exception):
+    pass
+
+
+@dataclass
+class _OrderResult:
+    task_id: str
+    state: str
+    attempts: int
+    seconds: float
+    late_ms: float
+    checkpoints: dict[str, Any]
+
+
+def _wait_state(
+    client: Client, queue: str, task_id: Any, states: tuple[str, ...], timeout: float
+) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = client.get_task_result(queue, task_id)
+        state = result.state if result else "missing"
+        if state in states:
+            return state
+        if time.monotonic() > deadline:
+            raise _DemoFailed(f"task {task_id} is still {state} after {timeout:.0f}s")
+        time.sleep(0.02)
+
+
+def _run_workflow(client: Client, queue: str, wf: _OrderWorkflow, out: _Out) -> _OrderResult:
+    out.title("1. A durable order workflow")
+    out.line(
+        "reserve-stock -> charge-card -> book-courier (crashes once) -> durable sleep "
+        f"{wf.sleep:g}s -> wait for event {wf.event!r} -> send-receipt"
+    )
+    out.line()
+    params = {
+        "order": wf.order_id,
+        "items": ["kopi luwak 250g", "teh tarik mix"],
+        "amount": 42.5,
+        "city": "Surabaya",
+        "email": "budi@example.com",
+    }
+    out.t0 = time.monotonic()
+    spawned = client.spawn_task(
+        queue,
+        ORDER_TASK,
+        params,
+        max_attempts=3,
+        retry_strategy={"kind": "fixed", "base_seconds": 1},
+    )
+    out.at(f"spawned order #{wf.order_id} as task {spawned.task_id}")
+    if not wf.stats.waiting.wait(_WORKFLOW_TIMEOUT):
+        state = _wait_state(client, queue, spawned.task_id, ("completed", "failed"), 0)
+        raise _DemoFailed(f"the workflow never reached its event wait (it is {state})")
+    _wait_state(client, queue, spawned.task_id, ("sleeping",), 10)
+    time.sleep(0.5)  # let the suspension be seen: nothing happens until the event
+    payload = {"signed_by": "Siti", "at": "front door"}
+    out.at(f"demo emits {wf.event!r} {F.format_value(payload)}, as the courier's webhook would")
+    wf.stats.emitted_at = time.monotonic()
+    client.emit_event(queue, wf.event, payload)
+    state = _wait_state(client, queue, spawned.task_id, ("completed", "failed", "cancelled"), 30)
+    seconds = time.monotonic() - out.t0
+    info = client.get_task(queue, spawned.task_id)
+    if state != "completed" or info is None:
+        raise _DemoFailed(f"the workflow ended {state}: {info and info.last_failure}")
+    out.at(f"task completed: {F.format_value(info.completed_payload, limit=110)}")
+    checkpoints: dict[str, Any] = client.get_checkpoints(
+        queue,
+        spawned.task_id,
+        None,  # type: ignore[arg-type]  # an observer: no run of its own
+    )
+    wake_at = datetime.fromisoformat(checkpoints["wait-for-pickup"]["wake_at"])
+    woke_at = datetime.fromisoformat(checkpoints["woke-up"])
+    out.line()
+    out.line(f"what the database holds for task {spawned.task_id} (its checkpoints):")
+    F.print_table(
+        ["checkpoint", "state"],
+        [[k, F.format_value(v, limit=80)] for k, v in checkpoints.items()],
+        file=out.stream,
+    )
+    out.line(f"(see it any time: teguh task show {spawned.task_id} --queue {queue})")
+    return _OrderResult(
+        str(spawned.task_id),
+        state,
+        info.attempts,
+        seconds,
+        (woke_at - wake_at).total_seconds() * 1000,
+        checkpoints,
+    )
+
+
+@dataclass
+class _BurstResult:
+    tasks: int
+    spawn_seconds: float
+    drain_seconds: float
+
+
+def _run_burst(client: Client, queue: str, n: int, concurrency: int, out: _Out) -> _BurstResult:
+    out.title(f"2. A burst of {n:,} tasks")
+    [before] = client.queue_stats(queue)
+    t0 = time.monotonic()
+    client.spawn_tasks(queue, NOOP_TASK, [{"i": i} for i in range(n)])
+    spawn_s = time.monotonic() - t0
+    out.line(
+        f"spawned {n:,} no-op tasks in one transaction in {spawn_s * 1000:.0f} ms; "
+        f"one worker ({concurrency} threads) drains them:"
+    )
+    width = 30
+    digits = len(f"{n:,}")
+    last_line = t0
+    deadline = t0 + _BURST_TIMEOUT
+    while True:
+        [stats] = client.queue_stats(queue)
+        done = stats.completed - before.completed
+        now = time.monotonic()
+        elapsed = max(now - t0, 1e-6)
+        finished = done >= n
+        if finished or out.tty or now - last_line >= 1.0:
+            filled = width * done // n
+            bar = "#" * filled + "." * (width - filled)
+            out.progress(
+                f"  [{bar}] {done:>{digits},}/{n:,}  {done / elapsed:,.0f} tasks/s",
+                final=finished,
+            )
+            last_line = now
+        if finished:
+            break
+        if stats.failed > before.failed:
+            raise _DemoFailed(f"{stats.failed - before.failed} task(s) of the burst failed")
+        if now > deadline:
+            raise _DemoFailed(f"only {done:,} of {n:,} tasks completed in {_BURST_TIMEOUT:.0f}s")
+        time.sleep(0.1 if out.tty else 0.05)
+    drain_s = time.monotonic() - t0
+    out.line(f"all {n:,} completed in {drain_s:.2f}s: {n / drain_s:,.0f} tasks/s")
+    return _BurstResult(n, spawn_s, drain_s)
+
+
+def _summary(
+    out: _Out,
+    args: argparse.Namespace,
+    wf: _OrderWorkflow,
+    order: _OrderResult,
+    burst: _BurstResult,
+    total: float,
+) -> None:
+    s = wf.stats
+    executed = sum(s.executed.values())
+    replayed = sum(s.replayed.values())
+    once = all(s.executed[name] == 1 for name in wf.STEPS)
+    out.title("Summary")
+    rows: list[tuple[str, str]] = [
+        (
+            "order workflow",
+            f"completed in {order.seconds:.1f}s: {order.attempts} attempts, {s.runs} runs "
+            "(the sleep and the event wait resumed it without using attempts)",
+        ),
+        (
+            "steps",
+            f"{executed} executed, each exactly once{'' if once else ' (NOT!)'}; "
+            f"{replayed} replayed from checkpoints; 1 crash retried "
+            f"(the card was charged {s.charged} time{'s' if s.charged != 1 else ''})",
+        ),
+        (
+            "durable sleep",
+            f"{wf.sleep:g}s asked; the run resumed {order.late_ms:.0f} ms after its wake-up time",
+        ),
+    ]
+    if s.event_latency is not None:
+        rows.append(
+            (
+                "event",
+                f"{wf.event!r} reached the suspended task {s.event_latency * 1000:.0f} ms "
+                "after it was emitted",
+            )
+        )
+    rows.append(
+        (
+            "throughput",
+            f"{burst.tasks:,} tasks spawned in {burst.spawn_seconds * 1000:.0f} ms, drained "
+            f"in {burst.drain_seconds:.2f}s: {burst.tasks / burst.drain_seconds:,.0f} tasks/s "
+            f"(one worker, {args.concurrency} threads, durable commits)",
+        ),
+    )
+    F.print_kv(rows, file=out.stream)
+    out.line()
+    out.line(f"demo finished in {total:.1f}s")
+    if not once or s.crashes != 1:
+        raise _DemoFailed("a step ran more than once: that is a bug, please report it")
