@@ -458,7 +458,15 @@ class Worker:
                         full = got == want
                         if not full:
                             pending = False
-                            due_at = None if due_in is None else now + max(due_in, 0.05)
+                            # From after the claim: the due time was measured at its
+                            # end. From `now` (before the round trip) the next claim
+                            # comes early, finds nothing and pays the 50 ms floor,
+                            # which is meant for overdue runs the claim cannot take
+                            # (an expired lease awaiting the ticker).
+                            after = time.monotonic()
+                            due_at = None
+                            if due_in is not None:
+                                due_at = after + (due_in if due_in > 0 else 0.05)
                             if self._is_leader and due_at is not None:
                                 next_tick = min(next_tick, due_at)
                         continue
