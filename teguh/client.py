@@ -412,9 +412,14 @@ class Client:
         return C.load(self.loads, self._value(Q.GET_CHECKPOINT, (queue, task_id, name), conn))
 
     def get_checkpoints(
-        self, queue: str, task_id: UUID, run_id: UUID, *, conn: Conn | None = None
+        self, queue: str, task_id: UUID, run_id: UUID | None, *, conn: Conn | None = None
     ) -> dict[str, Any]:
-        """Return all the task's checkpoints, by name."""
+        """Return all the task's checkpoints, by name.
+
+        ``run_id`` is the caller's run: the engine then raises `TaskCancelled`
+        if the task was cancelled. None reads them as an observer (e.g.
+        ``teguh task show``), whatever the task's state.
+        """
         rows = self._run(Q.GET_CHECKPOINTS, (queue, task_id, run_id), conn)
         return {name: C.load(self.loads, state) for name, state in rows}
 
