@@ -369,8 +369,7 @@ def _failure_text(failure: Any, *, traceback: bool) -> str:
 def _cmd_show(args: argparse.Namespace, session: Session) -> int:
     client, conn = session.checked()
     info = _task_or_fail(client, conn, args.queue, args.task_id)
-    # run_id None: read as an observer (the engine skips the "is it cancelled?" check).
-    checkpoints = client.get_checkpoints(args.queue, args.task_id, None, conn=conn)  # type: ignore[arg-type]
+    checkpoints = client.get_checkpoints(args.queue, args.task_id, None, conn=conn)
     if args.json:
         F.print_json({"queue": args.queue, **F.jsonable(info), "checkpoints": checkpoints})
         return 0

@@ -415,11 +415,7 @@ def _run_workflow(client: Client, queue: str, wf: _OrderWorkflow, out: _Out) -> 
     if state != "completed" or info is None:
         raise _DemoFailed(f"the workflow ended {state}: {info and info.last_failure}")
     out.at(f"task completed: {F.format_value(info.completed_payload, limit=110)}")
-    checkpoints: dict[str, Any] = client.get_checkpoints(
-        queue,
-        spawned.task_id,
-        None,  # type: ignore[arg-type]  # an observer: no run of its own
-    )
+    checkpoints = client.get_checkpoints(queue, spawned.task_id, None)
     wake_at = datetime.fromisoformat(checkpoints["wait-for-pickup"]["wake_at"])
     woke_at = datetime.fromisoformat(checkpoints["woke-up"])
     out.line()

@@ -354,6 +354,10 @@ def test_task_cancel(teguh: Run, dsn: str, conn: Conn, queue: str) -> None:
     again = teguh("--dsn", dsn, "--json", "task", "cancel", str(task_id), "--queue", "q")
     assert again.returncode == 0
     assert json.loads(again.stdout)["previous_state"] == "cancelled"
+    # a cancelled task can still be inspected
+    shown = teguh("--dsn", dsn, "task", "show", str(task_id), "--queue", "q")
+    assert shown.returncode == 0, shown.stderr
+    assert "cancelled:" in shown.stdout
 
 
 def test_task_cancel_finished(teguh: Run, dsn: str, conn: Conn, queue: str) -> None:
