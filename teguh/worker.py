@@ -191,6 +191,11 @@ class Worker:
         return len(self._inflight)
 
     @property
+    def is_running(self) -> bool:
+        """Whether the worker is started and not stopping."""
+        return self._running
+
+    @property
     def is_ticker(self) -> bool:
         """Whether this worker currently runs the queue's ticker."""
         return self._is_leader
@@ -280,9 +285,9 @@ class Worker:
         """
         if not self._running:
             return
+        self._stopping.set()  # before is_running turns false: no claim after that
         self._running = False
         wait = self.shutdown_timeout if timeout is None else C.seconds(timeout, "timeout")
-        self._stopping.set()
         self._poke()
         if self._dispatcher is not None:
             self._dispatcher.join(10.0)

@@ -302,11 +302,13 @@ def test_graceful_stop_lets_in_flight_work_finish(
         release.wait(10)
         return "finished"
 
-    worker = make_worker({"slow": slow})
+    worker = make_worker({"slow": slow}, concurrency=1)
     spawned = client.spawn_task(queue, "slow", {})
     assert entered.wait(10)
+    assert worker.is_running
     stopper = threading.Thread(target=worker.stop, kwargs={"timeout": 10})
     stopper.start()
+    wait_for(lambda: not worker.is_running)
     queued = client.spawn_task(queue, "slow", {})  # spawned while stopping: not claimed
     release.set()
     stopper.join(15)
