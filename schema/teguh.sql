@@ -348,6 +348,225 @@ end
 $$;
 
 -- ---------------------------------------------------------------------------
+-- Per-queue hot paths
+-- ---------------------------------------------------------------------------
+
+-- The hot paths (spawn, claim, complete, checkpoint) of each queue are
+-- plpgsql functions with static SQL on that queue's tables, generated from
+-- the templates below when the queue is created and whenever this file is
+-- applied again. Static SQL lets PostgreSQL cache the plans per session:
+-- planning the dynamic equivalent cost as much as running it. The generic
+-- functions (teguh.claim_task, ...) validate their input and call these.
+create or replace function teguh._create_queue_functions(p_queue text) returns void
+language plpgsql as $$
+declare
+  v_template text;
+begin
+  perform teguh._check_queue_name(p_queue);
+  foreach v_template in array array[
+$tmpl$
+create or replace function teguh.{spawn}(
+  p_task_name    text,
+  p_params       jsonb,
+  p_headers      jsonb,
+  p_retry        jsonb,
+  p_max_attempts integer,
+  p_priority     integer,
+  p_cancellation jsonb,
+  p_ikey         text,
+  p_now          timestamptz,
+  p_available_at timestamptz
+) returns table (task_id uuid, run_id uuid, attempt integer, created boolean)
+language plpgsql as $fn$
+#variable_conflict use_column
+declare
+  v_task_id uuid := teguh.portable_uuidv7();
+  v_run_id  uuid := teguh.portable_uuidv7();
+  v_created uuid;
+begin
+  insert into teguh.{t} as t (task_id, task_name, params, headers, retry_strategy, max_attempts, priority,
+                              cancellation, idempotency_key, state, current_run_id, created_at, available_at,
+                              cancel_at)
+  values (v_task_id, p_task_name, p_params, p_headers, p_retry, p_max_attempts, p_priority, p_cancellation, p_ikey,
+          'pending', v_run_id, p_now, p_available_at,
+          p_available_at + make_interval(secs => (p_cancellation->>'max_delay')::double precision))
+  on conflict (idempotency_key) where idempotency_key is not null do nothing
+  returning t.task_id into v_created;
+  if v_created is null then
+    -- the idempotency key names an existing task: hand that one back
+    return query select t.task_id, t.current_run_id, greatest(t.attempts, 1), false
+                   from teguh.{t} t where t.idempotency_key = p_ikey;
+    return;
+  end if;
+  insert into teguh.{p} (task_id, run_id, attempt, priority, available_at)
+  values (v_task_id, v_run_id, 1, p_priority, p_available_at);
+  return query select v_task_id, v_run_id, 1, true;
+end
+$fn$
+$tmpl$,
+$tmpl$
+create or replace function teguh.{claim}(p_worker_id text, p_claim_timeout integer, p_qty integer, p_now timestamptz)
+returns table (run_id uuid, task_id uuid, attempt integer, task_name text, params jsonb, retry_strategy jsonb,
+               max_attempts integer, headers jsonb, wake_event text, event_payload jsonb)
+-- Plans are cached and generic: a table of finished tasks, whose states the
+-- planner sees as never 'pending', must not tempt it into a sequential scan.
+language plpgsql set enable_seqscan = off as $fn$
+#variable_conflict use_column
+declare
+  v_next_due    timestamptz;
+  v_next_expiry timestamptz;
+begin
+  -- two index probes tell whether there is anything to do at all
+  select (select min(p.available_at) from teguh.{p} p), (select min(r.expires_at) from teguh.{r} r)
+    into v_next_due, v_next_expiry;
+  if v_next_expiry < p_now then
+    perform teguh._recover_expired({queue}, p_now, p_qty);
+    v_next_due := p_now;
+  end if;
+  if v_next_due is null or v_next_due > p_now then
+    return;
+  end if;
+  return query
+    with cand as (
+      select p.task_id from teguh.{p} p
+       where p.available_at <= p_now
+       order by p.priority desc, p.available_at, p.seq
+       limit p_qty
+         for update skip locked
+    ), locked as (
+      -- one primary-key probe per candidate, whatever the planner thinks of t_
+      select t.task_id from cand cross join lateral (
+        select t.task_id from teguh.{t} t
+         where t.task_id = cand.task_id and t.state in ('pending', 'sleeping')
+           for update skip locked
+      ) t
+    ), ready as (
+      delete from teguh.{p} p using locked where p.task_id = locked.task_id
+      returning p.task_id, p.run_id, p.attempt, p.priority, p.available_at, p.seq, p.wake_event, p.event_payload,
+                p.timeout_step
+    ), started as (
+      update teguh.{t} t
+         set state = 'running', attempts = ready.attempt, current_run_id = ready.run_id,
+             first_started_at = coalesce(t.first_started_at, p_now),
+             cancel_at = case when t.first_started_at is not null then t.cancel_at
+                              else p_now + make_interval(secs => (t.cancellation->>'max_duration')::double precision)
+                         end
+        from ready where t.task_id = ready.task_id
+      returning t.task_id, t.task_name, t.params, t.retry_strategy, t.max_attempts, t.headers
+    ), leased as (
+      insert into teguh.{r} (run_id, task_id, attempt, worker_id, claimed_at, expires_at)
+      select ready.run_id, ready.task_id, ready.attempt, p_worker_id, p_now,
+             p_now + make_interval(secs => p_claim_timeout)
+        from ready
+    ), timed_out as (
+      -- runs resumed by an event-wait timeout: drop the wait, checkpoint the timeout
+      delete from teguh.{w} w using ready where w.task_id = ready.task_id and ready.timeout_step is not null
+      returning w.task_id, w.run_id, w.step_name
+    ), timeout_checkpoint as (
+      insert into teguh.{c} (task_id, checkpoint_name, state, timed_out, owner_run, updated_at)
+      select timed_out.task_id, timed_out.step_name, null, true, timed_out.run_id, p_now from timed_out
+      on conflict (task_id, checkpoint_name) do nothing
+    )
+    select ready.run_id, ready.task_id, ready.attempt, started.task_name, started.params, started.retry_strategy,
+           started.max_attempts, started.headers, ready.wake_event, ready.event_payload
+      from ready join started on started.task_id = ready.task_id
+     order by ready.priority desc, ready.available_at, ready.seq;
+end
+$fn$
+$tmpl$,
+$tmpl$
+create or replace function teguh.{complete}(p_run_ids uuid[], p_states jsonb[], p_now timestamptz)
+returns table (run_id uuid, status text)
+language plpgsql set enable_seqscan = off as $fn$
+#variable_conflict use_column
+declare
+  v_done uuid[] := '{}';
+begin
+  -- t_ first (the update locks it), then r_
+  if cardinality(p_run_ids) = 1 then
+    -- one run (complete_run): a plan with no join to estimate
+    update teguh.{t} t
+       set state = 'completed', completed_payload = p_states[1], finished_at = p_now, cancel_at = null
+     where t.task_id = (select r.task_id from teguh.{r} r where r.run_id = p_run_ids[1])
+       and t.current_run_id = p_run_ids[1] and t.state = 'running';
+    if found then
+      delete from teguh.{r} r where r.run_id = p_run_ids[1];
+      return;
+    end if;
+  else
+    with input as (
+      select u.run_id, u.state from unnest(p_run_ids, p_states) as u(run_id, state)
+    ), done as (
+      update teguh.{t} t
+         set state = 'completed', completed_payload = input.state, finished_at = p_now, cancel_at = null
+        from input join teguh.{r} r on r.run_id = input.run_id
+       where t.task_id = r.task_id and t.current_run_id = input.run_id and t.state = 'running'
+      returning input.run_id
+    ), released as (
+      delete from teguh.{r} r using done where r.run_id = done.run_id
+    )
+    select coalesce(array_agg(done.run_id), '{}') into v_done from done;
+  end if;
+  -- the runs that are not (or no longer) active
+  return query
+    select u.run_id,
+           case when exists (select 1 from teguh.{r} r join teguh.{t} t on t.task_id = r.task_id
+                              where r.run_id = u.run_id and t.state = 'cancelled')
+                then 'cancelled' else 'lost' end
+      from unnest(p_run_ids) as u(run_id)
+     where u.run_id <> all (v_done);
+end
+$fn$
+$tmpl$,
+$tmpl$
+create or replace function teguh.{checkpoint}(
+  p_task_id   uuid,
+  p_step_name text,
+  p_state     jsonb,
+  p_owner_run uuid,
+  p_extend_by integer,
+  p_now       timestamptz
+) returns text
+language plpgsql as $fn$
+#variable_conflict use_column
+declare
+  v_state text;
+  v_run   uuid;
+begin
+  -- 'ok' when written; else the task's state, for the caller to raise on
+  select t.state, t.current_run_id into v_state, v_run from teguh.{t} t where t.task_id = p_task_id for update;
+  if v_state is distinct from 'running' or v_run is distinct from p_owner_run then
+    return coalesce(v_state, 'missing');
+  end if;
+  if p_extend_by is not null then
+    update teguh.{r} r set expires_at = p_now + make_interval(secs => p_extend_by) where r.run_id = p_owner_run;
+  end if;
+  insert into teguh.{c} as c (task_id, checkpoint_name, state, timed_out, owner_run, updated_at)
+  values (p_task_id, p_step_name, p_state, false, p_owner_run, p_now)
+  on conflict (task_id, checkpoint_name)
+  do update set state = excluded.state, timed_out = false, owner_run = excluded.owner_run,
+                updated_at = excluded.updated_at;
+  return 'ok';
+end
+$fn$
+$tmpl$
+  ] loop
+    execute replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(v_template,
+      '{spawn}', quote_ident('_spawn_' || p_queue)),
+      '{claim}', quote_ident('_claim_' || p_queue)),
+      '{complete}', quote_ident('_complete_' || p_queue)),
+      '{checkpoint}', quote_ident('_checkpoint_' || p_queue)),
+      '{t}', quote_ident('t_' || p_queue)),
+      '{p}', quote_ident('p_' || p_queue)),
+      '{r}', quote_ident('r_' || p_queue)),
+      '{c}', quote_ident('c_' || p_queue)),
+      '{w}', quote_ident('w_' || p_queue)),
+      '{queue}', quote_literal(p_queue));
+  end loop;
+end
+$$;
+
+-- ---------------------------------------------------------------------------
 -- Queues
 -- ---------------------------------------------------------------------------
 
@@ -452,6 +671,7 @@ begin
   execute format('create index if not exists %I on teguh.%I (event_name)',
                  'w_' || p_queue || '_event', 'w_' || p_queue);
 
+  perform teguh._create_queue_functions(p_queue);
   insert into teguh.queues (queue_name) values (p_queue) on conflict do nothing;
 end
 $$;
@@ -459,12 +679,21 @@ $$;
 create or replace function teguh.drop_queue(p_queue text) returns void
 language plpgsql as $$
 declare
-  v_prefix text;
+  v_prefix   text;
+  v_function regprocedure;
 begin
   perform teguh._check_queue_name(p_queue);
   perform pg_advisory_xact_lock(hashtext('teguh.create_queue'), hashtext(p_queue));
   foreach v_prefix in array array['w_', 'e_', 'c_', 'r_', 'p_', 't_'] loop
     execute format('drop table if exists teguh.%I', v_prefix || p_queue);
+  end loop;
+  for v_function in
+    select p.oid::regprocedure from pg_proc p
+     where p.pronamespace = 'teguh'::regnamespace
+       and p.proname in ('_spawn_' || p_queue, '_claim_' || p_queue, '_complete_' || p_queue,
+                         '_checkpoint_' || p_queue)
+  loop
+    execute format('drop function %s', v_function);
   end loop;
   delete from teguh.queues where queue_name = p_queue;
 end
@@ -486,42 +715,17 @@ create or replace function teguh.spawn_task(
   p_options   jsonb default '{}'
 ) returns table (task_id uuid, run_id uuid, attempt integer, created boolean)
 language plpgsql as $$
-#variable_conflict use_column
 declare
-  o         record;
-  v_now     timestamptz := teguh.current_time();
-  v_task_id uuid        := teguh.portable_uuidv7();
-  v_run_id  uuid        := teguh.portable_uuidv7();
-  v_row     record;
+  o     record;
+  v_now timestamptz := teguh.current_time();
 begin
   perform teguh._assert_queue(p_queue);
   perform teguh._check_name('task_name', p_task_name);
   o := teguh._parse_spawn_options(p_options, false);
-
-  execute format($q$
-    insert into teguh.%I (task_id, task_name, params, headers, retry_strategy, max_attempts, priority,
-                          cancellation, idempotency_key, state, current_run_id, created_at, available_at, cancel_at)
-    values ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11, $12,
-            $12 + make_interval(secs => ($8->>'max_delay')::double precision))
-    on conflict (idempotency_key) where idempotency_key is not null do nothing
-    returning task_id$q$, 't_' || p_queue)
-    into v_row
-    using v_task_id, p_task_name, coalesce(p_params, 'null'::jsonb), o.o_headers, o.o_retry_strategy,
-          o.o_max_attempts, o.o_priority, o.o_cancellation, o.o_idempotency_key, v_run_id, v_now, o.o_available_at;
-
-  if v_row is null then
-    -- the idempotency key names an existing task: hand that one back
-    return query execute format(
-      'select t.task_id, t.current_run_id, greatest(t.attempts, 1), false from teguh.%I t where t.idempotency_key = $1',
-      't_' || p_queue) using o.o_idempotency_key;
-    return;
-  end if;
-
-  execute format('insert into teguh.%I (task_id, run_id, attempt, priority, available_at) values ($1, $2, 1, $3, $4)',
-                 'p_' || p_queue)
-    using v_task_id, v_run_id, o.o_priority, o.o_available_at;
+  return query execute format('select * from teguh.%I($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)', '_spawn_' || p_queue)
+    using p_task_name, coalesce(p_params, 'null'::jsonb), o.o_headers, o.o_retry_strategy, o.o_max_attempts,
+          o.o_priority, o.o_cancellation, o.o_idempotency_key, v_now, o.o_available_at;
   perform pg_notify('teguh_' || p_queue, '');
-  return query select v_task_id, v_run_id, 1, true;
 end
 $$;
 
@@ -704,10 +908,6 @@ create or replace function teguh.claim_task(
 ) returns table (run_id uuid, task_id uuid, attempt integer, task_name text, params jsonb, retry_strategy jsonb,
                  max_attempts integer, headers jsonb, wake_event text, event_payload jsonb)
 language plpgsql as $$
-declare
-  v_now          timestamptz := teguh.current_time();
-  v_next_due     timestamptz;
-  v_next_expiry  timestamptz;
 begin
   perform teguh._assert_queue(p_queue);
   perform teguh._check_name('worker_id', p_worker_id);
@@ -715,58 +915,29 @@ begin
   if p_qty is null or p_qty < 1 or p_qty > 10000 then
     perform teguh._invalid('qty', format('expected an integer between 1 and 10000, got %s', coalesce(p_qty::text, 'null')));
   end if;
+  return query execute format('select * from teguh.%I($1, $2, $3, $4)', '_claim_' || p_queue)
+    using p_worker_id, p_claim_timeout, p_qty, teguh.current_time();
+end
+$$;
 
-  -- two index probes tell whether there is anything to do at all
-  execute format('select (select min(available_at) from teguh.%I), (select min(expires_at) from teguh.%I)',
-                 'p_' || p_queue, 'r_' || p_queue)
-    into v_next_due, v_next_expiry;
-  if v_next_expiry < v_now then
-    perform teguh._recover_expired(p_queue, v_now, p_qty);
-    v_next_due := v_now;
+-- Completes many runs of one queue in one statement (a worker's batched
+-- completions). Returns the runs that were not completed: 'cancelled' or
+-- 'lost' (not the task's active run any more); the others are completed.
+create or replace function teguh.complete_runs(p_queue text, p_run_ids uuid[], p_states jsonb[] default null)
+returns table (run_id uuid, status text)
+language plpgsql as $$
+begin
+  perform teguh._assert_queue(p_queue);
+  if p_run_ids is null then
+    perform teguh._invalid('run_ids', 'expected an array of run ids, got null');
   end if;
-  if v_next_due is null or v_next_due > v_now then
-    return;
+  if p_states is not null and cardinality(p_states) <> cardinality(p_run_ids) then
+    perform teguh._invalid('states', format('expected %s results, one per run, got %s',
+                                            cardinality(p_run_ids), cardinality(p_states)));
   end if;
-
-  return query execute format($q$
-    with cand as (
-      select p.task_id from teguh.%1$I p
-       where p.available_at <= $1
-       order by p.priority desc, p.available_at, p.seq
-       limit $2
-       for update skip locked
-    ), locked as (
-      select t.task_id from teguh.%2$I t join cand using (task_id)
-       where t.state in ('pending', 'sleeping')
-       for update of t skip locked
-    ), ready as (
-      delete from teguh.%1$I p using locked where p.task_id = locked.task_id
-      returning p.*
-    ), started as (
-      update teguh.%2$I t
-         set state = 'running', attempts = ready.attempt, current_run_id = ready.run_id,
-             first_started_at = coalesce(t.first_started_at, $1),
-             cancel_at = case when t.first_started_at is not null then t.cancel_at
-                              else $1 + make_interval(secs => (t.cancellation->>'max_duration')::double precision) end
-        from ready where t.task_id = ready.task_id
-      returning t.task_id, t.task_name, t.params, t.retry_strategy, t.max_attempts, t.headers
-    ), leased as (
-      insert into teguh.%3$I (run_id, task_id, attempt, worker_id, claimed_at, expires_at)
-      select ready.run_id, ready.task_id, ready.attempt, $3, $1, $1 + make_interval(secs => $4) from ready
-    ), timed_out as (
-      delete from teguh.%4$I w using ready where w.task_id = ready.task_id and ready.timeout_step is not null
-      returning w.task_id, w.run_id, w.step_name
-    ), timeout_checkpoint as (
-      insert into teguh.%5$I (task_id, checkpoint_name, state, timed_out, owner_run, updated_at)
-      select timed_out.task_id, timed_out.step_name, null, true, timed_out.run_id, $1 from timed_out
-      on conflict (task_id, checkpoint_name) do nothing
-    )
-    select ready.run_id, ready.task_id, ready.attempt, started.task_name, started.params, started.retry_strategy,
-           started.max_attempts, started.headers, ready.wake_event, ready.event_payload
-      from ready join started using (task_id)
-     order by ready.priority desc, ready.available_at, ready.seq$q$,
-    'p_' || p_queue, 't_' || p_queue, 'r_' || p_queue, 'w_' || p_queue, 'c_' || p_queue)
-    using v_now, p_qty, p_worker_id, p_claim_timeout;
+  return query execute format('select * from teguh.%I($1, $2, $3)', '_complete_' || p_queue)
+    using p_run_ids, coalesce(p_states, array_fill(null::jsonb, array[cardinality(p_run_ids)])),
+          teguh.current_time();
 end
 $$;
 
@@ -774,23 +945,12 @@ create or replace function teguh.complete_run(p_queue text, p_run_id uuid, p_sta
 returns void
 language plpgsql as $$
 declare
-  v_done integer;
+  v_status text;
 begin
   perform teguh._assert_queue(p_queue);
-  -- t_ first (the update locks it), then r_
-  execute format($q$
-    with done as (
-      update teguh.%1$I t
-         set state = 'completed', completed_payload = $2, finished_at = $3, cancel_at = null
-       where t.task_id = (select r.task_id from teguh.%2$I r where r.run_id = $1)
-         and t.current_run_id = $1 and t.state = 'running'
-      returning t.task_id
-    ), released as (
-      delete from teguh.%2$I r using done where r.run_id = $1
-    )
-    select count(*) from done$q$, 't_' || p_queue, 'r_' || p_queue)
-    into v_done using p_run_id, p_state, teguh.current_time();
-  if v_done = 0 then
+  execute format('select status from teguh.%I($1, $2, $3)', '_complete_' || p_queue)
+    into v_status using array[p_run_id], array[p_state], teguh.current_time();
+  if v_status is not null then
     perform teguh._raise_inactive(p_queue, p_run_id);
   end if;
 end
@@ -945,25 +1105,20 @@ create or replace function teguh.set_task_checkpoint_state(
 ) returns void
 language plpgsql as $$
 declare
-  v_now timestamptz := teguh.current_time();
+  v_task_state text;
 begin
   perform teguh._assert_queue(p_queue);
   perform teguh._check_name('step_name', p_step_name);
   if p_extend_claim_by is not null then
     perform teguh._check_positive('extend_claim_by', p_extend_claim_by);
   end if;
-  perform teguh._lock_active_task(p_queue, p_task_id, p_owner_run);
-  if p_extend_claim_by is not null then
-    execute format('update teguh.%I set expires_at = $2 where run_id = $1', 'r_' || p_queue)
-      using p_owner_run, v_now + make_interval(secs => p_extend_claim_by);
+  execute format('select teguh.%I($1, $2, $3, $4, $5, $6)', '_checkpoint_' || p_queue)
+    into v_task_state using p_task_id, p_step_name, p_state, p_owner_run, p_extend_claim_by, teguh.current_time();
+  if v_task_state = 'cancelled' then
+    raise exception 'task % in queue "%" was cancelled', p_task_id, p_queue using errcode = 'AB001';
+  elsif v_task_state is distinct from 'ok' then
+    perform teguh._raise_inactive(p_queue, p_owner_run, p_task_id);
   end if;
-  execute format($q$
-    insert into teguh.%I (task_id, checkpoint_name, state, timed_out, owner_run, updated_at)
-    values ($1, $2, $3, false, $4, $5)
-    on conflict (task_id, checkpoint_name)
-    do update set state = excluded.state, timed_out = false, owner_run = excluded.owner_run,
-                  updated_at = excluded.updated_at$q$, 'c_' || p_queue)
-    using p_task_id, p_step_name, p_state, p_owner_run, v_now;
 end
 $$;
 
@@ -1423,3 +1578,9 @@ begin
   execute $q$select cron.unschedule(jobid) from cron.job where jobname in ('teguh_ticker', 'teguh_cleanup')$q$;
 end
 $$;
+
+-- ---------------------------------------------------------------------------
+-- Upgrade: regenerate every existing queue's hot-path functions
+-- ---------------------------------------------------------------------------
+
+select teguh._create_queue_functions(queue_name) from teguh.queues;

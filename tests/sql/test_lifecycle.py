@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
+from uuid import UUID
 
 import psycopg
 import pytest
@@ -263,3 +264,44 @@ def test_schema_is_idempotent_and_versioned(conn: psycopg.Connection[Any], queue
     conn.execute(SCHEMA_FILE.read_bytes())
     assert conn.execute("select count(*) from teguh.t_q").fetchone() == (1,)
     assert conn.execute("select teguh.version()").fetchone() == ("1",)
+
+
+def test_complete_runs_batch_reports_cancelled_and_lost(eng: Engine) -> None:
+    ids = [eng.spawn("t", i)[0] for i in range(4)]
+    runs = eng.claim(qty=4)
+    eng.conn.execute("select teguh.cancel_task('q', %s)", (ids[1],))
+    unknown = UUID("00000000-0000-7000-8000-000000000000")
+    rows = eng.rows(
+        "select * from teguh.complete_runs('q', %s::uuid[], %s::jsonb[])",
+        [r[0] for r in runs] + [unknown],
+        [Jsonb({"n": i}) for i in range(5)],
+    )
+    assert sorted(rows, key=str) == sorted([(runs[1][0], "cancelled"), (unknown, "lost")], key=str)
+    for i in (0, 2, 3):
+        assert eng.task(ids[i])["completed_payload"] == {"n": i}
+    assert eng.state(ids[1]) == "cancelled"
+    # a second completion of the same runs is refused
+    again = eng.rows("select * from teguh.complete_runs('q', %s::uuid[])", [runs[0][0]])
+    assert again == [(runs[0][0], "lost")]
+
+
+def test_drop_queue_removes_its_functions_and_reinstall_regenerates_them(
+    conn: psycopg.Connection[Any], queue: str
+) -> None:
+    from tests.conftest import SCHEMA_FILE
+
+    def functions() -> list[str]:
+        return [
+            r[0]
+            for r in conn.execute(
+                "select proname from pg_proc where pronamespace = 'teguh'::regnamespace"
+                " and proname like '%%\\_q' order by proname"
+            )
+        ]
+
+    assert functions() == ["_checkpoint_q", "_claim_q", "_complete_q", "_spawn_q"]
+    conn.execute("drop function teguh._claim_q")  # as if an upgrade replaced the template
+    conn.execute(SCHEMA_FILE.read_bytes())
+    assert functions() == ["_checkpoint_q", "_claim_q", "_complete_q", "_spawn_q"]
+    conn.execute("select teguh.drop_queue('q')")
+    assert functions() == []

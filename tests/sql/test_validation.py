@@ -134,3 +134,13 @@ def test_unknown_queue_is_named(conn: psycopg.Connection[Any]) -> None:
 def test_null_params_are_stored_as_json_null(eng: Engine) -> None:
     eng.conn.execute("select * from teguh.spawn_task('q', 't', null)")
     assert eng.claim()[0][4] is None
+
+
+def test_complete_runs_arguments(eng: Engine) -> None:
+    assert_invalid(eng, "select * from teguh.complete_runs('q', null)", (), "run_ids")
+    assert_invalid(
+        eng,
+        "select * from teguh.complete_runs('q', array[gen_random_uuid()], array['1'::jsonb, '2'])",
+        (),
+        "states",
+    )
