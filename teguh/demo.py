@@ -227,7 +227,7 @@ class _OrderWorkflow:
             self._last_end = "woken by its sleep's timer"
             raise
         # Executed once, on the run right after the sleep: when that run started.
-        woke_at = ctx.step("woke-up", entered.isoformat)
+        ctx.step("woke-up", entered.isoformat)
         try:
             delivery = ctx.await_event(self.event, timeout=60)
         except Suspend:
@@ -245,7 +245,6 @@ class _OrderWorkflow:
             "order": self.order_id,
             "payment": payment["payment_id"],
             "tracking": shipment["tracking"],
-            "woke_at": woke_at,
             "receipt": receipt,
         }
 
