@@ -10,8 +10,10 @@ Threads of a started worker:
   run)``, so sleeps, delayed spawns and event timeouts start on time
   without pg_cron. It also takes part in the ticker election (see below).
 - ``teguh-<q>_<n>``: the `ThreadPoolExecutor`'s ``concurrency`` threads. Each
-  run takes connections from the worker's pool for its own calls and
-  completes (or fails) itself: one round trip per run.
+  run takes connections from the worker's pool for its own calls; a failure
+  is recorded by the handler's thread, a completion is queued for...
+- ``teguh-complete-<q>``: records queued completions, all that accumulated
+  in one pipelined transaction (`teguh._recorder`).
 - ``teguh-heartbeat-<q>``: every ``heartbeat_interval`` extends all
   in-flight leases in one statement (``teguh.extend_claims``), and marks the
   runs the engine reports cancelled or lost, so that their handlers' next
@@ -34,13 +36,11 @@ import signal
 import socket
 import threading
 import time
-import traceback
 import types
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from queue import Empty, SimpleQueue
-from typing import TYPE_CHECKING, Any, LiteralString, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 from uuid import UUID
 
 import psycopg
@@ -48,8 +48,9 @@ from psycopg_pool import ConnectionPool
 
 from teguh import _convert as C
 from teguh import _queries as Q
+from teguh._recorder import Recorder, run_extra
 from teguh.context import CANCELLED, LOST, RunState, TaskContext, bind, unbind
-from teguh.errors import LeaseLost, RunNotActive, Suspend, TaskCancelled, translate
+from teguh.errors import LeaseLost, Suspend, TaskCancelled
 from teguh.tasks import Task
 
 if TYPE_CHECKING:
@@ -68,9 +69,6 @@ CATCH_ALL = "*"
 _BATCH_WINDOW = 0.005
 _RECONNECT_MAX = 5.0
 _CLAIM_ERROR_BACKOFF = 1.0
-_MAX_COMPLETE_BATCH = 100
-
-_Outcome = tuple[RunState, LiteralString, tuple[Any, ...]]
 
 
 class Worker:
@@ -135,8 +133,7 @@ class Worker:
         self._executor: ThreadPoolExecutor | None = None
         self._dispatcher: threading.Thread | None = None
         self._heartbeat: threading.Thread | None = None
-        self._completer: threading.Thread | None = None
-        self._outcomes: SimpleQueue[_Outcome | None] = SimpleQueue()
+        self._recorder: Recorder | None = None
         # socketpair written by finishing handlers, select()ed by the dispatcher
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
@@ -211,7 +208,6 @@ class Worker:
         self._stopping = threading.Event()
         self._hb_stop = threading.Event()
         self._signalled = False
-        self._outcomes = SimpleQueue()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -237,11 +233,9 @@ class Worker:
         self._dispatcher = threading.Thread(
             target=self._dispatch_loop, name=f"teguh-dispatch-{self.queue}", daemon=True
         )
-        self._completer = threading.Thread(
-            target=self._complete_loop, name=f"teguh-complete-{self.queue}", daemon=True
-        )
+        self._recorder = Recorder(self._pool, self.queue, self.worker_id, self.client.dumps)
         self._heartbeat.start()
-        self._completer.start()
+        self._recorder.start()
         self._dispatcher.start()
         logger.info(
             "worker %s started on queue %s (concurrency %d)",
@@ -298,13 +292,11 @@ class Worker:
             while self._inflight and (remaining := deadline - time.monotonic()) > 0:
                 self._idle.wait(remaining)
             leftovers = list(self._inflight.values())
+        recorder = self._recorder
+        assert recorder is not None
         for state in leftovers:
-            self._release(state)
-        self._outcomes.put(None)  # flush the completions handlers left, then exit
-        if self._completer is not None:
-            self._completer.join(30.0)
-            if self._completer.is_alive():
-                logger.error("completer thread of %s did not stop", self.worker_id)
+            recorder.release(state)
+        recorder.close(30.0)  # record the completions handlers left
         self._hb_stop.set()
         if self._heartbeat is not None:
             self._heartbeat.join(10.0)
@@ -333,24 +325,6 @@ class Worker:
     ) -> None:
         self.stop()
 
-    def _release(self, state: RunState) -> None:
-        state.mark(LOST)
-        run = state.run
-        logger.warning(
-            "releasing run %s of task %s (%s): its handler did not finish in time",
-            run.run_id,
-            run.task_id,
-            run.task_name,
-            extra=self._extra(run),
-        )
-        assert self._pool is not None
-        try:
-            with self._pool.connection() as conn:
-                conn.execute(Q.RELEASE_RUN, (self.queue, run.run_id))
-        except psycopg.Error as exc:
-            # AB001/AB002: it finished, was cancelled or taken over meanwhile.
-            logger.info("run %s was not released: %s", run.run_id, exc, extra=self._extra(run))
-
     # -- dispatcher -----------------------------------------------------------------
 
     def _poke(self) -> None:
@@ -367,11 +341,8 @@ class Worker:
         return kwargs
 
     def _check_pool(self) -> None:
-        if self._pool is not None:
-            try:
-                self._pool.check()
-            except Exception:
-                logger.exception("checking the connection pool of queue %s failed", self.queue)
+        if self._recorder is not None:
+            self._recorder.check_pool()
 
     def _connect_listen(self) -> psycopg.Connection[Any]:
         kwargs = self._connect_kwargs("teguh-listen")
@@ -578,10 +549,12 @@ class Worker:
 
     def _execute(self, state: RunState) -> None:
         run = state.run
+        recorder = self._recorder
+        assert recorder is not None
         try:
             handler = self._handlers.get(run.task_name) or self._handlers.get(CATCH_ALL)
             if handler is None:
-                self._hand_back(state)
+                recorder.hand_back(state, self.unknown_task_delay)
                 return
             assert self._pool is not None
             ctx = TaskContext(
@@ -601,24 +574,28 @@ class Worker:
             except TaskCancelled:
                 state.mark(CANCELLED)
                 logger.info(
-                    "task %s was cancelled while running", run.task_id, extra=self._extra(run)
+                    "task %s was cancelled while running",
+                    run.task_id,
+                    extra=run_extra(self.queue, run),
                 )
                 return
             except LeaseLost:
                 logger.warning(
                     "run %s lost its lease; not recording its outcome",
                     run.run_id,
-                    extra=self._extra(run),
+                    extra=run_extra(self.queue, run),
                 )
                 return
             except BaseException as exc:  # the handler failed: record it, keep the thread
-                self._fail(state, exc)
+                recorder.fail(state, exc)
                 return
             finally:
                 unbind(token)
-            self._complete(state, result)
+            recorder.complete(state, result)
         except Exception:
-            logger.exception("internal error running %s", run.run_id, extra=self._extra(run))
+            logger.exception(
+                "internal error running %s", run.run_id, extra=run_extra(self.queue, run)
+            )
         finally:
             with self._lock:
                 del self._inflight[run.run_id]
@@ -631,137 +608,6 @@ class Worker:
             if poke_at and free >= poke_at:
                 self._poke_at = 0
                 self._poke()
-
-    def _complete(self, state: RunState, result: Any) -> None:
-        if state.status is not None:
-            return
-        try:
-            text = C.dump(self.client.dumps, result, f"the result of task {state.run.task_name!r}")
-        except TypeError as exc:
-            self._fail(state, exc)
-            return
-        self._outcomes.put((state, Q.COMPLETE_RUN, (self.queue, state.run.run_id, text)))
-
-    def _complete_loop(self) -> None:
-        """Record completions, many per round trip when handlers finish together."""
-        outcomes = self._outcomes
-        while True:
-            try:
-                first = outcomes.get(timeout=1.0)
-            except Empty:
-                continue
-            batch = [first]
-            while len(batch) < _MAX_COMPLETE_BATCH:
-                try:
-                    batch.append(outcomes.get_nowait())
-                except Empty:
-                    break
-            items = [item for item in batch if item is not None]
-            try:
-                if items:
-                    self._record_many(items)
-            except Exception:
-                logger.exception("recording %d completion(s) failed", len(items))
-            if len(items) < len(batch):
-                return
-
-    def _record_many(self, items: list[_Outcome]) -> None:
-        if len(items) == 1:
-            self._record(*items[0])
-            return
-        assert self._pool is not None
-        # One transaction in one round trip. A function that raises changes
-        # nothing, so when one run was cancelled or lost meanwhile the whole
-        # batch rolls back, and each is recorded on its own instead.
-        try:
-            with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
-                for _state, query, params in items:
-                    conn.execute(query, params, prepare=True)
-        except psycopg.Error:
-            for item in items:
-                self._record(*item)
-
-    def _fail(self, state: RunState, exc: BaseException) -> None:
-        run = state.run
-        if state.status is not None:
-            return
-        reason = {
-            "name": type(exc).__qualname__,
-            "message": str(exc),
-            "traceback": "".join(traceback.format_exception(exc)),
-        }
-        final = run.max_attempts is not None and run.attempt >= run.max_attempts
-        logger.log(
-            logging.ERROR if final else logging.WARNING,
-            "task %s (%s) attempt %d failed: %s: %s",
-            run.task_id,
-            run.task_name,
-            run.attempt,
-            reason["name"],
-            reason["message"],
-            extra=self._extra(run),
-        )
-        text = C.dump(C.default_dumps, reason, "failure")
-        self._record(state, Q.FAIL_RUN, (self.queue, run.run_id, text, None))
-
-    def _hand_back(self, state: RunState) -> None:
-        run = state.run
-        logger.warning(
-            "no handler for task %r on worker %s: handing run %s back for %.0fs",
-            run.task_name,
-            self.worker_id,
-            run.run_id,
-            self.unknown_task_delay,
-            extra=self._extra(run),
-        )
-        self._record(state, Q.DEFER_RUN, (self.queue, run.run_id, self.unknown_task_delay))
-
-    def _record(self, state: RunState, query: LiteralString, params: tuple[Any, ...]) -> None:
-        """Run the statement that ends a run; retry once on a broken connection."""
-        assert self._pool is not None
-        run = state.run
-        for attempt in (1, 2):
-            try:
-                with self._pool.connection() as conn:
-                    conn.execute(query, params, prepare=True)
-                return
-            except psycopg.OperationalError as exc:
-                if attempt == 1:
-                    self._check_pool()
-                else:
-                    logger.error(
-                        "could not record the outcome of run %s: %s",
-                        run.run_id,
-                        exc,
-                        extra=self._extra(run),
-                    )
-            except psycopg.Error as exc:
-                mapped = translate(exc)
-                if isinstance(mapped, TaskCancelled):
-                    logger.info("task %s was cancelled", run.task_id, extra=self._extra(run))
-                elif isinstance(mapped, RunNotActive):
-                    logger.warning(
-                        "run %s lost its lease before its outcome was recorded",
-                        run.run_id,
-                        extra=self._extra(run),
-                    )
-                else:
-                    logger.error(
-                        "could not record the outcome of run %s: %s",
-                        run.run_id,
-                        exc,
-                        extra=self._extra(run),
-                    )
-                return
-
-    def _extra(self, run: Any) -> dict[str, Any]:
-        return {
-            "queue": self.queue,
-            "task_id": run.task_id,
-            "run_id": run.run_id,
-            "attempt": run.attempt,
-            "task_name": run.task_name,
-        }
 
     # -- heartbeats -----------------------------------------------------------------
 
@@ -797,6 +643,6 @@ class Worker:
                 "run %s is %s; its handler will be stopped at its next teguh call",
                 run_id,
                 status,
-                extra=self._extra(state.run),
+                extra=run_extra(self.queue, state.run),
             )
         return len(rows)
