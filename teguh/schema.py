@@ -104,7 +104,7 @@ def check(conn: psycopg.Connection[Any]) -> str:
         )
     if version != SCHEMA_VERSION:
         if _key(version) < _key(SCHEMA_VERSION):
-            hint = "run `teguh migrate` (or teguh.schema.migrate())"
+            hint = "run `teguh install` (or Client.install()) to upgrade it"
         else:
             hint = "upgrade the teguh Python package"
         raise SchemaOutdated(
