@@ -43,6 +43,10 @@ CLAIM_TASK: LiteralString = (
     " from teguh.claim_task(%s, %s, %s, %s)"
 )
 COMPLETE_RUN: LiteralString = "select teguh.complete_run(%s, %s, %s::jsonb)"
+# Many completions in one statement; returns the runs it could not complete.
+COMPLETE_RUNS: LiteralString = (
+    "select run_id, status from teguh.complete_runs(%s, %s::uuid[], %s::jsonb[])"
+)
 FAIL_RUN: LiteralString = "select teguh.fail_run(%s, %s, %s::jsonb, %s)"
 SCHEDULE_RUN: LiteralString = "select teguh.schedule_run(%s, %s, %s)"
 # Releases a run at once (a sleep that is already due: no attempt consumed).

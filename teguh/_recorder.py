@@ -1,9 +1,9 @@
 """Record how a worker's runs ended: completed, failed, handed back, released.
 
 Completions are the hot path: handler threads queue them, and one completer
-thread records whatever has accumulated in a single pipelined transaction (one
-round trip, one commit), so a busy worker does not pay a round trip and a
-commit per run. Failures, hand-backs and releases are rare and recorded at
+thread records whatever has accumulated with one ``teguh.complete_runs`` call
+(one round trip, one commit), so a busy worker does not pay a round trip and
+a commit per run. Failures, hand-backs and releases are rare and recorded at
 once by the calling thread.
 """
 
@@ -20,7 +20,7 @@ from psycopg_pool import ConnectionPool
 
 from teguh import _convert as C
 from teguh import _queries as Q
-from teguh.context import LOST, RunState
+from teguh.context import CANCELLED, LOST, RunState
 from teguh.errors import RunNotActive, TaskCancelled, translate
 from teguh.records import Run
 
@@ -175,16 +175,34 @@ class Recorder:
         if len(items) == 1:
             self._record(*items[0])
             return
-        # One transaction in one round trip. A function that raises changes
-        # nothing, so when one run was cancelled or lost meanwhile the whole
-        # batch rolls back, and each is recorded on its own instead.
-        try:
-            with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
-                for _state, query, params in items:
-                    conn.execute(query, params, prepare=True)
-        except psycopg.Error:
-            for item in items:
-                self._record(*item)
+        # Only completions are queued: one statement completes them all (one
+        # round trip, one commit) and names the runs that were cancelled or
+        # lost meanwhile instead of failing the batch.
+        states = {state.run.run_id: state for state, _query, _params in items}
+        run_ids = [params[1] for _state, _query, params in items]
+        results = [params[2] for _state, _query, params in items]
+        for attempt in (1, 2):
+            try:
+                with self._pool.connection() as conn:
+                    rows = conn.execute(
+                        Q.COMPLETE_RUNS, (self._queue, run_ids, results), prepare=True
+                    ).fetchall()
+                break
+            except psycopg.OperationalError as exc:
+                if attempt == 2:
+                    logger.error("could not record %d completions: %s", len(items), exc)
+                    return
+                self.check_pool()
+        for run_id, status in rows:
+            state = states[run_id]
+            extra = run_extra(self._queue, state.run)
+            if status == CANCELLED:
+                logger.info("task %s was cancelled", state.run.task_id, extra=extra)
+            else:
+                logger.warning(
+                    "run %s lost its lease before its outcome was recorded", run_id, extra=extra
+                )
+            state.mark(status)
 
     def _record(self, state: RunState, query: LiteralString, params: tuple[Any, ...]) -> None:
         """Run the statement that ends a run; retry once on a broken connection."""

@@ -213,6 +213,6 @@ def test_schema_missing_and_outdated(pg_server: EmbeddedPostgres) -> None:
             " language sql as $$ select '0' $$"
         )
     with teguh.Client(dsn, max_size=2) as client:
-        with pytest.raises(teguh.SchemaOutdated, match="teguh migrate") as caught:
+        with pytest.raises(teguh.SchemaOutdated, match="run `teguh install`") as caught:
             client.list_queues()
         assert caught.value.installed == "0"
