@@ -494,9 +494,10 @@ def _cmd_tick(args: argparse.Namespace, session: Session) -> int:
             print(f"ticker: {count} task(s) recovered or cancelled")
         return 0
     where = f"queue {args.queue}" if args.queue else "all queues"
-    if not args.json:
-        print(f"running the ticker on {where} every {args.every:g}s (Ctrl-C stops)", flush=True)
     with _StopFlag() as stop:
+        # announce only once a signal can no longer kill us mid-tick
+        if not args.json:
+            print(f"running the ticker on {where} every {args.every:g}s (Ctrl-C stops)", flush=True)
         while not stop.event.is_set():
             started = time.monotonic()
             try:
