@@ -179,20 +179,27 @@ def run(args: argparse.Namespace, session: Session) -> int:
 
     stop = threading.Event()
     signals = 0
+    exit_code = 0
 
     def on_signal(signum: int, frame: types.FrameType | None) -> None:
-        nonlocal signals
+        nonlocal signals, exit_code
         signals += 1
         if signals == 1:
             stop.set()
             return
-        # Only async-signal-safe calls here: no logging (it takes locks).
-        msg = (
-            f"teguh worker: second {signal.Signals(signum).name}: exiting now; "
-            f"{worker.in_flight} run(s) still executing will be retried after their lease expires\n"
-        )
-        os.write(2, msg.encode())
-        os._exit(128 + signum)
+        if signals == 2:
+            # Cut the graceful wait short: worker.stop() (running in this
+            # thread) hands the runs still executing back at once, so they
+            # are retried elsewhere without using an attempt.
+            exit_code = 128 + signum
+            os.write(
+                2,
+                f"teguh worker: second {signal.Signals(signum).name}: handing "
+                f"{worker.in_flight} running run(s) back and exiting\n".encode(),
+            )
+            worker.stop(0)
+            return
+        os._exit(128 + signum)  # a third signal: no more waiting at all
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -225,4 +232,18 @@ def run(args: argparse.Namespace, session: Session) -> int:
         set_default_client(None)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return 0
+    _exit_if_handlers_linger(exit_code)
+    return exit_code
+
+
+def _exit_if_handlers_linger(code: int) -> None:
+    """Exit now if released handlers are still running in executor threads.
+
+    Their runs were handed back (another worker has them), but Python joins
+    executor threads at exit (daemon or not), as long as the handlers take.
+    """
+    if any(t.name.startswith("teguh-") for t in threading.enumerate()):
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)

@@ -130,6 +130,7 @@ class Worker:
         self._hb_stop = threading.Event()
         self._signalled = False
         self._running = False
+        self._stop_deadline: float | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._dispatcher: threading.Thread | None = None
         self._heartbeat: threading.Thread | None = None
@@ -275,22 +276,34 @@ class Worker:
         running handlers. Runs still executing after that are handed back
         at once (no attempt consumed) so another worker can take them; their
         handlers' next teguh call raises `teguh.LeaseLost` and nothing they
-        return is recorded. Idempotent.
+        return is recorded. Idempotent. A call made while another stop is waiting (from a
+        second signal's handler, say) only shortens that wait to its own
+        ``timeout``: ``stop(0)`` hands the running runs back at once.
         """
+        wait = self.shutdown_timeout if timeout is None else C.seconds(timeout, "timeout")
+        if self._stop_deadline is not None:
+            self._stop_deadline = min(self._stop_deadline, time.monotonic() + wait)
+            return
         if not self._running:
             return
         self._stopping.set()  # before is_running turns false: no claim after that
         self._running = False
-        wait = self.shutdown_timeout if timeout is None else C.seconds(timeout, "timeout")
+        self._stop_deadline = time.monotonic() + wait
+        try:
+            self._shut_down()
+        finally:
+            self._stop_deadline = None
+
+    def _shut_down(self) -> None:
         self._poke()
         if self._dispatcher is not None:
             self._dispatcher.join(10.0)
             if self._dispatcher.is_alive():
                 logger.error("dispatcher thread of %s did not stop", self.worker_id)
-        deadline = time.monotonic() + wait
         with self._lock:
-            while self._inflight and (remaining := deadline - time.monotonic()) > 0:
-                self._idle.wait(remaining)
+            # short waits: a later stop() may bring the deadline forward
+            while self._inflight and (remaining := self._deadline() - time.monotonic()) > 0:
+                self._idle.wait(min(remaining, 0.1))
             leftovers = list(self._inflight.values())
         recorder = self._recorder
         assert recorder is not None
@@ -313,6 +326,10 @@ class Worker:
             len(leftovers),
             extra={"queue": self.queue, "worker_id": self.worker_id},
         )
+
+    def _deadline(self) -> float:
+        deadline = self._stop_deadline
+        return time.monotonic() if deadline is None else deadline
 
     def __enter__(self) -> Self:
         return self.start()

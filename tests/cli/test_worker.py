@@ -131,7 +131,11 @@ def test_worker_second_signal_exits_at_once(
     worker.wait_output("stopping: no new claims")
     worker.signal(signal.SIGTERM)
     assert worker.wait(timeout=10) == 128 + signal.SIGTERM
-    assert "second SIGTERM: exiting now; 1 run(s)" in worker.output()
+    assert "second SIGTERM: handing 1 running run(s) back and exiting" in worker.output()
+    # handed back, not abandoned: claimable at once, still on its first attempt
+    assert conn.execute(
+        "select attempt from teguh.p_q where task_id = %s", (task_id,)
+    ).fetchone() == (1,)
 
 
 def test_worker_creates_queue_on_request(
