@@ -15,7 +15,7 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
 ROOT = Path(__file__).parent
-LINT_PATHS = ["teguh", "tests", "noxfile.py"]
+LINT_PATHS = ["teguh", "tests", "scripts", "noxfile.py"]
 
 
 @nox.session
@@ -28,7 +28,7 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """Check style and formatting with ruff."""
-    session.install("ruff")
+    session.install(_dev_requirement("ruff"))
     session.run("ruff", "check", *LINT_PATHS)
     session.run("ruff", "format", "--check", *LINT_PATHS)
 
@@ -55,3 +55,15 @@ def docs(session: nox.Session) -> None:
         return
     session.install("-e", ".[dev]")
     session.run("pytest", "tests/docs", *session.posargs)
+
+
+def _dev_requirement(name: str) -> str:
+    """The pinned requirement of ``name`` in the ``dev`` extra (one source of truth)."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    for requirement in extras["dev"]:
+        if requirement.split("=")[0].split("[")[0].strip() == name:
+            return str(requirement.split("#")[0].strip())
+    raise LookupError(f"{name} is not in the dev extra of pyproject.toml")
