@@ -266,7 +266,15 @@ language plpgsql as $$
 declare
   v_value jsonb;
 begin
-  p_options := coalesce(p_options, '{}'::jsonb);
+  -- the defaults
+  o_headers := '{}'::jsonb;
+  o_retry_strategy := teguh._normalize_retry_strategy(null);
+  o_max_attempts := 5;
+  o_priority := 0;
+  o_available_at := teguh.current_time();
+  if p_options is null or p_options = '{}'::jsonb then
+    return;  -- the common case, kept cheap
+  end if;
   if jsonb_typeof(p_options) <> 'object' then
     perform teguh._invalid('options', format('expected a JSON object, got %s', jsonb_typeof(p_options)));
   end if;
@@ -276,19 +284,17 @@ begin
     array['headers', 'retry_strategy', 'max_attempts', 'cancellation', 'available_at', 'delay_seconds', 'priority',
           case when p_batch then 'idempotency_keys' else 'idempotency_key' end]);
 
-  o_headers := coalesce(p_options->'headers', '{}'::jsonb);
+  o_headers := coalesce(p_options->'headers', o_headers);
   if jsonb_typeof(o_headers) <> 'object' then
     perform teguh._invalid('headers', format('expected a JSON object, got %s', jsonb_typeof(o_headers)));
   end if;
 
   o_retry_strategy := teguh._normalize_retry_strategy(p_options->'retry_strategy');
 
-  o_max_attempts := 5;
   if p_options ? 'max_attempts' then
     o_max_attempts := teguh._json_int('max_attempts', p_options->'max_attempts', 1, 2147483647);
   end if;
 
-  o_priority := 0;
   if p_options ? 'priority' then
     o_priority := teguh._json_int('priority', p_options->'priority', -2147483648, 2147483647);
   end if;
@@ -330,7 +336,6 @@ begin
   if p_options ? 'available_at' and p_options ? 'delay_seconds' then
     perform teguh._invalid('available_at', 'give either available_at or delay_seconds, not both');
   end if;
-  o_available_at := teguh.current_time();
   if p_options ? 'available_at' then
     if jsonb_typeof(p_options->'available_at') <> 'string' then
       perform teguh._invalid('available_at', format('expected a timestamp string, got %s', p_options->'available_at'));
