@@ -20,6 +20,7 @@ import contextlib
 import importlib.util
 import os
 import platform
+import subprocess
 import sys
 import time
 import traceback
@@ -292,6 +293,24 @@ class Runner:
                 self.server.drop(str(psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]))
 
 
+def _revision() -> str:
+    """Return the git commit of the tree measured (``TEGUH_BENCH_REV`` for an exported tree)."""
+    rev = os.environ.get("TEGUH_BENCH_REV", "")
+    if rev:
+        return rev
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        proc = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        if proc.returncode == 0:
+            return proc.stdout.strip()
+    return ""
+
+
 def _write(ctx: report.Context, out: Path, png: Path) -> None:
     """Write the report, the chart and the raw figures (``.json``, for ``--render``)."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -374,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         health=dict(runner.health),
         failures=runner.failures,
         png_name=png.name,
+        revision=_revision(),
     )
     _write(ctx, out, png)
     print(report.summary_table(ctx))

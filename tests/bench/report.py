@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,7 @@ class Context:
     health: dict[str, list[dict[str, Any]]]
     failures: list[str]
     png_name: str
+    revision: str = ""
 
 
 def save(ctx: Context, path: Path) -> None:
@@ -77,7 +79,10 @@ def load(path: Path) -> Context:
     """Load what `save` wrote."""
     data = json.loads(path.read_text())
     data["sizes"] = Sizes(**{**data["sizes"], "history": tuple(data["sizes"]["history"])})
-    return Context(**data)
+    ctx = Context(**data)
+    if not ctx.revision:
+        ctx.revision = os.environ.get("TEGUH_BENCH_REV", "")
+    return ctx
 
 
 def _agg(ctx: Context, tool: str, key: str) -> Agg | None:
@@ -347,7 +352,7 @@ tools (the order rotates each repeat).
 _ENVIRONMENT = """\
 ## Environment
 
-- Command: `{command}` ({minutes:.1f} min)
+- Command: `{command}` ({minutes:.1f} min), teguh at {revision}
 - Machine: {cpus} CPUs ({cpu}), {memory} memory, {os}, Python {python}
 - PostgreSQL: {settings}: a throwaway server from `teguh.embedded` with the
   defaults left as they are (durable commits: `fsync` and
@@ -413,6 +418,7 @@ def markdown(ctx: Context) -> str:
     parts.append(
         _ENVIRONMENT.format(
             command=ctx.command.strip(),
+            revision=f"commit `{ctx.revision}`" if ctx.revision else "an unrecorded revision",
             minutes=ctx.elapsed / 60,
             settings=", ".join(f"`{k}={v}`" for k, v in ctx.settings.items()),
             libraries=", ".join(f"{k} {v}" for k, v in ctx.versions.items() if k not in ctx.tools),
