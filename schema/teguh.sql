@@ -507,10 +507,10 @@ begin
         from input join teguh.{r} r on r.run_id = input.run_id
        where t.task_id = r.task_id and t.current_run_id = input.run_id and t.state = 'running'
       returning input.run_id
-    ), released as (
-      delete from teguh.{r} r using done where r.run_id = done.run_id
     )
     select coalesce(array_agg(done.run_id), '{}') into v_done from done;
+    -- a later statement: its snapshot sees the leases as they are now
+    delete from teguh.{r} r where r.run_id = any (v_done);
   end if;
   -- the runs that are not (or no longer) active
   return query
@@ -559,8 +559,8 @@ $tmpl$
     execute replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(v_template,
       '{spawn}', quote_ident('_spawn_' || p_queue)),
       '{claim}', quote_ident('_claim_' || p_queue)),
-      '{complete}', quote_ident('_complete_' || p_queue)),
-      '{checkpoint}', quote_ident('_checkpoint_' || p_queue)),
+      '{complete}', quote_ident('_done_' || p_queue)),
+      '{checkpoint}', quote_ident('_step_' || p_queue)),
       '{t}', quote_ident('t_' || p_queue)),
       '{p}', quote_ident('p_' || p_queue)),
       '{r}', quote_ident('r_' || p_queue)),
@@ -612,7 +612,7 @@ begin
   execute format('create unique index if not exists %I on teguh.%I (idempotency_key) where idempotency_key is not null',
                  't_' || p_queue || '_ikey', 't_' || p_queue);
   execute format('create index if not exists %I on teguh.%I (cancel_at) where cancel_at is not null',
-                 't_' || p_queue || '_cancel_at', 't_' || p_queue);
+                 't_' || p_queue || '_cncl', 't_' || p_queue);
 
   execute format($t$
     create table if not exists teguh.%I (
@@ -641,7 +641,7 @@ begin
       expires_at timestamptz not null
     ) with (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 200)$t$, 'r_' || p_queue);
   execute format('create index if not exists %I on teguh.%I (expires_at)',
-                 'r_' || p_queue || '_expires', 'r_' || p_queue);
+                 'r_' || p_queue || '_exp', 'r_' || p_queue);
 
   execute format($t$
     create table if not exists teguh.%I (
@@ -661,7 +661,7 @@ begin
       emitted_at timestamptz not null
     )$t$, 'e_' || p_queue);
   execute format('create index if not exists %I on teguh.%I (emitted_at)',
-                 'e_' || p_queue || '_emitted', 'e_' || p_queue);
+                 'e_' || p_queue || '_at', 'e_' || p_queue);
 
   execute format($t$
     create table if not exists teguh.%I (
@@ -695,8 +695,8 @@ begin
   for v_function in
     select p.oid::regprocedure from pg_proc p
      where p.pronamespace = 'teguh'::regnamespace
-       and p.proname in ('_spawn_' || p_queue, '_claim_' || p_queue, '_complete_' || p_queue,
-                         '_checkpoint_' || p_queue)
+       and p.proname in ('_spawn_' || p_queue, '_claim_' || p_queue, '_done_' || p_queue,
+                         '_step_' || p_queue)
   loop
     execute format('drop function %s', v_function);
   end loop;
@@ -743,9 +743,14 @@ create or replace function teguh.spawn_tasks(
 language plpgsql as $$
 #variable_conflict use_column
 declare
-  o       record;
-  v_now   timestamptz := teguh.current_time();
-  v_count integer;
+  o          record;
+  v_now      timestamptz := teguh.current_time();
+  v_count    integer;
+  v_ids      uuid[];
+  v_runs     uuid[];
+  v_attempts integer[];
+  v_created  boolean[];
+  v_keys     text[];
 begin
   perform teguh._assert_queue(p_queue);
   perform teguh._check_name('task_name', p_task_name);
@@ -763,7 +768,7 @@ begin
     return;
   end if;
 
-  return query execute format($q$
+  execute format($q$
     with input as materialized (
       select x.ord, x.params, $3->>(x.ord::integer - 1) as ikey,
              teguh.portable_uuidv7() as task_id, teguh.portable_uuidv7() as run_id
@@ -781,23 +786,46 @@ begin
       insert into teguh.%2$I (task_id, run_id, attempt, priority, available_at)
       select i.task_id, i.run_id, 1, $7, $10
         from input i join ins using (task_id) order by i.ord
+    ), result as (
+      select i.ord, i.ikey,
+             coalesce(ins.task_id, dup.task_id, old.task_id) as task_id,
+             coalesce(case when ins.task_id is not null then i.run_id end, dup.run_id, old.current_run_id) as run_id,
+             case when ins.task_id is null and dup.task_id is null then greatest(old.attempts, 1) else 1 end
+               as attempt,
+             ins.task_id is not null as created
+        from input i
+        left join ins on ins.task_id = i.task_id
+        -- a key repeated within the batch resolves to the task its first use created
+        left join lateral (
+          select i2.task_id, i2.run_id from ins i1 join input i2 on i2.task_id = i1.task_id
+           where ins.task_id is null and i1.idempotency_key = i.ikey
+        ) dup on true
+        left join teguh.%1$I old on ins.task_id is null and dup.task_id is null and old.idempotency_key = i.ikey
     )
-    select coalesce(ins.task_id, dup.task_id, old.task_id),
-           coalesce(case when ins.task_id is not null then i.run_id end, dup.run_id, old.current_run_id),
-           case when ins.task_id is null and dup.task_id is null then greatest(old.attempts, 1) else 1 end,
-           ins.task_id is not null
-      from input i
-      left join ins on ins.task_id = i.task_id
-      -- a key repeated within the batch resolves to the task its first use created
-      left join lateral (
-        select i2.task_id, i2.run_id from ins i1 join input i2 on i2.task_id = i1.task_id
-         where ins.task_id is null and i1.idempotency_key = i.ikey
-      ) dup on true
-      left join teguh.%1$I old on ins.task_id is null and dup.task_id is null and old.idempotency_key = i.ikey
-     order by i.ord$q$, 't_' || p_queue, 'p_' || p_queue)
+    select array_agg(task_id order by ord), array_agg(run_id order by ord), array_agg(attempt order by ord),
+           array_agg(created order by ord), array_agg(ikey order by ord)
+      from result$q$, 't_' || p_queue, 'p_' || p_queue)
+    into v_ids, v_runs, v_attempts, v_created, v_keys
     using p_task_name, p_params, o.o_idempotency_keys, o.o_headers, o.o_retry_strategy, o.o_max_attempts,
           o.o_priority, o.o_cancellation, v_now, o.o_available_at;
+  if array_position(v_ids, null) is not null then
+    -- A concurrent spawn committed one of the keys while this insert waited
+    -- on it: this statement's snapshot predates that task, a new one sees it.
+    execute format($q$
+      select array_agg(coalesce(u.task_id, t.task_id) order by u.ord),
+             array_agg(coalesce(u.run_id, t.current_run_id) order by u.ord),
+             array_agg(case when u.task_id is null then greatest(t.attempts, 1) else u.attempt end order by u.ord)
+        from unnest($1::uuid[], $2::uuid[], $3::integer[], $4::text[]) with ordinality
+             as u(task_id, run_id, attempt, ikey, ord)
+        left join teguh.%I t on u.task_id is null and t.idempotency_key = u.ikey$q$, 't_' || p_queue)
+      into v_ids, v_runs, v_attempts
+      using v_ids, v_runs, v_attempts, v_keys;
+  end if;
   perform pg_notify('teguh_' || p_queue, '');
+  return query select u.task_id, u.run_id, u.attempt, u.created
+                 from unnest(v_ids, v_runs, v_attempts, v_created) with ordinality
+                      as u(task_id, run_id, attempt, created, ord)
+                order by u.ord;
 end
 $$;
 
@@ -940,7 +968,7 @@ begin
     perform teguh._invalid('states', format('expected %s results, one per run, got %s',
                                             cardinality(p_run_ids), cardinality(p_states)));
   end if;
-  return query execute format('select * from teguh.%I($1, $2, $3)', '_complete_' || p_queue)
+  return query execute format('select * from teguh.%I($1, $2, $3)', '_done_' || p_queue)
     using p_run_ids, coalesce(p_states, array_fill(null::jsonb, array[cardinality(p_run_ids)])),
           teguh.current_time();
 end
@@ -953,7 +981,7 @@ declare
   v_status text;
 begin
   perform teguh._assert_queue(p_queue);
-  execute format('select status from teguh.%I($1, $2, $3)', '_complete_' || p_queue)
+  execute format('select status from teguh.%I($1, $2, $3)', '_done_' || p_queue)
     into v_status using array[p_run_id], array[p_state], teguh.current_time();
   if v_status is not null then
     perform teguh._raise_inactive(p_queue, p_run_id);
@@ -990,31 +1018,31 @@ create or replace function teguh.schedule_run(p_queue text, p_run_id uuid, p_wak
 returns void
 language plpgsql as $$
 declare
-  v_done integer;
+  v_task record;
 begin
   perform teguh._assert_queue(p_queue);
   if p_wake_at is null then
     perform teguh._invalid('wake_at', 'expected a timestamp, got null');
   end if;
+  -- Lock first, then act in later statements: their fresh snapshots see the
+  -- lease that a concurrent resume of this same run id may have created.
   execute format($q$
-    with suspended as (
-      update teguh.%1$I t set state = 'sleeping'
-       where t.task_id = (select r.task_id from teguh.%3$I r where r.run_id = $1)
-         and t.current_run_id = $1 and t.state = 'running'
-      returning t.task_id, t.priority
-    ), released as (
-      delete from teguh.%3$I r using suspended where r.run_id = $1
-      returning r.task_id, r.run_id, r.attempt
-    ), due as (
-      insert into teguh.%2$I (task_id, run_id, attempt, priority, available_at)
-      select released.task_id, released.run_id, released.attempt, suspended.priority, $2
-        from released join suspended using (task_id)
-    )
-    select count(*) from suspended$q$, 't_' || p_queue, 'p_' || p_queue, 'r_' || p_queue)
-    into v_done using p_run_id, p_wake_at;
-  if v_done = 0 then
+    select t.task_id, t.priority from teguh.%1$I t
+     where t.task_id = (select r.task_id from teguh.%2$I r where r.run_id = $1)
+       and t.current_run_id = $1 and t.state = 'running'
+       for update$q$, 't_' || p_queue, 'r_' || p_queue)
+    into v_task using p_run_id;
+  if v_task.task_id is null then
     perform teguh._raise_inactive(p_queue, p_run_id);
   end if;
+  execute format($q$update teguh.%I set state = 'sleeping' where task_id = $1$q$, 't_' || p_queue)
+    using v_task.task_id;
+  execute format($q$
+    with released as (delete from teguh.%1$I r where r.run_id = $1 returning r.task_id, r.run_id, r.attempt)
+    insert into teguh.%2$I (task_id, run_id, attempt, priority, available_at)
+    select released.task_id, released.run_id, released.attempt, $2, $3 from released$q$,
+    'r_' || p_queue, 'p_' || p_queue)
+    using p_run_id, v_task.priority, p_wake_at;
   perform pg_notify('teguh_' || p_queue, '');
 end
 $$;
@@ -1057,23 +1085,32 @@ begin
   return query execute format($q$
     with ids as (
       select distinct u.run_id from unnest($1::uuid[]) as u(run_id)
+    ), mine as (
+      -- a lease another call is settling (the same worker completing it) is
+      -- skipped, neither extended nor reported: waiting could deadlock
+      select r.run_id from teguh.%1$I r
+       where r.run_id in (select ids.run_id from ids) and r.worker_id = $2
+       order by r.run_id
+         for no key update skip locked
     ), extended as (
       update teguh.%1$I r set expires_at = $3
-        from teguh.%2$I t
-       where r.run_id in (select ids.run_id from ids) and r.worker_id = $2
+        from mine, teguh.%2$I t
+       where r.run_id = mine.run_id
          and t.task_id = r.task_id and t.current_run_id = r.run_id and t.state = 'running'
       returning r.run_id
     ), cancelled as (
-      delete from teguh.%1$I r using teguh.%2$I t
-       where r.run_id in (select ids.run_id from ids) and r.worker_id = $2
-         and t.task_id = r.task_id and t.state = 'cancelled'
+      delete from teguh.%1$I r using mine, teguh.%2$I t
+       where r.run_id = mine.run_id and t.task_id = r.task_id and t.state = 'cancelled'
       returning r.run_id
     )
     select ids.run_id, case when cancelled.run_id is not null then 'cancelled' else 'lost' end
       from ids
       left join extended on extended.run_id = ids.run_id
       left join cancelled on cancelled.run_id = ids.run_id
-     where extended.run_id is null$q$, 'r_' || p_queue, 't_' || p_queue)
+     where extended.run_id is null
+       and (ids.run_id in (select mine.run_id from mine)
+            or not exists (select 1 from teguh.%1$I r where r.run_id = ids.run_id and r.worker_id = $2))$q$,
+    'r_' || p_queue, 't_' || p_queue)
     using p_run_ids, p_worker_id, teguh.current_time() + make_interval(secs => p_extend_by);
 end
 $$;
@@ -1117,7 +1154,7 @@ begin
   if p_extend_claim_by is not null then
     perform teguh._check_positive('extend_claim_by', p_extend_claim_by);
   end if;
-  execute format('select teguh.%I($1, $2, $3, $4, $5, $6)', '_checkpoint_' || p_queue)
+  execute format('select teguh.%I($1, $2, $3, $4, $5, $6)', '_step_' || p_queue)
     into v_task_state using p_task_id, p_step_name, p_state, p_owner_run, p_extend_claim_by, teguh.current_time();
   if v_task_state = 'cancelled' then
     raise exception 'task % in queue "%" was cancelled', p_task_id, p_queue using errcode = 'AB001';
@@ -1375,10 +1412,13 @@ begin
       using errcode = '55000', hint = 'Pass {"spawn_new": true} to run it again as a new task.';
   end if;
   v_run := teguh.portable_uuidv7();
+  -- a manual retry starts afresh: the cancellation deadlines count again
   execute format($q$update teguh.%I set state = 'pending', current_run_id = $2, finished_at = null,
-                           max_attempts = greatest(coalesce($3, max_attempts), attempts + 1)
+                           max_attempts = greatest(coalesce($3, max_attempts), attempts + 1),
+                           first_started_at = null,
+                           cancel_at = $4 + make_interval(secs => (cancellation->>'max_delay')::double precision)
                      where task_id = $1$q$, 't_' || p_queue)
-    using p_task_id, v_run, v_max_attempts;
+    using p_task_id, v_run, v_max_attempts, teguh.current_time();
   execute format('insert into teguh.%I (task_id, run_id, attempt, priority, available_at) values ($1, $2, $3, $4, $5)',
                  'p_' || p_queue)
     using p_task_id, v_run, v_task.attempts + 1, v_task.priority, teguh.current_time();

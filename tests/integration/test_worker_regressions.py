@@ -1,0 +1,55 @@
+"""Worker regressions found in review, each reproduced before its fix."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import teguh
+import teguh.worker as worker_mod
+from tests.integration.conftest import wait_state
+
+
+def test_a_resumed_run_reclaimed_before_its_last_execution_unwound_stays_tracked(
+    client: teguh.Client,
+    queue: str,
+    make_worker: Any,
+    monkeypatch: Any,
+) -> None:
+    real_unbind = worker_mod.unbind
+
+    def slow_unbind(token: Any) -> None:
+        # stands in for the handler thread being descheduled (GIL switch,
+        # CPU pressure) between the Suspend and its `finally`
+        time.sleep(0.5)
+        real_unbind(token)
+
+    monkeypatch.setattr(worker_mod, "unbind", slow_unbind)
+    calls: list[tuple[Any, int]] = []
+    seen_in_flight: list[int] = []
+    w: list[teguh.Worker] = []
+
+    def handler(ctx: teguh.TaskContext) -> str:
+        calls.append((ctx.run_id, ctx.attempt))
+        ctx.sleep_for(0.01)  # suspends once; the same run id is claimable 10 ms later
+        time.sleep(1.0)
+        seen_in_flight.append(w[0].in_flight)
+        time.sleep(3.0)  # longer than claim_timeout: only heartbeats keep the lease
+        return "ok"
+
+    w.append(
+        make_worker(
+            {"sleepy": handler},
+            concurrency=2,
+            claim_timeout=2,
+            heartbeat_interval=0.5,
+            ticker_interval=0.5,
+        )
+    )
+    task_id = client.spawn_task(queue, "sleepy", {}).task_id
+    result = wait_state(client, task_id, timeout=20)
+    assert result.state == "completed"
+    # the second execution must be tracked (and heartbeated) by the worker
+    assert seen_in_flight and seen_in_flight[0] == 1, seen_in_flight
+    # one suspension + one completion: no lease-expiry retry
+    assert [a for _r, a in calls] == [1, 1], calls
