@@ -20,7 +20,7 @@ from psycopg_pool import ConnectionPool
 
 from teguh import _convert as C
 from teguh import _queries as Q
-from teguh.context import CANCELLED, LOST, RunState
+from teguh.context import CANCELLED, COMPLETING, LOST, RunState
 from teguh.errors import RunNotActive, TaskCancelled, translate
 from teguh.records import Run
 
@@ -88,6 +88,10 @@ class Recorder:
         except TypeError as exc:
             self.fail(state, exc)
             return
+        # Claim the run's ending: a shutdown's release can no longer hand it back
+        # (its result would then be refused and the finished task run again).
+        if not state.mark(COMPLETING):
+            return
         self._outcomes.put((state, Q.COMPLETE_RUN, (self._queue, state.run.run_id, text)))
 
     def fail(self, state: RunState, exc: BaseException) -> None:
@@ -129,7 +133,8 @@ class Recorder:
 
     def release(self, state: RunState) -> None:
         """Hand a still-running run back at once; its handler's later calls raise LeaseLost."""
-        state.mark(LOST)
+        if not state.mark(LOST):
+            return  # its result is queued (or it was cancelled/lost already)
         run = state.run
         logger.warning(
             "releasing run %s of task %s (%s): its handler did not finish in time",
@@ -202,7 +207,6 @@ class Recorder:
                 logger.warning(
                     "run %s lost its lease before its outcome was recorded", run_id, extra=extra
                 )
-            state.mark(status)
 
     def _record(self, state: RunState, query: LiteralString, params: tuple[Any, ...]) -> None:
         """Run the statement that ends a run; retry once on a broken connection."""

@@ -48,6 +48,7 @@ _current: contextvars.ContextVar[TaskContext] = contextvars.ContextVar("teguh_ta
 
 CANCELLED = "cancelled"
 LOST = "lost"
+COMPLETING = "completing"
 
 
 def current_context() -> TaskContext:
@@ -81,11 +82,17 @@ class RunState:
         self.status: str | None = None
         self._lock = threading.Lock()
 
-    def mark(self, status: str) -> None:
-        """Record that the run is no longer ours (the first reason wins)."""
+    def mark(self, status: str) -> bool:
+        """Record that the run is no longer ours; return whether this reason won.
+
+        The first reason wins: ``"completing"`` (its result is queued),
+        ``"cancelled"``, ``"lost"``.
+        """
         with self._lock:
             if self.status is None:
                 self.status = status
+                return True
+            return False
 
 
 class TaskContext:

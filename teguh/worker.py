@@ -125,7 +125,9 @@ class Worker:
         self._handlers: dict[str, Handler] = {}
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
-        self._inflight: dict[UUID, RunState] = {}
+        # one entry per execution: a resumed run comes back with the same run id
+        # while its previous execution may still be unwinding
+        self._inflight: set[RunState] = set()
         self._stopping = threading.Event()
         self._hb_stop = threading.Event()
         self._signalled = False
@@ -304,7 +306,7 @@ class Worker:
             # short waits: a later stop() may bring the deadline forward
             while self._inflight and (remaining := self._deadline() - time.monotonic()) > 0:
                 self._idle.wait(min(remaining, 0.1))
-            leftovers = list(self._inflight.values())
+            leftovers = list(self._inflight)
         recorder = self._recorder
         assert recorder is not None
         for state in leftovers:
@@ -548,12 +550,15 @@ class Worker:
                 (self.queue, self.worker_id, self.claim_timeout, want),
                 prepare=True,
             ).fetchall()
-            make_run = self.client.make_run
             for row in rows:
-                run = make_run(row)
+                try:
+                    run = self.client.make_run(row)
+                except Exception as exc:  # e.g. a custom json_loads rejecting the params
+                    self._fail_unreadable(conn, row[0], exc)
+                    continue
                 state = RunState(run)
                 with self._lock:
-                    self._inflight[run.run_id] = state
+                    self._inflight.add(state)
                 self._executor.submit(self._execute, state)
             if len(rows) < want:
                 row = conn.execute(Q.NEXT_WAKE_IN, (self.queue,), prepare=True).fetchone()
@@ -561,6 +566,16 @@ class Worker:
         if rows and logger.isEnabledFor(logging.DEBUG):
             logger.debug("claimed %d run(s) on queue %s", len(rows), self.queue)
         return len(rows), due_in
+
+    def _fail_unreadable(self, conn: psycopg.Connection[Any], run_id: UUID, exc: Exception) -> None:
+        """Fail a claimed run whose row could not be decoded, so it is not stranded."""
+        logger.error("cannot decode claimed run %s: %s", run_id, exc)
+        reason = {"name": type(exc).__qualname__, "message": f"cannot decode the run: {exc}"}
+        try:
+            text = C.dump(C.default_dumps, reason, "reason")
+            conn.execute(Q.FAIL_RUN, (self.queue, run_id, text, None))
+        except psycopg.Error:
+            logger.exception("could not fail the undecodable run %s", run_id)
 
     # -- execution ------------------------------------------------------------------
 
@@ -615,7 +630,7 @@ class Worker:
             )
         finally:
             with self._lock:
-                del self._inflight[run.run_id]
+                self._inflight.discard(state)
                 free = self.concurrency - len(self._inflight)
                 if not self._inflight:
                     self._idle.notify_all()
@@ -641,7 +656,7 @@ class Worker:
         The heartbeat thread calls this every ``heartbeat_interval``.
         """
         with self._lock:
-            states = [s for s in self._inflight.values() if s.status is None]
+            states = [s for s in self._inflight if s.status is None]
         if not states or self._pool is None:
             return 0
         with self._pool.connection() as conn:
@@ -650,15 +665,15 @@ class Worker:
                 (self.queue, self.worker_id, [s.run.run_id for s in states], self.claim_timeout),
                 prepare=True,
             ).fetchall()
-        by_id = {s.run.run_id: s for s in states}
-        for run_id, status in rows:
-            state = by_id.get(run_id)
-            if state is None:
+        gone: dict[UUID, str] = dict(rows)
+        for state in states:
+            status = gone.get(state.run.run_id)
+            if status is None:
                 continue
             state.mark(CANCELLED if status == "cancelled" else LOST)
             logger.info(
                 "run %s is %s; its handler will be stopped at its next teguh call",
-                run_id,
+                state.run.run_id,
                 status,
                 extra=run_extra(self.queue, state.run),
             )
