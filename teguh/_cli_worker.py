@@ -55,9 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--heartbeat-interval",
         type=positive_seconds,
-        default=10,
+        default=None,
         metavar="SECONDS",
-        help="how often leases are extended (10)",
+        help="how often leases are extended; shorter than the lease (a third of it)",
     )
     p.add_argument(
         "--poll-interval",

@@ -76,7 +76,8 @@ class Worker:
 
     ``concurrency``: handlers running at once (threads). ``claim_timeout``
     (s): lease of a claimed run; heartbeats extend it every
-    ``heartbeat_interval`` (s) while the handler runs. ``poll_interval`` (s):
+    ``heartbeat_interval`` (s, default a third of the lease; must be shorter
+    than it) while the handler runs. ``poll_interval`` (s):
     longest wait between claims when no notification comes. ``batch_size``:
     most runs claimed per round trip (default: ``concurrency``).
     ``worker_id``: recorded on leases (default ``host:pid:random``).
@@ -97,7 +98,7 @@ class Worker:
         concurrency: int = 10,
         claim_timeout: C.Duration = 30,
         poll_interval: C.Duration = 30,
-        heartbeat_interval: C.Duration = 10,
+        heartbeat_interval: C.Duration | None = None,
         batch_size: int | None = None,
         worker_id: str | None = None,
         pool: ConnectionPool[Any] | None = None,
@@ -114,7 +115,18 @@ class Worker:
         self.concurrency = concurrency
         self.claim_timeout = max(1, C.whole_seconds(claim_timeout, "claim_timeout"))
         self.poll_interval = C.seconds(poll_interval, "poll_interval")
-        self.heartbeat_interval = C.seconds(heartbeat_interval, "heartbeat_interval")
+        # A lease must outlive several heartbeats: a third of it by default.
+        self.heartbeat_interval = (
+            self.claim_timeout / 3
+            if heartbeat_interval is None
+            else C.seconds(heartbeat_interval, "heartbeat_interval")
+        )
+        if not 0 < self.heartbeat_interval < self.claim_timeout:
+            raise ValueError(
+                f"heartbeat_interval must be > 0 and shorter than claim_timeout "
+                f"({self.claim_timeout}s), got {self.heartbeat_interval}s: leases would expire "
+                "under running handlers"
+            )
         self.batch_size = min(batch_size or concurrency, concurrency)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.ticker_interval = C.seconds(ticker_interval, "ticker_interval")
