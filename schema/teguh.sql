@@ -1197,6 +1197,19 @@ $$;
 -- Events
 -- ---------------------------------------------------------------------------
 
+-- Events rely on each statement seeing what committed before it: under
+-- REPEATABLE READ a wait and an emit could each miss the other's commit.
+create or replace function teguh._require_read_committed(p_function text) returns void
+language plpgsql as $$
+begin
+  if current_setting('transaction_isolation') <> 'read committed' then
+    raise exception '% needs the READ COMMITTED isolation level, not %', p_function,
+                    upper(current_setting('transaction_isolation'))
+      using errcode = '0A000', hint = 'Call it outside this transaction, or in a READ COMMITTED one.';
+  end if;
+end
+$$;
+
 -- Serializes waiting for and emitting one event name, so that a wait and an
 -- emit that overlap can never miss each other.
 create or replace function teguh._lock_event(p_queue text, p_event_name text) returns void
@@ -1226,6 +1239,7 @@ begin
   if p_timeout < 0 then
     perform teguh._invalid('timeout', format('expected null (no timeout) or seconds >= 0, got %s', p_timeout));
   end if;
+  perform teguh._require_read_committed('teguh.wait_event');
   perform teguh._lock_event(p_queue, p_event_name);
   perform teguh._lock_active_task(p_queue, p_task_id, p_run_id);
 
@@ -1290,6 +1304,7 @@ declare
 begin
   perform teguh._assert_queue(p_queue);
   perform teguh._check_name('event_name', p_event_name);
+  perform teguh._require_read_committed('teguh.emit_event');
   perform teguh._lock_event(p_queue, p_event_name);
   execute format('select exists (select 1 from teguh.%I where event_name = $1)', 'e_' || p_queue)
     into v_emitted using p_event_name;

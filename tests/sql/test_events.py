@@ -129,3 +129,18 @@ def test_wait_requires_the_active_run(eng: Engine) -> None:
     [run] = eng.claim()
     with raises_sqlstate("AB002"):
         eng.one("select * from teguh.wait_event('q', %s, gen_random_uuid(), 's', 'e')", run[1])
+
+
+def test_events_refuse_repeatable_read(eng: Engine) -> None:
+    # a snapshot older than the event lock could miss a concurrent wait or emit
+    eng.spawn()
+    [run] = eng.claim()
+    with eng.conn.transaction():
+        eng.conn.execute("set transaction isolation level repeatable read")
+        with raises_sqlstate("0A000", "READ COMMITTED"):
+            emit(eng, "e", 1)
+    with eng.conn.transaction():
+        eng.conn.execute("set transaction isolation level serializable")
+        with raises_sqlstate("0A000", "teguh.wait_event needs the READ COMMITTED"):
+            wait(eng, run, "e")
+    assert eng.count("e") == 0 and eng.state(run[1]) == "running"
