@@ -9,7 +9,9 @@ workflow steps are ``@DBOS.step``s, the sleep is ``DBOS.sleep`` (durable; it
 holds its worker slot while it sleeps). DBOS queues are polled, not notified:
 ``polling_interval_sec`` is lowered from its 1 s default to 0.01 s to give
 DBOS its best throughput and latency (with the default a queue starts at most
-``worker_concurrency`` workflows a second).
+``worker_concurrency`` workflows a second). The idle-cost workload is not
+run for DBOS: its dequeue is several queries issued from its queue thread, not
+one claim function that can be called on its own.
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ Enqueue: a synchronous app (``app.open()`` on a `PsycopgConnector`), one
 ``app.run_worker_async(concurrency=N)`` with LISTEN/NOTIFY on, in its own
 process, with an ``async def`` no-op task (procrastinate runs async tasks
 concurrently on its event loop, which its docs recommend over concurrency for
-blocking sync tasks). No durable workflow or durable sleep: those workloads
-are skipped.
+blocking sync tasks). It has no durable workflow or durable sleep, so those
+workloads are skipped. The idle claim calls ``procrastinate_fetch_job_v2``,
+what its worker calls.
 """
 
 from __future__ import annotations
