@@ -558,7 +558,7 @@ class Worker:
         due_in: float | None = None
         with self._pool.connection() as conn:
             rows = conn.execute(
-                Q.CLAIM_TASK,
+                Q.WORKER_CLAIM_TASK,
                 (self.queue, self.worker_id, self.claim_timeout, want),
                 prepare=True,
             ).fetchall()

@@ -64,3 +64,21 @@ def test_heartbeat_interval_must_be_shorter_than_the_lease(
     assert client.worker(queue, claim_timeout=6).heartbeat_interval == 2
     with pytest.raises(ValueError, match="heartbeat_interval must be > 0 and shorter than"):
         client.worker(queue, claim_timeout=5, heartbeat_interval=10)
+
+
+def test_worker_claims_commit_asynchronously_without_touching_the_session(
+    client: teguh.Client, queue: str, dsn: str
+) -> None:
+    import psycopg
+
+    from teguh import _queries as Q
+
+    spawned = client.spawn_task(queue, "t", {"n": 1})
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("set synchronous_commit = on")  # the test server runs with it off
+        rows = conn.execute(Q.WORKER_CLAIM_TASK, (queue, "w", 30, 5)).fetchall()
+        assert [r[1] for r in rows] == [spawned.task_id]
+        # the setting was local to the claim's own transaction
+        assert conn.execute("show synchronous_commit").fetchone() == ("on",)
+    # and the claim itself is committed
+    assert client.get_task_result(queue, spawned.task_id).state == "running"  # type: ignore[union-attr]
