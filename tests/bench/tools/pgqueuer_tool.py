@@ -3,8 +3,8 @@
 Enqueue: the synchronous producer API its docs give for sync applications
 (``SyncQueries`` over ``SyncPsycopgDriver`` on an autocommit psycopg
 connection), one ``enqueue(name, payload)`` per job, or list arguments for a
-batch. Work: ``PgQueuer`` over asyncpg (the driver of its README; psycopg's async
-driver when asyncpg is missing) with an
+batch. Work: ``PgQueuer`` over asyncpg (the driver of its README; with psycopg's
+async driver a concurrency-1 worker stalled in our runs) with an
 ``async def`` no-op entrypoint; concurrency N is ``max_concurrent_tasks=N``
 with ``batch_size=N/2`` (pgqueuer requires at least twice the batch size), and
 concurrency 1 is an entrypoint ``concurrency_limit=1`` with ``batch_size=1``.
@@ -89,16 +89,22 @@ def latency_enqueue(dsn: str, n: int, gap: float) -> None:
             time.sleep(gap)
 
 
-async def _driver(dsn: str) -> tuple[Any, Any]:
-    """Return (connection, driver): asyncpg as the README shows, else psycopg's async driver."""
-    try:
-        import asyncpg
-    except ImportError:  # pgqueuer installed without its asyncpg extra
-        import psycopg
-        from pgqueuer.db import PsycopgDriver
+def unavailable() -> str | None:
+    import importlib.util
 
-        conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
-        return conn, PsycopgDriver(conn)
+    for mod in ("pgqueuer", "asyncpg"):
+        if importlib.util.find_spec(mod) is None:
+            return f"{mod} is not installed (install pgqueuer[asyncpg])"
+    return None
+
+
+async def _driver(dsn: str) -> tuple[Any, Any]:
+    """Return (connection, driver) on asyncpg, the driver of pgqueuer's README.
+
+    Not psycopg's async driver: with it, a concurrency-1 worker (an entrypoint
+    ``concurrency_limit=1``) stalled with jobs left in the queue in our runs.
+    """
+    import asyncpg
     from pgqueuer.db import AsyncpgDriver
 
     conn = await asyncpg.connect(dsn)
