@@ -418,15 +418,21 @@ returns table (run_id uuid, task_id uuid, attempt integer, task_name text, param
 language plpgsql set enable_seqscan = off as $fn$
 #variable_conflict use_column
 declare
-  v_next_due    timestamptz;
-  v_next_expiry timestamptz;
+  v_next_due      timestamptz;
+  v_next_expiry   timestamptz;
+  v_next_deadline timestamptz;
 begin
-  -- two index probes tell whether there is anything to do at all
-  select (select min(p.available_at) from teguh.{p} p), (select min(r.expires_at) from teguh.{r} r)
-    into v_next_due, v_next_expiry;
+  -- three index probes tell whether there is anything to do at all
+  select (select min(p.available_at) from teguh.{p} p), (select min(r.expires_at) from teguh.{r} r),
+         (select min(t.cancel_at) from teguh.{t} t)
+    into v_next_due, v_next_expiry, v_next_deadline;
   if v_next_expiry < p_now then
     perform teguh._recover_expired({queue}, p_now, p_qty);
     v_next_due := p_now;
+  end if;
+  if v_next_deadline <= p_now then
+    -- a task past its max_delay/max_duration is cancelled, never started or resumed
+    perform teguh._enforce_deadlines({queue}, p_now, greatest(p_qty, 100));
   end if;
   if v_next_due is null or v_next_due > p_now then
     return;
@@ -1472,6 +1478,31 @@ $$;
 -- Time-driven maintenance
 -- ---------------------------------------------------------------------------
 
+-- Cancels up to p_limit tasks whose cancellation deadline (max_delay,
+-- max_duration) has passed; returns how many. Never waits: rows others hold
+-- are left for the next call.
+create or replace function teguh._enforce_deadlines(p_queue text, p_now timestamptz, p_limit integer)
+returns integer
+language plpgsql as $$
+declare
+  v_task  record;
+  v_count integer := 0;
+begin
+  for v_task in execute format(
+    'select task_id, state from teguh.%I where cancel_at <= $1 order by cancel_at limit $2 for update skip locked',
+    't_' || p_queue) using p_now, p_limit
+  loop
+    if v_task.state in ('completed', 'failed', 'cancelled') then
+      execute format('update teguh.%I set cancel_at = null where task_id = $1', 't_' || p_queue) using v_task.task_id;
+    else
+      perform teguh._cancel_locked(p_queue, v_task.task_id, p_now);
+      v_count := v_count + 1;
+    end if;
+  end loop;
+  return v_count;
+end
+$$;
+
 -- Recovers expired leases and enforces cancellation deadlines, for one queue
 -- or all. Sleeps, delayed spawns and event timeouts need no ticker.
 create or replace function teguh.ticker(p_queue text default null) returns integer
@@ -1479,7 +1510,6 @@ language plpgsql as $$
 declare
   v_now   timestamptz := teguh.current_time();
   v_queue text;
-  v_task  record;
   v_count integer := 0;
 begin
   if p_queue is not null then
@@ -1487,18 +1517,8 @@ begin
   end if;
   for v_queue in select q.queue_name from teguh.queues q where p_queue is null or q.queue_name = p_queue
                   order by q.queue_name loop
-    v_count := v_count + teguh._recover_expired(v_queue, v_now, 1000);
-    for v_task in execute format(
-      'select task_id, state from teguh.%I where cancel_at <= $1 order by cancel_at limit 1000 for update skip locked',
-      't_' || v_queue) using v_now
-    loop
-      if v_task.state in ('completed', 'failed', 'cancelled') then
-        execute format('update teguh.%I set cancel_at = null where task_id = $1', 't_' || v_queue) using v_task.task_id;
-      else
-        perform teguh._cancel_locked(v_queue, v_task.task_id, v_now);
-        v_count := v_count + 1;
-      end if;
-    end loop;
+    v_count := v_count + teguh._recover_expired(v_queue, v_now, 1000)
+                       + teguh._enforce_deadlines(v_queue, v_now, 1000);
   end loop;
   return v_count;
 end

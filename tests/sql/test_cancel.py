@@ -96,3 +96,23 @@ def test_finished_task_deadline_is_dropped(eng: Engine) -> None:
     eng.advance(120)
     assert eng.one("select teguh.ticker()") == 0
     assert eng.state(task_id) == "completed"
+
+
+def test_claim_enforces_deadlines_without_a_ticker(eng: Engine) -> None:
+    late = eng.spawn("t", "late", cancellation={"max_delay": 10})[0]
+    eng.advance(10)
+    on_time = eng.spawn("t", "on time")[0]
+    # the overdue task is cancelled by the claim itself, not started
+    assert [r[1] for r in eng.claim(qty=5)] == [on_time]
+    assert eng.state(late) == "cancelled" and eng.count("p") == 0
+
+
+def test_a_sleeping_task_past_max_duration_is_not_resumed(eng: Engine) -> None:
+    task_id = eng.spawn(cancellation={"max_duration": 60})[0]
+    [run] = eng.claim()
+    eng.conn.execute(
+        "select teguh.schedule_run('q', %s, %s)", (run[0], eng.now + timedelta(seconds=90))
+    )
+    eng.advance(90)
+    assert eng.claim() == []
+    assert eng.state(task_id) == "cancelled"
