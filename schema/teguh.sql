@@ -995,6 +995,23 @@ begin
 end
 $$;
 
+-- Locks the task whose active run is p_run_id (t_ first, as everywhere) and
+-- returns its id and priority; raises AB001/AB002 when the run is not active.
+create or replace function teguh._lock_run(p_queue text, p_run_id uuid, out o_task_id uuid, out o_priority integer)
+language plpgsql as $$
+begin
+  execute format($q$
+    select t.task_id, t.priority from teguh.%1$I t
+     where t.task_id = (select r.task_id from teguh.%2$I r where r.run_id = $1)
+       and t.current_run_id = $1 and t.state = 'running'
+       for update$q$, 't_' || p_queue, 'r_' || p_queue)
+    into o_task_id, o_priority using p_run_id;
+  if o_task_id is null then
+    perform teguh._raise_inactive(p_queue, p_run_id);
+  end if;
+end
+$$;
+
 create or replace function teguh.fail_run(p_queue text, p_run_id uuid, p_reason jsonb, p_retry_at timestamptz default null)
 returns void
 language plpgsql as $$
@@ -1005,15 +1022,7 @@ begin
   if p_reason is null then
     perform teguh._invalid('reason', 'expected a JSON value describing the failure, got null');
   end if;
-  execute format($q$
-    select t.task_id from teguh.%1$I t
-     where t.task_id = (select r.task_id from teguh.%2$I r where r.run_id = $1)
-       and t.current_run_id = $1 and t.state = 'running'
-       for update$q$, 't_' || p_queue, 'r_' || p_queue)
-    into v_task_id using p_run_id;
-  if v_task_id is null then
-    perform teguh._raise_inactive(p_queue, p_run_id);
-  end if;
+  v_task_id := (teguh._lock_run(p_queue, p_run_id)).o_task_id;
   perform teguh._fail_attempt(p_queue, v_task_id, p_run_id, p_reason, p_retry_at, teguh.current_time());
 end
 $$;
@@ -1032,23 +1041,15 @@ begin
   end if;
   -- Lock first, then act in later statements: their fresh snapshots see the
   -- lease that a concurrent resume of this same run id may have created.
-  execute format($q$
-    select t.task_id, t.priority from teguh.%1$I t
-     where t.task_id = (select r.task_id from teguh.%2$I r where r.run_id = $1)
-       and t.current_run_id = $1 and t.state = 'running'
-       for update$q$, 't_' || p_queue, 'r_' || p_queue)
-    into v_task using p_run_id;
-  if v_task.task_id is null then
-    perform teguh._raise_inactive(p_queue, p_run_id);
-  end if;
+  v_task := teguh._lock_run(p_queue, p_run_id);
   execute format($q$update teguh.%I set state = 'sleeping' where task_id = $1$q$, 't_' || p_queue)
-    using v_task.task_id;
+    using v_task.o_task_id;
   execute format($q$
     with released as (delete from teguh.%1$I r where r.run_id = $1 returning r.task_id, r.run_id, r.attempt)
     insert into teguh.%2$I (task_id, run_id, attempt, priority, available_at)
     select released.task_id, released.run_id, released.attempt, $2, $3 from released$q$,
     'r_' || p_queue, 'p_' || p_queue)
-    using p_run_id, v_task.priority, p_wake_at;
+    using p_run_id, v_task.o_priority, p_wake_at;
   perform pg_notify('teguh_' || p_queue, '');
 end
 $$;
