@@ -63,10 +63,8 @@ FAIL_RUN: LiteralString = "select teguh.fail_run(%s, %s, %s::jsonb, %s)"
 SCHEDULE_RUN: LiteralString = "select teguh.schedule_run(%s, %s, %s)"
 # Releases a run at once (a sleep that is already due: no attempt consumed).
 RELEASE_RUN: LiteralString = "select teguh.schedule_run(%s, %s, teguh.current_time())"
-# Hands a run back after a delay on the database clock (no attempt consumed).
-DEFER_RUN: LiteralString = (
-    "select teguh.schedule_run(%s, %s, teguh.current_time() + make_interval(secs => %s))"
-)
+# Hands back a run with no handler here; fails its task after too many hand-backs.
+HAND_BACK_RUN: LiteralString = "select teguh.hand_back_run(%s, %s, %s, %s, %s)"
 EXTEND_CLAIM: LiteralString = "select teguh.extend_claim(%s, %s, %s)"
 EXTEND_CLAIMS: LiteralString = (
     "select run_id, status from teguh.extend_claims(%s, %s, %s::uuid[], %s)"

@@ -118,8 +118,12 @@ class Recorder:
         text = C.dump(C.default_dumps, reason, "failure")
         self._record(state, Q.FAIL_RUN, (self._queue, run.run_id, text, None))
 
-    def hand_back(self, state: RunState, delay: float) -> None:
-        """Give a run this worker has no handler for back, after ``delay`` seconds."""
+    def hand_back(self, state: RunState, delay: float, max_hand_backs: int | None = None) -> None:
+        """Give a run this worker has no handler for back, after ``delay`` seconds.
+
+        The engine fails the task instead at its ``max_hand_backs``-th
+        hand-back (None: never), with a reason naming the missing handler.
+        """
         run = state.run
         logger.warning(
             "no handler for task %r on worker %s: handing run %s back for %.1fs",
@@ -129,7 +133,11 @@ class Recorder:
             delay,
             extra=run_extra(self._queue, run),
         )
-        self._record(state, Q.DEFER_RUN, (self._queue, run.run_id, delay))
+        self._record(
+            state,
+            Q.HAND_BACK_RUN,
+            (self._queue, run.run_id, delay, max_hand_backs, self._worker_id),
+        )
 
     def release(self, state: RunState) -> None:
         """Hand a still-running run back at once; its handler's later calls raise LeaseLost."""

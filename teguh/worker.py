@@ -84,7 +84,9 @@ class Worker:
     ``pool``: connections for claims and handlers; by default the worker
     opens its own, sized ``concurrency + 3``, from the client's conninfo.
     ``unknown_task_delay`` (s): how long a run of a task with no handler here
-    is handed back for before another worker may claim it.
+    is handed back for before another worker may claim it;
+    ``max_hand_backs``: the hand-back that fails such a task instead, with a
+    ``NoHandler`` reason naming the task (None: hand it back forever).
 
     Register handlers with `task`, `handle` or `include`; then `start` (in
     background threads) or `run` (blocks). `stop` shuts down gracefully.
@@ -104,6 +106,7 @@ class Worker:
         pool: ConnectionPool[Any] | None = None,
         ticker_interval: C.Duration = 5,
         unknown_task_delay: C.Duration = 5,
+        max_hand_backs: int | None = 100,
         shutdown_timeout: C.Duration = 30,
     ) -> None:
         if concurrency < 1:
@@ -131,6 +134,9 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.ticker_interval = C.seconds(ticker_interval, "ticker_interval")
         self.unknown_task_delay = C.seconds(unknown_task_delay, "unknown_task_delay")
+        if max_hand_backs is not None and max_hand_backs < 1:
+            raise ValueError(f"max_hand_backs must be None or >= 1, got {max_hand_backs}")
+        self.max_hand_backs = max_hand_backs
         self.shutdown_timeout = C.seconds(shutdown_timeout, "shutdown_timeout")
         self._pool_arg = pool
         self._pool: ConnectionPool[Any] | None = None
@@ -557,6 +563,7 @@ class Worker:
         assert self._executor is not None
         due_in: float | None = None
         with self._pool.connection() as conn:
+            sent_at = time.monotonic()
             rows = conn.execute(
                 Q.WORKER_CLAIM_TASK,
                 (self.queue, self.worker_id, self.claim_timeout, want),
@@ -568,7 +575,7 @@ class Worker:
                 except Exception as exc:  # e.g. a custom json_loads rejecting the params
                     self._fail_unreadable(conn, row[0], exc)
                     continue
-                state = RunState(run)
+                state = RunState(run, lease_until=sent_at + self.claim_timeout)
                 with self._lock:
                     self._inflight.add(state)
                 self._executor.submit(self._execute, state)
@@ -598,7 +605,7 @@ class Worker:
         try:
             handler = self._handlers.get(run.task_name) or self._handlers.get(CATCH_ALL)
             if handler is None:
-                recorder.hand_back(state, self.unknown_task_delay)
+                recorder.hand_back(state, self.unknown_task_delay, self.max_hand_backs)
                 return
             assert self._pool is not None
             ctx = TaskContext(
@@ -672,6 +679,7 @@ class Worker:
         if not states or self._pool is None:
             return 0
         with self._pool.connection() as conn:
+            sent_at = time.monotonic()
             rows = conn.execute(
                 Q.EXTEND_CLAIMS,
                 (self.queue, self.worker_id, [s.run.run_id for s in states], self.claim_timeout),
@@ -681,6 +689,7 @@ class Worker:
         for state in states:
             status = gone.get(state.run.run_id)
             if status is None:
+                state.renewed(sent_at, self.claim_timeout)
                 continue
             state.mark(CANCELLED if status == "cancelled" else LOST)
             logger.info(
