@@ -38,7 +38,7 @@ import threading
 import time
 import types
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 from uuid import UUID
@@ -67,8 +67,32 @@ CATCH_ALL = "*"
 # In backlog mode (the last claim was full) the dispatcher waits up to this
 # long for half its slots to free before claiming, so claims stay batched.
 _BATCH_WINDOW = 0.005
-_RECONNECT_MAX = 5.0
+# Longest wait between attempts to reconnect the LISTEN session: after an
+# outage, the worker is back within about this long of the server.
+_RECONNECT_MAX = 1.0
 _CLAIM_ERROR_BACKOFF = 1.0
+# A query on the LISTEN session (ticker election, ticker) that takes longer
+# than this is abandoned with its connection: a frozen or half-open session
+# must not stall the dispatcher, hence the claims.
+_LISTEN_QUERY_TIMEOUT = 5.0
+# TCP keepalives on the LISTEN session: a peer that vanished without a reset
+# is noticed in about 11 s instead of the kernel's two hours; unacknowledged
+# data is given up after 10 s. Conninfo parameters of the same name win.
+_LISTEN_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
+# The dispatcher waits at most this long for a pool connection: while the
+# server is away it goes on noticing notifications, ticks and the stop flag.
+_POOL_WAIT = 2.0
+# The worker's own pool gives up a failed connection attempt after this long
+# (psycopg_pool backs off exponentially from 1 s until then); a waiting claim
+# starts a new attempt at once, so reconnection does not slow down with the
+# outage's length.
+_POOL_RECONNECT_TIMEOUT = 2.0
 
 
 class Worker:
@@ -242,6 +266,7 @@ class Worker:
                 max_size=size,
                 kwargs=self._connect_kwargs("teguh-worker"),
                 name=f"teguh-worker-{self.queue}",
+                reconnect_timeout=_POOL_RECONNECT_TIMEOUT,
                 open=True,
             )
             self._pool.wait(timeout=30.0)
@@ -383,9 +408,14 @@ class Worker:
 
     def _connect_listen(self) -> psycopg.Connection[Any]:
         kwargs = self._connect_kwargs("teguh-listen")
+        kwargs["connect_timeout"] = min(int(kwargs["connect_timeout"]), 5)
+        for key, value in _LISTEN_KEEPALIVES.items():
+            if key not in self.client.conninfo:
+                kwargs.setdefault(key, value)
         conn: psycopg.Connection[Any] = psycopg.Connection.connect(self.client.conninfo, **kwargs)
         try:
-            conn.execute(Q.listen(self.queue))
+            with _abort_after(conn, _LISTEN_QUERY_TIMEOUT):
+                conn.execute(Q.listen(self.queue))
         except BaseException:
             conn.close()
             raise
@@ -434,7 +464,9 @@ class Worker:
                         next_tick = now
                 if listen is not None and now >= next_tick:
                     try:
-                        if self._tick(listen):
+                        with _abort_after(listen, _LISTEN_QUERY_TIMEOUT):
+                            ticked = self._tick(listen)
+                        if ticked:
                             pending = True
                     except psycopg.OperationalError as exc:
                         listen = self._lost_listen(listen, exc)
@@ -562,7 +594,7 @@ class Worker:
         assert self._pool is not None
         assert self._executor is not None
         due_in: float | None = None
-        with self._pool.connection() as conn:
+        with self._pool.connection(timeout=_POOL_WAIT) as conn:
             sent_at = time.monotonic()
             rows = conn.execute(
                 Q.WORKER_CLAIM_TASK,
@@ -699,3 +731,32 @@ class Worker:
                 extra=run_extra(self.queue, state.run),
             )
         return len(rows)
+
+
+@contextlib.contextmanager
+def _abort_after(conn: psycopg.Connection[Any], timeout: float) -> Iterator[None]:
+    """Shut ``conn``'s socket down if the block takes longer than ``timeout`` seconds.
+
+    A query blocked on a session that stopped answering (its backend frozen,
+    a half-open TCP connection) then fails at once with
+    `psycopg.OperationalError`, and the caller reconnects. A server-side
+    statement_timeout cannot do this: a frozen backend enforces nothing.
+    """
+    timer = threading.Timer(timeout, _shut_socket, (conn,))
+    timer.name = "teguh-listen-watchdog"
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def _shut_socket(conn: psycopg.Connection[Any]) -> None:
+    logger.warning("a query on the LISTEN session did not answer in time: dropping the session")
+    with contextlib.suppress(OSError, psycopg.Error, ValueError):
+        sock = socket.socket(fileno=os.dup(conn.fileno()))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()

@@ -11,7 +11,8 @@ and injected failures while faults are injected at random:
   asynchronously would be lost, while its handler already runs);
 - ``outage``: stop the server for a few seconds, then start it again;
 - ``cut-listen``: ``pg_terminate_backend`` of every worker's LISTEN session;
-- ``freeze-listen``: SIGSTOP a LISTEN session's backend for a few seconds.
+- ``freeze-listen``: SIGSTOP every LISTEN session's backend; a probe must
+  still complete before they thaw.
 
 After each fault a probe task measures wake-up latency. At the end it checks
 that every task completed, that no step body started after its checkpoint
@@ -60,6 +61,11 @@ FAULTS = (
 )
 # Longest wake-up latency accepted right after a fault (seconds).
 PROBE_LIMIT = 15.0
+# LISTEN sessions stay frozen this long; a probe spawned FREEZE_PROBE_AFTER
+# seconds in (after the workers' next ticker query on them) must complete
+# before they thaw.
+FREEZE = 25.0
+FREEZE_PROBE_AFTER = 7.0
 TABLES = """
 create table chaos_effects (task_id uuid, step text, run_id uuid, attempt int, pid int, token text,
                             at timestamptz default clock_timestamp());
@@ -106,6 +112,7 @@ class Cluster:
         self.workers: list[subprocess.Popen[bytes]] = []
         self.killed: set[int] = set()
         self.problems: list[str] = []
+        self.frozen_probe_ms = 0.0
 
     # -- server -----------------------------------------------------------------
 
@@ -300,17 +307,21 @@ class Cluster:
                 (),
             )
         elif fault == "freeze-listen":
+            # Freeze every worker's LISTEN session (a half-open connection
+            # looks the same): claims must go on while they hang.
             pids = self.listen_backends()
-            if pids:
-                pid = self.rng.choice(pids)
+            for pid in pids:
                 os.kill(pid, signal.SIGSTOP)
-                try:
-                    # claims must not depend on the frozen session: probe while it hangs
-                    time.sleep(self.rng.uniform(1, 6))
-                    latency = self.probe(timeout=30)
-                    if latency > 10:
-                        self.problems.append(f"a probe took {latency:.1f}s while a LISTEN hung")
-                finally:
+            try:
+                time.sleep(FREEZE_PROBE_AFTER)
+                latency = self.probe(timeout=FREEZE - FREEZE_PROBE_AFTER)
+                self.frozen_probe_ms = max(self.frozen_probe_ms, 1000 * latency)
+                if latency == float("inf"):
+                    self.problems.append(
+                        f"no claim in {FREEZE - FREEZE_PROBE_AFTER:.0f}s while LISTEN sessions hung"
+                    )
+            finally:
+                for pid in pids:
                     os.kill(pid, signal.SIGCONT)
         else:
             raise ValueError(fault)
@@ -467,6 +478,8 @@ def main(argv: list[str] | None = None) -> int:
         counts.tasks = len(task_ids)
         check(cluster, task_ids, counts)
         counts.problems += cluster.problems
+        if counts.faults["freeze-listen"]:
+            counts.probe_latency_ms["during freeze-listen"] = cluster.frozen_probe_ms
     finally:
         counts.workers_started = len(cluster.workers)
         cluster.stop_all()

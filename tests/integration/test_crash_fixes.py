@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import threading
 import time
 from typing import Any
 
+import psycopg
 import pytest
 
 import teguh
+from teguh.embedded import EmbeddedPostgres
+from tests.helpers import wait_for
 
 from .conftest import wait_state
 
@@ -64,3 +70,76 @@ def test_a_step_body_does_not_start_once_the_lease_may_have_expired(
     assert result.state == "completed"
     assert outcomes == ["lease lost"]
     assert calls == [2]  # the step body ran once, in the run that took over
+
+
+def _listen_backends(conn: psycopg.Connection[Any], queue: str) -> set[int]:
+    rows = conn.execute(
+        "select pid from pg_stat_activity where application_name = %s",
+        (f"teguh-listen:{queue}",),
+    ).fetchall()
+    return {int(row[0]) for row in rows}
+
+
+def test_claims_go_on_while_the_listen_session_hangs(
+    client: teguh.Client, queue: str, make_worker: MakeWorker, conn: psycopg.Connection[Any]
+) -> None:
+    # A frozen LISTEN session (its backend stopped, or a half-open TCP
+    # connection) used to block the dispatcher in its next ticker query: no
+    # claim at all until the session answered again.
+    worker = make_worker({"t": lambda ctx: "ok"}, ticker_interval=0.2, poll_interval=1)
+    wait_for(lambda: worker.is_ticker)
+    [pid] = _listen_backends(conn, queue)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(0.5)  # the dispatcher's next ticker query is now stuck on it
+        spawned = client.spawn_task(queue, "t", {})
+        assert wait_state(client, spawned.task_id, timeout=20).state == "completed"
+        # and it listens again on a new session
+        wait_for(lambda: _listen_backends(conn, queue) - {pid}, timeout=20)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def test_a_worker_is_back_soon_after_an_outage_whatever_its_length() -> None:
+    # Resumption used to grow with the outage (the pool's reconnection backoff
+    # doubling from 1 s, the dispatcher blocked 30 s waiting for a connection).
+    server = EmbeddedPostgres().start()  # its own server: this test stops it
+    try:
+        dsn = server.create_database("outage")
+        with teguh.Client(dsn, max_size=2) as client:
+            client.install()
+            client.create_queue("q")
+            with client.worker("q", concurrency=2, poll_interval=30) as worker:
+                worker.handle("t", lambda ctx: "ok")
+                first = client.spawn_task("q", "t", {})
+                wait_state(client, first.task_id)
+                _pg_ctl(server, "-m", "fast", "stop")
+                time.sleep(20)
+                _pg_ctl(server, "start")
+                back = time.monotonic()
+                spawned = None
+                while spawned is None:
+                    with contextlib.suppress(psycopg.OperationalError):
+                        spawned = client.spawn_task("q", "t", {})
+                wait_state(client, spawned.task_id, timeout=30)
+                took = time.monotonic() - back
+        # generous: ~0.6 s measured; the old backoff took 6.6 s after this 20 s outage
+        assert took < 4, f"the worker resumed {took:.1f}s after the server came back"
+    finally:
+        server.stop()
+
+
+def _pg_ctl(server: EmbeddedPostgres, *args: str) -> None:
+    result = server._run(
+        [
+            os.path.join(server.bindir, "pg_ctl"),
+            "--pgdata",
+            server.data_dir,
+            "--log",
+            server.log_file,
+            "--wait",
+            *args,
+        ],
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
