@@ -143,3 +143,65 @@ def _pg_ctl(server: EmbeddedPostgres, *args: str) -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no")
+
+
+def test_an_outcome_the_database_refuses_fails_only_its_own_run(
+    client: teguh.Client, queue: str, make_worker: MakeWorker
+) -> None:
+    # A result holding \u0000 made complete_runs fail: the whole batch was
+    # logged and forgotten, its innocent runs re-ran after their leases
+    # expired, and the culprit failed as LeaseExpired with its reason only in
+    # a log. Failure reasons with \u0000 or a raising __str__ were lost too.
+    gate = threading.Event()
+
+    def good(ctx: teguh.TaskContext) -> str:
+        gate.wait(10)  # finish together: their completions share a batch
+        return "ok"
+
+    def bad(ctx: teguh.TaskContext) -> str:
+        gate.wait(10)
+        return "a\x00b"
+
+    def nul_message(ctx: teguh.TaskContext) -> None:
+        raise ValueError("bad\x00byte")
+
+    def unprintable(ctx: teguh.TaskContext) -> None:
+        raise _Unprintable
+
+    make_worker(
+        {"good": good, "bad": bad, "nul": nul_message, "unprintable": unprintable},
+        concurrency=12,
+        claim_timeout=2,
+    )
+    goods = [client.spawn_task(queue, "good", {}, max_attempts=1) for _ in range(8)]
+    culprit = client.spawn_task(queue, "bad", {}, max_attempts=1)
+    nul = client.spawn_task(queue, "nul", {}, max_attempts=1)
+    broken = client.spawn_task(queue, "unprintable", {}, max_attempts=1)
+    wait_for(lambda: _running(client, queue) >= 9)
+    gate.set()
+    for spawned in goods:
+        result = wait_state(client, spawned.task_id)
+        assert (result.state, result.attempts) == ("completed", 1)
+    refused = client.get_task(queue, wait_state(client, culprit.task_id).task_id)
+    assert refused is not None and refused.state == "failed"
+    assert refused.last_failure is not None
+    assert refused.last_failure["name"] == "ResultRefused"
+    assert "\\u0000" in refused.last_failure["message"]
+    nul_task = client.get_task(queue, wait_state(client, nul.task_id).task_id)
+    assert nul_task is not None and nul_task.last_failure is not None
+    assert nul_task.last_failure["name"] == "ValueError"
+    assert nul_task.last_failure["message"] == "bad\\u0000byte"
+    broken_task = client.get_task(queue, wait_state(client, broken.task_id).task_id)
+    assert broken_task is not None and broken_task.last_failure is not None
+    assert broken_task.last_failure["name"] == "_Unprintable"
+    assert "__str__ raised RuntimeError" in broken_task.last_failure["message"]
+
+
+def _running(client: teguh.Client, queue: str) -> int:
+    [stats] = client.queue_stats(queue)
+    return int(stats.running)
