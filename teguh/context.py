@@ -80,12 +80,15 @@ class RunState:
     set it (claim, heartbeat, checkpoint) plus the lease. None: not tracked.
     """
 
-    __slots__ = ("_lock", "lease_until", "run", "status")
+    __slots__ = ("_lock", "lease_until", "marked_at", "reported", "run", "status")
 
     def __init__(self, run: Run, lease_until: float | None = None) -> None:
         self.run = run
         self.status: str | None = None
         self.lease_until = lease_until
+        # monotonic time `status` was set; whether a hung handler was reported
+        self.marked_at: float | None = None
+        self.reported = False
         self._lock = threading.Lock()
 
     def renewed(self, sent_at: float, seconds: float) -> None:
@@ -113,8 +116,15 @@ class RunState:
         with self._lock:
             if self.status is None:
                 self.status = status
+                self.marked_at = time.monotonic()
                 return True
             return False
+
+    def abandoned_for(self) -> float:
+        """Seconds since the run was found cancelled or lost (0 while it is ours)."""
+        if self.status not in (CANCELLED, LOST) or self.marked_at is None:
+            return 0.0
+        return time.monotonic() - self.marked_at
 
 
 class TaskContext:

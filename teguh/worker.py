@@ -112,6 +112,14 @@ class Worker:
     ``max_hand_backs``: the hand-back that fails such a task instead, with a
     ``NoHandler`` reason naming the task (None: hand it back forever).
 
+    A handler still running ``claim_timeout`` seconds after its task was
+    cancelled (``max_duration`` included) or its lease lost is *hung*: it
+    holds a slot for nothing. Each is logged once as a warning and counted by
+    `hung_handlers`. With ``recycle_when_stuck``, a worker whose every slot
+    is held by a hung handler stops claiming and asks to be recycled
+    (`recycle_requested`; `run` returns, ``teguh worker`` exits with status
+    75 for its process manager to start a fresh one).
+
     Register handlers with `task`, `handle` or `include`; then `start` (in
     background threads) or `run` (blocks). `stop` shuts down gracefully.
     """
@@ -131,6 +139,7 @@ class Worker:
         ticker_interval: C.Duration = 5,
         unknown_task_delay: C.Duration = 5,
         max_hand_backs: int | None = 100,
+        recycle_when_stuck: bool = False,
         shutdown_timeout: C.Duration = 30,
     ) -> None:
         if concurrency < 1:
@@ -161,6 +170,8 @@ class Worker:
         if max_hand_backs is not None and max_hand_backs < 1:
             raise ValueError(f"max_hand_backs must be None or >= 1, got {max_hand_backs}")
         self.max_hand_backs = max_hand_backs
+        self.recycle_when_stuck = recycle_when_stuck
+        self._recycle = False
         self.shutdown_timeout = C.seconds(shutdown_timeout, "shutdown_timeout")
         self._pool_arg = pool
         self._pool: ConnectionPool[Any] | None = None
@@ -231,6 +242,18 @@ class Worker:
     def in_flight(self) -> int:
         """How many runs are executing now."""
         return len(self._inflight)
+
+    @property
+    def hung_handlers(self) -> int:
+        """How many slots are held by handlers hung after a cancellation or a lost lease."""
+        with self._lock:
+            states = list(self._inflight)
+        return sum(1 for s in states if s.abandoned_for() >= self.claim_timeout)
+
+    @property
+    def recycle_requested(self) -> bool:
+        """Whether the worker stopped claiming to be recycled (see ``recycle_when_stuck``)."""
+        return self._recycle
 
     @property
     def is_running(self) -> bool:
@@ -700,6 +723,38 @@ class Worker:
                 self.heartbeat()
             except Exception:
                 logger.exception("heartbeat failed on queue %s", self.queue)
+            self._check_hung()
+
+    def _check_hung(self) -> None:
+        """Report hung handlers once each; ask for recycling when they hold every slot."""
+        with self._lock:
+            states = list(self._inflight)
+        hung = [s for s in states if s.abandoned_for() >= self.claim_timeout]
+        for state in hung:
+            if state.reported:
+                continue
+            state.reported = True
+            run = state.run
+            logger.warning(
+                "the handler of run %s (task %s, %s) still runs %.0fs after its task was %s:"
+                " it holds a slot until it returns",
+                run.run_id,
+                run.task_id,
+                run.task_name,
+                state.abandoned_for(),
+                state.status,
+                extra=run_extra(self.queue, run),
+            )
+        if self.recycle_when_stuck and len(hung) >= self.concurrency and not self._recycle:
+            self._recycle = True
+            logger.error(
+                "every slot of worker %s is held by a hung handler: it stops claiming and asks"
+                " to be recycled",
+                self.worker_id,
+                extra={"queue": self.queue, "worker_id": self.worker_id},
+            )
+            self._stopping.set()
+            self._poke()
 
     def heartbeat(self) -> int:
         """Extend every in-flight lease now; return how many runs were found gone.

@@ -205,3 +205,35 @@ def test_an_outcome_the_database_refuses_fails_only_its_own_run(
 def _running(client: teguh.Client, queue: str) -> int:
     [stats] = client.queue_stats(queue)
     return int(stats.running)
+
+
+def test_hung_handlers_are_reported_and_can_recycle_the_worker(
+    client: teguh.Client, queue: str, make_worker: MakeWorker, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Handlers hung after their task was cancelled held their slots forever,
+    # silently, until the worker claimed nothing at all.
+    release = threading.Event()
+
+    def hang(ctx: teguh.TaskContext) -> None:
+        release.wait(60)  # ignores cancellation: never calls teguh again
+
+    worker = make_worker({"hang": hang}, concurrency=2, claim_timeout=1, recycle_when_stuck=True)
+    try:
+        first = client.spawn_task(queue, "hang", {})
+        wait_state(client, first.task_id, ("running",))
+        client.cancel_task(queue, first.task_id)
+        wait_for(lambda: worker.hung_handlers == 1)
+        wait_for(lambda: "still runs" in caplog.text)
+        assert str(first.task_id) in caplog.text
+        assert not worker.recycle_requested  # a slot is still free
+        second = client.spawn_task(queue, "hang", {})
+        wait_state(client, second.task_id, ("running",))
+        client.cancel_task(queue, second.task_id)
+        wait_for(lambda: worker.recycle_requested)
+        assert worker.hung_handlers == 2
+        # it claims no more
+        third = client.spawn_task(queue, "hang", {})
+        time.sleep(0.5)
+        assert client.get_task_result(queue, third.task_id).state == "pending"  # type: ignore[union-attr]
+    finally:
+        release.set()
