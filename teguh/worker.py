@@ -48,7 +48,7 @@ from psycopg_pool import ConnectionPool
 
 from teguh import _convert as C
 from teguh import _queries as Q
-from teguh._recorder import Recorder, run_extra
+from teguh._recorder import Recorder, failure_reason, run_extra
 from teguh.context import CANCELLED, LOST, RunState, TaskContext, bind, unbind
 from teguh.errors import LeaseLost, Suspend, TaskCancelled
 from teguh.tasks import Task
@@ -644,7 +644,8 @@ class Worker:
     def _fail_unreadable(self, conn: psycopg.Connection[Any], run_id: UUID, exc: Exception) -> None:
         """Fail a claimed run whose row could not be decoded, so it is not stranded."""
         logger.error("cannot decode claimed run %s: %s", run_id, exc)
-        reason = {"name": type(exc).__qualname__, "message": f"cannot decode the run: {exc}"}
+        reason = failure_reason(exc)
+        reason["message"] = f"cannot decode the run: {reason['message']}"
         try:
             text = C.dump(C.default_dumps, reason, "reason")
             conn.execute(Q.FAIL_RUN, (self.queue, run_id, text, None))
@@ -721,6 +722,8 @@ class Worker:
         while not self._hb_stop.wait(self.heartbeat_interval):
             try:
                 self.heartbeat()
+            except psycopg.OperationalError as exc:  # the server is away: no traceback
+                logger.warning("heartbeat failed on queue %s: %s", self.queue, exc)
             except Exception:
                 logger.exception("heartbeat failed on queue %s", self.queue)
             self._check_hung()
@@ -765,7 +768,7 @@ class Worker:
             states = [s for s in self._inflight if s.status is None]
         if not states or self._pool is None:
             return 0
-        with self._pool.connection() as conn:
+        with self._pool.connection(timeout=_POOL_WAIT) as conn:
             sent_at = time.monotonic()
             rows = conn.execute(
                 Q.EXTEND_CLAIMS,

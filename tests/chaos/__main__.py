@@ -95,6 +95,7 @@ class Counts:
     listening_workers: int = 0
     listen_recovery_s: float = 0.0
     live_workers: int = 0
+    worker_startup_retries: int = 0
     problems: list[str] = field(default_factory=list)
 
 
@@ -113,6 +114,7 @@ class Cluster:
         self.killed: set[int] = set()
         self.problems: list[str] = []
         self.frozen_probe_ms = 0.0
+        self.startup_retries = 0
 
     # -- server -----------------------------------------------------------------
 
@@ -216,6 +218,29 @@ class Cluster:
         victim.wait()
         self.killed.add(victim.pid)
         self.start_worker()
+        self.wait_workers_ready()
+
+    def wait_workers_ready(self, timeout: float = 60.0) -> None:
+        """Wait until every worker listens; restart those that exited, as a process manager would.
+
+        `teguh worker` exits at once when the server is unreachable at startup
+        (a replacement started just before a restart, say): that is not a
+        running worker failing to recover.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for i, worker in enumerate(self.workers):
+                if worker.poll() is not None and worker.pid not in self.killed:
+                    log = (self.logdir / f"worker-{i}.log").read_text(errors="replace")
+                    if "cannot connect to PostgreSQL" not in log:  # startup errors only
+                        self.problems.append(f"worker {i} exited with {worker.returncode}")
+                    self.killed.add(worker.pid)
+                    self.startup_retries += 1
+                    self.start_worker()
+            if len(self.listen_backends()) >= len(self.live()):
+                return
+            time.sleep(0.2)
+        self.problems.append(f"workers not listening {timeout:.0f}s after a replacement started")
 
     def listen_backends(self) -> list[int]:
         return [
@@ -264,7 +289,10 @@ class Cluster:
             try:
                 with teguh.Client(self.dsn, max_size=1) as client:
                     spawned_at = time.time()
-                    task_id = client.spawn_task(QUEUE, "probe", {}, max_attempts=100).task_id
+                    # ahead of the backlog: it measures wake-up, not queue depth
+                    task_id = client.spawn_task(
+                        QUEUE, "probe", {}, max_attempts=100, priority=100
+                    ).task_id
                     while time.monotonic() < deadline:
                         result = client.get_task_result(QUEUE, task_id)
                         if result is not None and result.state == "completed":
@@ -478,6 +506,7 @@ def main(argv: list[str] | None = None) -> int:
         counts.tasks = len(task_ids)
         check(cluster, task_ids, counts)
         counts.problems += cluster.problems
+        counts.worker_startup_retries = cluster.startup_retries
         if counts.faults["freeze-listen"]:
             counts.probe_latency_ms["during freeze-listen"] = cluster.frozen_probe_ms
     finally:

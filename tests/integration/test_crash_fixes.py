@@ -74,8 +74,8 @@ def test_a_step_body_does_not_start_once_the_lease_may_have_expired(
 
 def _listen_backends(conn: psycopg.Connection[Any], queue: str) -> set[int]:
     rows = conn.execute(
-        "select pid from pg_stat_activity where application_name = %s",
-        (f"teguh-listen:{queue}",),
+        "select pid from pg_stat_activity"
+        " where application_name like 'teguh-listen%%' and datname = current_database()"
     ).fetchall()
     return {int(row[0]) for row in rows}
 
