@@ -1137,6 +1137,8 @@ create or replace function teguh._isolate_lease(
   p_now        timestamptz
 ) returns void
 language plpgsql as $$
+declare
+  v_failed integer;
 begin
   raise warning 'teguh: recovering the expired lease of task % in queue "%" failed: %', p_task_id, p_queue_name, p_error;
   begin
@@ -1151,7 +1153,8 @@ begin
              last_failure = jsonb_build_object('name', 'RecoveryError', 'message', $3::text)
         from locked where t.task_id = locked.task_id$q$, 't_' || p_queue_name)
       using p_task_id, p_now, 'the engine could not recover this run''s expired lease: ' || p_error, p_run_id;
-    if found then
+    get diagnostics v_failed = row_count;
+    if v_failed > 0 then
       execute format('delete from teguh.%I where run_id = $1', 'r_' || p_queue_name) using p_run_id;
     else
       execute format('update teguh.%I set expires_at = $2 where run_id = $1', 'r_' || p_queue_name)
