@@ -96,7 +96,23 @@ def test_queues_whose_names_extend_each_other_do_not_clash(
 
 
 FRAGMENTS = st.sampled_from(
-    ["jobs", "t", "p", "r", "w", "e", "c", "ikey", "pkey", "seq", "tpk", "tikey", "pseq", "at", "x1"]
+    [
+        "jobs",
+        "t",
+        "p",
+        "r",
+        "w",
+        "e",
+        "c",
+        "ikey",
+        "pkey",
+        "seq",
+        "tpk",
+        "tikey",
+        "pseq",
+        "at",
+        "x1",
+    ]
 )
 QUEUE_NAMES = st.lists(FRAGMENTS, min_size=1, max_size=4).map("_".join)
 

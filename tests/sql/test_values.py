@@ -45,7 +45,10 @@ def warnings_text(seen: list[tuple[str | None, str | None]]) -> str:
         ({"cancellation": {"max_duration": 1e13}}, "cancellation.max_duration"),
         ({"cancellation": {"max_delay": 1e13}}, "cancellation.max_delay"),
         ({"cancellation": {"max_delay": MAX_SECONDS + 1}}, "cancellation.max_delay"),
-        ({"retry_strategy": {"kind": "fixed", "base_seconds": 1e13}}, "retry_strategy.base_seconds"),
+        (
+            {"retry_strategy": {"kind": "fixed", "base_seconds": 1e13}},
+            "retry_strategy.base_seconds",
+        ),
         ({"retry_strategy": {"factor": 1e300}}, "retry_strategy.factor"),
         ({"retry_strategy": {"factor": 1001}}, "retry_strategy.factor"),
         ({"retry_strategy": {"max_seconds": 1e300}}, "retry_strategy.max_seconds"),
@@ -173,12 +176,28 @@ def test_lease_extensions_are_range_checked(eng: Engine, value: int) -> None:
 @pytest.mark.parametrize(
     ("strategy", "attempt", "expected"),
     [
-        ({"kind": "exponential", "base_seconds": 1, "factor": 2, "max_seconds": 300}, 2**31 - 1, 300),
+        (
+            {"kind": "exponential", "base_seconds": 1, "factor": 2, "max_seconds": 300},
+            2**31 - 1,
+            300,
+        ),
         ({"kind": "exponential", "base_seconds": 1, "factor": 2, "max_seconds": 300}, 3, 4),
-        ({"kind": "exponential", "base_seconds": 1, "factor": 1000, "max_seconds": 1e6}, 10**6, 1e6),
+        (
+            {"kind": "exponential", "base_seconds": 1, "factor": 1000, "max_seconds": 1e6},
+            10**6,
+            1e6,
+        ),
         # stored by an older version or written directly: clamped, never overflowing
-        ({"kind": "exponential", "base_seconds": 1e13, "factor": 1e300, "max_seconds": 1e300}, 9, 315360000),
-        ({"kind": "exponential", "base_seconds": 2, "factor": 1e300, "max_seconds": 1e13}, 10**9, 315360000),
+        (
+            {"kind": "exponential", "base_seconds": 1e13, "factor": 1e300, "max_seconds": 1e300},
+            9,
+            315360000,
+        ),
+        (
+            {"kind": "exponential", "base_seconds": 2, "factor": 1e300, "max_seconds": 1e13},
+            10**9,
+            315360000,
+        ),
         ({"kind": "fixed", "base_seconds": 1e13}, 5, 315360000),
         ({"kind": "exponential", "base_seconds": "soon"}, 4, 8),  # unreadable: the default
         ({"kind": "exponential", "base_seconds": {"a": 1}}, 1, 1),
@@ -314,7 +333,9 @@ def break_queue(eng: Engine, table: str) -> None:
     eng.conn.execute(f"alter table teguh.{table} rename to {table}_gone")
 
 
-def test_the_ticker_isolates_a_failing_queue(eng: Engine, two_queues: tuple[Engine, Engine]) -> None:
+def test_the_ticker_isolates_a_failing_queue(
+    eng: Engine, two_queues: tuple[Engine, Engine]
+) -> None:
     a, b = two_queues
     break_queue(eng, "t_a")
     seen = notices(eng.conn)
