@@ -63,11 +63,16 @@ def _schema_sql() -> str:
 
 
 def _install_schema(**conninfo: Any) -> None:
-    """Apply teguh.sql as one script in autocommit (a pytest-postgresql loader)."""
+    """Apply teguh.sql as one script in autocommit (a pytest-postgresql loader).
+
+    Test databases allow ``teguh.fake_now`` (``teguh.allow_fake_time()``):
+    tests move the engine's clock instead of sleeping.
+    """
     script = _schema_sql()
     conninfo.pop("autocommit", None)
     with psycopg.connect(**conninfo, autocommit=True) as conn:
         conn.execute(script.encode())  # bytes: run verbatim, one script
+        conn.execute("select teguh.allow_fake_time(true)")
 
 
 def _janitor(server: EmbeddedPostgres, dbname: str, **kwargs: Any) -> DatabaseJanitor:

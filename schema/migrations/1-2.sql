@@ -22,3 +22,10 @@ begin
   end loop;
 end
 $$;
+
+-- security (issue 8 §2): teguh.start() takes an optional role to run the
+-- pg_cron jobs as; the version-1 start() would make a call without argument
+-- ambiguous. Everything else (owner, grants, security definer functions,
+-- revoking CREATE on the schema and table privileges that version 1's docs
+-- prescribed) is done by teguh.sql's last section on every install.
+drop function if exists teguh.start();
