@@ -91,15 +91,21 @@ $$;
 -- A version 7 UUID for the given instant: 48 bits of Unix milliseconds, then
 -- random bits from gen_random_uuid() (core since PostgreSQL 13, drawn from the
 -- same strong random source as pgcrypto's gen_random_bytes).
+--
+-- This function and portable_uuidv7() run once per spawned task, so unlike
+-- every other function they do not pin search_path (a SET clause costs a few
+-- microseconds per call): every name in them is schema-qualified instead,
+-- operators included, so no search_path can redirect them.
 create or replace function teguh._uuidv7_at(p_at timestamptz) returns uuid
 language plpgsql volatile as $$
 declare
-  v_bytes bytea := uuid_send(gen_random_uuid());
+  v_bytes pg_catalog.bytea := pg_catalog.uuid_send(pg_catalog.gen_random_uuid());
+  v_ms    bigint           := pg_catalog.floor(extract(epoch from p_at) operator(pg_catalog.*) 1000)::bigint;
 begin
-  v_bytes := overlay(v_bytes placing substring(int8send(floor(extract(epoch from p_at) * 1000)::bigint) from 3)
-                     from 1 for 6);
-  v_bytes := set_byte(v_bytes, 6, (get_byte(v_bytes, 6) & 15) | 112);
-  return encode(v_bytes, 'hex')::uuid;
+  v_bytes := overlay(v_bytes placing substring(pg_catalog.int8send(v_ms) from 3) from 1 for 6);
+  v_bytes := pg_catalog.set_byte(v_bytes, 6,
+                                 (pg_catalog.get_byte(v_bytes, 6) operator(pg_catalog.&) 15) operator(pg_catalog.|) 112);
+  return pg_catalog.encode(v_bytes, 'hex')::pg_catalog.uuid;
 end
 $$;
 
@@ -112,6 +118,7 @@ $$;
 
 -- Ids follow teguh.current_time() so that fake time and id order agree; the
 -- native uuidv7() is used where the server has one and time is real.
+-- Schema-qualified throughout instead of a pinned search_path (see above).
 do $$
 begin
   if to_regprocedure('pg_catalog.uuidv7()') is not null then
@@ -119,7 +126,7 @@ begin
       create or replace function teguh.portable_uuidv7() returns uuid
       language plpgsql volatile as $b$
       begin
-        if coalesce(current_setting('teguh.fake_now', true), '') <> '' then
+        if pg_catalog.current_setting('teguh.fake_now', true) operator(pg_catalog.<>) '' then
           return teguh._uuidv7_at(teguh.current_time());
         end if;
         return pg_catalog.uuidv7();
@@ -131,10 +138,10 @@ begin
       create or replace function teguh.portable_uuidv7() returns uuid
       language plpgsql volatile as $b$
       begin
-        if coalesce(current_setting('teguh.fake_now', true), '') <> '' then
+        if pg_catalog.current_setting('teguh.fake_now', true) operator(pg_catalog.<>) '' then
           return teguh._uuidv7_at(teguh.current_time());
         end if;
-        return teguh._uuidv7_at(clock_timestamp());
+        return teguh._uuidv7_at(pg_catalog.clock_timestamp());
       end
       $b$
     $f$;
@@ -1782,7 +1789,7 @@ language sql immutable as $$
     ('owner',       array['start', 'stop', 'allow_fake_time', 'grant_role', 'grant_producer', 'grant_worker',
                           'grant_monitor', 'grant_admin', 'revoke_role']),
     -- every kind but owner also gets these
-    ('common',      array['version', 'current_time', 'portable_uuidv7', 'list_queues'])
+    ('common',      array['version', 'current_time', 'portable_uuidv7', '_uuidv7_at', 'list_queues'])
   )
   select k.kind, f.name from kinds k, unnest(k.names) as f(name)
 $$;
@@ -1792,8 +1799,10 @@ language sql stable as $$
   select pg_catalog.pg_get_userbyid(n.nspowner) from pg_catalog.pg_namespace n where n.nspname = 'teguh'
 $$;
 
--- Pins search_path on every function of schema teguh, makes the public ones
--- (but start/stop, which pg_cron needs to see the caller) security definer
+-- Pins search_path on every function of schema teguh (but the two uuid
+-- functions, schema-qualified throughout), makes the public ones (but
+-- start/stop, which pg_cron needs to see the caller, and portable_uuidv7,
+-- which reads nothing) security definer
 -- and takes EXECUTE away from PUBLIC. Functions (re)created since the last
 -- call need it: create_queue and the end of this file call it.
 create or replace function teguh._secure_functions() returns void
@@ -1806,11 +1815,13 @@ begin
       from pg_catalog.pg_proc p
      where p.pronamespace = 'teguh'::regnamespace and p.prokind in ('f', 'p')
   loop
-    if not coalesce('search_path=pg_catalog, pg_temp' = any (v_function.proconfig), false) then
+    if v_function.proname in ('portable_uuidv7', '_uuidv7_at') then
+      null;  -- hot, and schema-qualified throughout instead
+    elsif not coalesce('search_path=pg_catalog, pg_temp' = any (v_function.proconfig), false) then
       execute format('alter routine %s set search_path = pg_catalog, pg_temp', v_function.signature);
     end if;
     if not v_function.prosecdef and left(v_function.proname, 1) <> '_'
-       and v_function.proname not in ('start', 'stop') then
+       and v_function.proname not in ('start', 'stop', 'portable_uuidv7') then
       execute format('alter routine %s security definer', v_function.signature);
     end if;
     if v_function.proacl is null or exists (select 1 from aclexplode(v_function.proacl) a where a.grantee = 0) then
