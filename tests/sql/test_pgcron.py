@@ -38,7 +38,9 @@ def cron_conn(cron_dsn: str) -> Iterator[psycopg.Connection[Any]]:
 
 
 def _jobs(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
-    return conn.execute("select jobname, command, username from cron.job order by jobname").fetchall()
+    return conn.execute(
+        "select jobname, command, username from cron.job order by jobname"
+    ).fetchall()
 
 
 def test_start_refuses_to_schedule_jobs_as_a_superuser(cron_conn: psycopg.Connection[Any]) -> None:

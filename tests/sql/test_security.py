@@ -148,8 +148,8 @@ def test_the_unpinned_uuid_functions_ignore_a_hostile_search_path(
     assert fake is not None and fake[0].startswith("01")
     # a v7 id at the fake instant: its first 48 bits are that instant in ms
     assert conn.execute(
-        "select to_timestamp(('x' || lpad(replace(left(%s, 13), '-', ''), 16, '0'))::bit(64)::bigint"
-        " / 1000.0) = '2031-05-06T07:08:09Z'",
+        "select to_timestamp(('x' || lpad(replace(left(%s, 13), '-', ''), 16, '0'))"
+        "::bit(64)::bigint / 1000.0) = '2031-05-06T07:08:09Z'",
         (fake[0],),
     ).fetchone() == (True,)
 
@@ -163,9 +163,16 @@ def test_every_public_function_belongs_to_a_kind_of_role(conn: psycopg.Connectio
             " and left(proname, 1) <> '_'"
         )
     }
-    classified = {name for (name,) in conn.execute("select function_name from teguh._role_functions()")}
+    classified = {
+        name for (name,) in conn.execute("select function_name from teguh._role_functions()")
+    }
     assert public - classified == set()
-    every = {n for (n,) in conn.execute("select proname from pg_proc where pronamespace = 'teguh'::regnamespace")}
+    every = {
+        n
+        for (n,) in conn.execute(
+            "select proname from pg_proc where pronamespace = 'teguh'::regnamespace"
+        )
+    }
     assert classified - every == set()  # no stale names either
 
 
@@ -178,9 +185,7 @@ def test_producer_spawns_and_reads_results_and_nothing_else(
     conn.execute("select teguh.create_queue('q')")
     producer = _granted(conn, roles, "producer")
     task_id = _spawn(producer, params={"n": 1})
-    producer.execute(
-        "select teguh.spawn_tasks('q', 't', %s)", (Jsonb([{"n": 2}, {"n": 3}]),)
-    )
+    producer.execute("select teguh.spawn_tasks('q', 't', %s)", (Jsonb([{"n": 2}, {"n": 3}]),))
     assert producer.execute(
         "select state from teguh.get_task_result('q', %s)", (task_id,)
     ).fetchone() == ("pending",)
@@ -220,7 +225,9 @@ def test_worker_runs_tasks_on_queues_created_after_the_grant(
     admin = _granted(conn, roles, "admin")
     admin.execute("select teguh.create_queue('later')")  # created after both grants
     task_id = _spawn(worker, "later")
-    claimed = worker.execute("select run_id, task_id from teguh.claim_task('later', 'w1')").fetchall()
+    claimed = worker.execute(
+        "select run_id, task_id from teguh.claim_task('later', 'w1')"
+    ).fetchall()
     assert [c[1] for c in claimed] == [task_id]
     run_id = claimed[0][0]
     worker.execute(
@@ -260,9 +267,9 @@ def test_monitor_reads_every_queue_and_changes_nothing(
     monitor = _granted(conn, roles, "monitor")
     stats = monitor.execute("select queue_name, pending from teguh.queue_stats()").fetchall()
     assert stats == [("other", 1), ("q", 0)]
-    assert monitor.execute("select state from teguh.get_task('other', %s)", (task_id,)).fetchone() == (
-        "pending",
-    )
+    assert monitor.execute(
+        "select state from teguh.get_task('other', %s)", (task_id,)
+    ).fetchone() == ("pending",)
     assert monitor.execute(
         "select state from teguh.get_task_result('other', %s)", (task_id,)
     ).fetchone() == ("pending",)
@@ -327,7 +334,8 @@ def test_no_trigger_view_or_rule_can_be_hung_on_a_queue_table(
             "alter table teguh.t_q enable row level security",
             "create policy evil on teguh.t_q using (true)",
             "alter table teguh.t_q add column x int",
-            "create view teguh.t_evil as select 1 as task_id",  # a queue table pre-created as a view
+            # a queue table pre-created as a view, before create_queue('evil')
+            "create view teguh.t_evil as select 1 as task_id",
             "create table teguh.t_later (task_id uuid)",
             "create function teguh.ticker(p_queue_name integer) returns integer"
             " language sql as 'select 1'",
@@ -337,7 +345,9 @@ def test_no_trigger_view_or_rule_can_be_hung_on_a_queue_table(
     # the owner/superuser's ticker and stats run as before
     assert conn.execute("select teguh.ticker()").fetchone() == (0,)
     assert conn.execute("select count(*) from teguh.queue_stats()").fetchone() == (1,)
-    rolsuper = conn.execute("select bool_or(rolsuper) from pg_roles where rolname = any(%s)", (roles.created,))
+    rolsuper = conn.execute(
+        "select bool_or(rolsuper) from pg_roles where rolname = any(%s)", (roles.created,)
+    )
     assert rolsuper.fetchone() == (False,)
 
 
@@ -392,9 +402,9 @@ def test_a_session_search_path_does_not_reach_teguh_functions(
         conn.execute("select statement_timestamp()")
     conn.execute("reset teguh.fake_now")
     assert conn.execute("select teguh.ticker()").fetchone() == (0,)
-    assert conn.execute("select teguh.current_time() <= pg_catalog.now() + '1 hour'").fetchone() == (
-        True,
-    )
+    assert conn.execute(
+        "select teguh.current_time() <= pg_catalog.now() + '1 hour'"
+    ).fetchone() == (True,)
     _spawn(conn)
     conn.execute("reset search_path")
     conn.execute("drop schema evil cascade")
@@ -494,7 +504,9 @@ def test_upgrade_from_version_1_takes_the_schema_back_from_application_roles(
             old.execute(V1_SQL.read_bytes())
             ident = sql.Identifier(app)
             old.execute(sql.SQL("grant usage, create on schema teguh to {}").format(ident))
-            old.execute(sql.SQL("grant execute on all functions in schema teguh to {}").format(ident))
+            old.execute(
+                sql.SQL("grant execute on all functions in schema teguh to {}").format(ident)
+            )
             old.execute(sql.SQL("grant all on all tables in schema teguh to {}").format(ident))
             with psycopg.connect(dsn, user=app, autocommit=True) as as_app:
                 as_app.execute("select teguh.create_queue('mine')")
@@ -507,7 +519,9 @@ def test_upgrade_from_version_1_takes_the_schema_back_from_application_roles(
                 )
             warnings: list[str] = []
             old.add_notice_handler(
-                lambda d: warnings.append(str(d.message_primary)) if d.severity == "WARNING" else None
+                lambda d: (
+                    warnings.append(str(d.message_primary)) if d.severity == "WARNING" else None
+                )
             )
             schema.install(old)
             assert any("trigger evil on teguh.t_mine" in w for w in warnings), warnings
