@@ -1954,16 +1954,26 @@ begin
                                                and d.deptype in ('a', 'i')))
   loop
     raise notice 'teguh: % now belongs to %, the owner of schema teguh', v_object.name, v_owner;
-    execute format('alter %s %s owner to %I',
-                   case v_object.relkind when 'v' then 'view' when 'm' then 'materialized view'
-                                         when 'S' then 'sequence' when 'f' then 'foreign table' else 'table' end,
-                   v_object.name, v_owner);
+    begin
+      execute format('alter %s %s owner to %I',
+                     case v_object.relkind when 'v' then 'view' when 'm' then 'materialized view'
+                                           when 'S' then 'sequence' when 'f' then 'foreign table' else 'table' end,
+                     v_object.name, v_owner);
+    exception when insufficient_privilege then
+      raise exception 'teguh: cannot hand % to %, the owner of schema teguh: %', v_object.name, v_owner, sqlerrm
+        using errcode = '42501', hint = 'Run the install (teguh install) as a superuser once.';
+    end;
   end loop;
   for v_object in
     select p.oid::regprocedure as name from pg_catalog.pg_proc p
      where p.pronamespace = 'teguh'::regnamespace and pg_catalog.pg_get_userbyid(p.proowner) <> v_owner
   loop
-    execute format('alter routine %s owner to %I', v_object.name, v_owner);
+    begin
+      execute format('alter routine %s owner to %I', v_object.name, v_owner);
+    exception when insufficient_privilege then
+      raise exception 'teguh: cannot hand % to %, the owner of schema teguh: %', v_object.name, v_owner, sqlerrm
+        using errcode = '42501', hint = 'Run the install (teguh install) as a superuser once.';
+    end;
   end loop;
 
   -- nobody but the owner creates objects in the schema
