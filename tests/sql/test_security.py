@@ -540,6 +540,17 @@ def test_upgrade_from_version_1_takes_the_schema_back_from_application_roles(
             assert old.execute(
                 "select has_table_privilege(%s, 'teguh.queues', 'trigger')", (app,)
             ).fetchone() == (False,)
+            # the role keeps working, now through its recorded kinds
+            assert old.execute(
+                "select array_agg(kind order by kind) from teguh.role_grants where role_name = %s",
+                (app,),
+            ).fetchone() == (["admin", "worker"],)
+            with psycopg.connect(dsn, user=app, autocommit=True) as as_app:
+                as_app.execute("select teguh.create_queue('again')")
+                assert as_app.execute("select * from teguh.claim_task('mine', 'w')").fetchall() == []
+                with raises_sqlstate("42501"):
+                    as_app.execute("create table teguh.t_x (task_id uuid)")
+            old.execute("delete from teguh.role_grants")
             old.execute(sql.SQL("drop owned by {}").format(ident))
     finally:
         conn.execute('drop database if exists "teguh_v1_security" with (force)')
