@@ -547,7 +547,8 @@ def test_upgrade_from_version_1_takes_the_schema_back_from_application_roles(
             ).fetchone() == (["admin", "worker"],)
             with psycopg.connect(dsn, user=app, autocommit=True) as as_app:
                 as_app.execute("select teguh.create_queue('again')")
-                assert as_app.execute("select * from teguh.claim_task('mine', 'w')").fetchall() == []
+                claimed = as_app.execute("select * from teguh.claim_task('mine', 'w')")
+                assert claimed.fetchall() == []
                 with raises_sqlstate("42501"):
                     as_app.execute("create table teguh.t_x (task_id uuid)")
             old.execute("delete from teguh.role_grants")
