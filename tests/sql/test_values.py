@@ -230,8 +230,8 @@ def test_a_poisoned_stored_strategy_still_retries(eng: Engine) -> None:
     task_id = eng.spawn()[0]
     [run] = eng.claim()
     eng.conn.execute(
-        """update teguh.t_q set retry_strategy =
-             '{"kind": "exponential", "base_seconds": 1e13, "factor": 1e300, "max_seconds": 1e400}'"""
+        """update teguh.t_q set retry_strategy = '{"kind": "exponential",
+             "base_seconds": 1e13, "factor": 1e300, "max_seconds": 1e400}'"""
     )
     eng.fail(run[0])
     assert eng.state(task_id) == "pending"
@@ -336,7 +336,7 @@ def break_queue(eng: Engine, table: str) -> None:
 def test_the_ticker_isolates_a_failing_queue(
     eng: Engine, two_queues: tuple[Engine, Engine]
 ) -> None:
-    a, b = two_queues
+    _, b = two_queues
     break_queue(eng, "t_a")
     seen = notices(eng.conn)
     assert eng.one("select teguh.ticker()") == 1  # queue b's lease
