@@ -247,7 +247,8 @@ begin
     perform teguh._invalid(p_argument, format('expected a number %s %s and <= %s, got %s',
                                               case when p_strict then '>' else '>=' end, p_min, p_max, p_value));
   end if;
-  return p_value::numeric::double precision;
+  -- nanoseconds at most: 1e-400 would underflow double precision
+  return round(p_value::numeric, 9)::double precision;
 end
 $$;
 
@@ -334,32 +335,32 @@ begin
 end
 $$;
 
+-- A stored number of seconds, read defensively: clamped to [0, 315360000],
+-- p_default when it is not a JSON number.
+create or replace function teguh._stored_seconds(p_value jsonb, p_default double precision)
+returns double precision
+language sql immutable as $$
+  select case when jsonb_typeof(p_value) = 'number'
+              then round(least(greatest(p_value::numeric, 0), 315360000), 9)::double precision
+              else p_default end
+$$;
+
 -- Seconds to wait before the attempt after p_attempt failed. Reads the
 -- stored strategy defensively (a strategy stored by an older version or
--- written directly may hold anything): each value is clamped to its range,
--- one that does not parse falls back to the default strategy, and the
--- exponential delay is capped before it is computed, so neither a huge
--- attempt number nor a huge factor can overflow.
+-- written directly may hold anything): each field is clamped to its range,
+-- a field that is not a number takes its default, and the exponential delay
+-- is capped before it is computed, so that neither a huge attempt number nor
+-- a huge factor can overflow.
 create or replace function teguh._retry_delay(p_strategy jsonb, p_attempt integer) returns double precision
 language plpgsql immutable as $$
 declare
-  v_kind   text;
-  v_base   double precision;
-  v_factor double precision;
-  v_max    double precision;
+  v_kind   text := coalesce(p_strategy->>'kind', 'exponential');
+  v_base   double precision := teguh._stored_seconds(p_strategy->'base_seconds', 1);
+  v_factor double precision := least(greatest(case when jsonb_typeof(p_strategy->'factor') = 'number'
+                                                   then (p_strategy->'factor')::numeric else 2 end, 1), 1000);
+  v_max    double precision := teguh._stored_seconds(p_strategy->'max_seconds', 300);
   v_n      integer := greatest(coalesce(p_attempt, 1) - 1, 0);
 begin
-  begin
-    v_kind := coalesce(p_strategy->>'kind', 'exponential');
-    v_base := least(greatest(coalesce((p_strategy->>'base_seconds')::numeric, 1), 0), 315360000);
-    v_factor := least(greatest(coalesce((p_strategy->>'factor')::numeric, 2), 1), 1000);
-    v_max := least(greatest(coalesce((p_strategy->>'max_seconds')::numeric, 300), 0), 315360000);
-  exception when others then
-    v_kind := 'exponential';
-    v_base := 1;
-    v_factor := 2;
-    v_max := 300;
-  end;
   if v_kind = 'fixed' then
     return v_base;
   elsif v_kind is distinct from 'exponential' then
@@ -433,11 +434,14 @@ begin
     end if;
     perform teguh._check_keys('cancellation', v_value, array['max_delay', 'max_duration']);
     v_value := jsonb_strip_nulls(v_value);
+    -- stored as checked (rounded to nanoseconds), so later arithmetic cannot fail
     if v_value ? 'max_delay' then
-      perform teguh._json_range('cancellation.max_delay', v_value->'max_delay', 0, 315360000, true);
+      v_value := jsonb_set(v_value, '{max_delay}', to_jsonb(
+        teguh._json_range('cancellation.max_delay', v_value->'max_delay', 0, 315360000, true)));
     end if;
     if v_value ? 'max_duration' then
-      perform teguh._json_range('cancellation.max_duration', v_value->'max_duration', 0, 315360000, true);
+      v_value := jsonb_set(v_value, '{max_duration}', to_jsonb(
+        teguh._json_range('cancellation.max_duration', v_value->'max_duration', 0, 315360000, true)));
     end if;
     o_cancellation := nullif(v_value, '{}'::jsonb);
   end if;

@@ -205,12 +205,28 @@ def test_lease_extensions_are_range_checked(eng: Engine, value: int) -> None:
         ([1, 2], 2, 2),
         ({"kind": "bogus"}, 7, 0),
         ({"kind": "exponential", "base_seconds": 5, "factor": 2, "max_seconds": 1}, 1, 1),
+        ({"kind": "exponential", "base_seconds": 1e-400, "factor": 2, "max_seconds": 1}, 9, 0),
     ],
 )
 def test_retry_delay_is_capped_before_it_is_computed(
     eng: Engine, strategy: Any, attempt: int, expected: float
 ) -> None:
     assert eng.one("select teguh._retry_delay(%s, %s)", Jsonb(strategy), attempt) == expected
+
+
+def test_tiny_numbers_do_not_underflow(eng: Engine) -> None:
+    # JSON allows 1e-400; double precision does not
+    eng.conn.execute(
+        """select * from teguh.spawn_task('q', 't', '{}', '{"delay_seconds": 1e-400,
+             "retry_strategy": {"base_seconds": 1e-400, "factor": 1.0000000000001}}')"""
+    )
+    eng.conn.execute(
+        """select * from teguh.spawn_task('q', 't', '{}',
+                                         '{"cancellation": {"max_delay": 1e-400}}')"""
+    )
+    [run] = eng.claim(qty=2)  # the second one's deadline (a nanosecond) has passed
+    eng.fail(run[0])
+    assert eng.one("select available_at from teguh.p_q") == eng.now
 
 
 def test_a_thousand_failures_do_not_overflow_the_default_backoff(eng: Engine) -> None:
