@@ -410,8 +410,13 @@ end
 $fn$
 $tmpl$,
 $tmpl$
-create or replace function teguh.{claim}(p_worker_id text, p_claim_timeout integer, p_qty integer, p_now timestamptz)
-returns table (run_id uuid, task_id uuid, attempt integer, task_name text, params jsonb, retry_strategy jsonb,
+create or replace function teguh.{claim}(
+  p_worker_id     text,
+  p_claim_timeout integer,
+  p_qty           integer,
+  p_now           timestamptz,
+  p_run_seq       boolean
+) returns table (run_id uuid, task_id uuid, attempt integer, task_name text, params jsonb, retry_strategy jsonb,
                max_attempts integer, headers jsonb, wake_event text, event_payload jsonb)
 -- Plans are cached and generic: a table of finished tasks, whose states the
 -- planner sees as never 'pending', must not tempt it into a sequential scan.
@@ -458,16 +463,19 @@ begin
     ), started as (
       update teguh.{t} t
          set state = 'running', attempts = ready.attempt, current_run_id = ready.run_id,
+             claims = greatest(t.claims + 1, ready.attempt),
              first_started_at = coalesce(t.first_started_at, p_now),
              cancel_at = case when t.first_started_at is not null then t.cancel_at
                               else p_now + make_interval(secs => (t.cancellation->>'max_duration')::double precision)
                          end
         from ready where t.task_id = ready.task_id
-      returning t.task_id, t.task_name, t.params, t.retry_strategy, t.max_attempts, t.headers
+      returning t.task_id, t.task_name, t.params, t.retry_strategy, t.max_attempts, t.headers, t.claims
     ), leased as (
+      -- a claim_timeout of 0 is a lease that never expires
       insert into teguh.{r} (run_id, task_id, attempt, worker_id, claimed_at, expires_at)
       select ready.run_id, ready.task_id, ready.attempt, p_worker_id, p_now,
-             p_now + make_interval(secs => p_claim_timeout)
+             case when p_claim_timeout = 0 then 'infinity'::timestamptz
+                  else p_now + make_interval(secs => p_claim_timeout) end
         from ready
     ), timed_out as (
       -- runs resumed by an event-wait timeout: drop the wait, checkpoint the timeout
@@ -478,7 +486,8 @@ begin
       select timed_out.task_id, timed_out.step_name, null, true, timed_out.run_id, p_now from timed_out
       on conflict (task_id, checkpoint_name) do nothing
     )
-    select ready.run_id, ready.task_id, ready.attempt, started.task_name, started.params, started.retry_strategy,
+    select ready.run_id, ready.task_id, case when p_run_seq then started.claims else ready.attempt end,
+           started.task_name, started.params, started.retry_strategy,
            started.max_attempts, started.headers, ready.wake_event, ready.event_payload
       from ready join started on started.task_id = ready.task_id
      order by ready.priority desc, ready.available_at, ready.seq;
@@ -550,7 +559,9 @@ begin
     return coalesce(v_state, 'missing');
   end if;
   if p_extend_by is not null then
-    update teguh.{r} r set expires_at = p_now + make_interval(secs => p_extend_by) where r.run_id = p_owner_run;
+    -- a lease that never expires (claim_timeout 0) stays so
+    update teguh.{r} r set expires_at = p_now + make_interval(secs => p_extend_by)
+     where r.run_id = p_owner_run and r.expires_at < 'infinity';
   end if;
   insert into teguh.{c} as c (task_id, checkpoint_name, state, timed_out, owner_run, updated_at)
   values (p_task_id, p_step_name, p_state, false, p_owner_run, p_now)
@@ -609,7 +620,9 @@ begin
       cancel_at        timestamptz,
       completed_payload jsonb,
       last_failure     jsonb,
-      cancelled_at     timestamptz
+      cancelled_at     timestamptz,
+      -- claims so far, resumes included: the run sequence claim_task reports
+      claims           integer     not null default 0
     ) with (fillfactor = 50)$t$, 't_' || p_queue_name);
   -- Only columns that never change after insert (or change only for tasks
   -- with a cancellation policy) are indexed, and pages are half filled on
@@ -710,9 +723,9 @@ begin
 end
 $$;
 
-create or replace function teguh.list_queues() returns table (queue_name text)
+create or replace function teguh.list_queues() returns table (queue_name text, created_at timestamptz)
 language sql stable as $$
-  select q.queue_name from teguh.queues q order by q.queue_name
+  select q.queue_name, q.created_at from teguh.queues q order by q.queue_name
 $$;
 
 -- ---------------------------------------------------------------------------
@@ -939,24 +952,62 @@ begin
 end
 $$;
 
-create or replace function teguh.claim_task(
-  p_queue_name         text,
+-- Validates a claim's arguments and runs the queue's claim function.
+-- p_run_seq selects what the attempt column reports (see claim_task).
+create or replace function teguh._claim(
+  p_queue_name    text,
   p_worker_id     text,
-  p_claim_timeout integer default 30,
-  p_qty           integer default 1
+  p_claim_timeout integer,
+  p_qty           integer,
+  p_run_seq       boolean
 ) returns table (run_id uuid, task_id uuid, attempt integer, task_name text, params jsonb, retry_strategy jsonb,
                  max_attempts integer, headers jsonb, wake_event text, event_payload jsonb)
 language plpgsql as $$
 begin
   perform teguh._assert_queue(p_queue_name);
   perform teguh._check_name('worker_id', p_worker_id);
-  perform teguh._check_positive('claim_timeout', p_claim_timeout);
+  if p_claim_timeout is null or p_claim_timeout < 0 then
+    perform teguh._invalid('claim_timeout', format('expected seconds > 0, or 0 for a lease that never expires, got %s',
+                                                   coalesce(p_claim_timeout::text, 'null')));
+  end if;
   if p_qty is null or p_qty < 1 or p_qty > 10000 then
     perform teguh._invalid('qty', format('expected an integer between 1 and 10000, got %s', coalesce(p_qty::text, 'null')));
   end if;
-  return query execute format('select * from teguh.%I($1, $2, $3, $4)', '_claim_' || p_queue_name)
-    using p_worker_id, p_claim_timeout, p_qty, teguh.current_time();
+  return query execute format('select * from teguh.%I($1, $2, $3, $4, $5)', '_claim_' || p_queue_name)
+    using p_worker_id, p_claim_timeout, p_qty, teguh.current_time(), p_run_seq;
 end
+$$;
+
+-- Leases up to p_qty ready runs for p_claim_timeout seconds (0: a lease that
+-- never expires), recovering expired leases and enforcing cancellation
+-- deadlines first. The attempt column is the run sequence the Go client
+-- expects: 1 on the first claim, one more on every later claim, a resume
+-- after a sleep or an event included; max_attempts and backoff still count
+-- failures only (teguh.claim_runs reports that attempt number).
+-- Errors: 22023 (worker_id, claim_timeout, qty), 42704 unknown queue.
+create or replace function teguh.claim_task(
+  p_queue_name    text,
+  p_worker_id     text,
+  p_claim_timeout integer default 30,
+  p_qty           integer default 1
+) returns table (run_id uuid, task_id uuid, attempt integer, task_name text, params jsonb, retry_strategy jsonb,
+                 max_attempts integer, headers jsonb, wake_event text, event_payload jsonb)
+language sql as $$
+  select * from teguh._claim(p_queue_name, p_worker_id, p_claim_timeout, p_qty, true)
+$$;
+
+-- claim_task with attempt = the attempt number (failures so far + 1), which
+-- a resume after a sleep or an event keeps: the Python worker's claim.
+-- Errors: as claim_task.
+create or replace function teguh.claim_runs(
+  p_queue_name    text,
+  p_worker_id     text,
+  p_claim_timeout integer default 30,
+  p_qty           integer default 1
+) returns table (run_id uuid, task_id uuid, attempt integer, task_name text, params jsonb, retry_strategy jsonb,
+                 max_attempts integer, headers jsonb, wake_event text, event_payload jsonb)
+language sql as $$
+  select * from teguh._claim(p_queue_name, p_worker_id, p_claim_timeout, p_qty, false)
 $$;
 
 -- Completes many runs of one queue in one statement (a worker's batched
@@ -1065,7 +1116,7 @@ begin
   -- the lease becomes now + extend_by: heartbeats do not accumulate
   execute format($q$
     with extended as (
-      update teguh.%1$I r set expires_at = $2
+      update teguh.%1$I r set expires_at = case when r.expires_at = 'infinity' then r.expires_at else $2 end
         from teguh.%2$I t
        where r.run_id = $1 and t.task_id = r.task_id and t.current_run_id = $1 and t.state = 'running'
       returning 1
@@ -1100,7 +1151,7 @@ begin
        order by r.run_id
          for no key update skip locked
     ), extended as (
-      update teguh.%1$I r set expires_at = $3
+      update teguh.%1$I r set expires_at = case when r.expires_at = 'infinity' then r.expires_at else $3 end
         from mine, teguh.%2$I t
        where r.run_id = mine.run_id
          and t.task_id = r.task_id and t.current_run_id = r.run_id and t.state = 'running'
@@ -1445,7 +1496,8 @@ begin
                  'p_' || p_queue_name)
     using p_task_id, v_run, v_task.attempts + 1, v_task.priority, teguh.current_time();
   perform pg_notify('teguh_' || p_queue_name, '');
-  return query select p_task_id, v_run, v_task.attempts + 1, false;
+  -- created: a new run was created (the Go reference's convention)
+  return query select p_task_id, v_run, v_task.attempts + 1, true;
 end
 $$;
 
@@ -1504,6 +1556,41 @@ begin
 end
 $$;
 
+-- When each queue was last ticked: the ticker NOTIFYs work that fell due since.
+create table if not exists teguh.queue_ticks (
+  queue_name text        primary key references teguh.queues (queue_name) on delete cascade,
+  ticked_at  timestamptz not null
+);
+
+-- Sends one NOTIFY on the queue's channel when a run fell due since the
+-- queue's last tick (a sleep, a delayed retry or spawn, an event timeout), so
+-- that a worker that only polls now and then (the Go client every 30 s) is
+-- woken; returns whether it notified. Never waits: when another ticker holds
+-- the queue's tick row, that one notifies.
+create or replace function teguh._notify_due(p_queue_name text, p_now timestamptz) returns boolean
+language plpgsql as $$
+declare
+  v_last timestamptz;
+  v_due  boolean;
+begin
+  insert into teguh.queue_ticks (queue_name, ticked_at) values (p_queue_name, '-infinity')
+  on conflict (queue_name) do nothing;
+  select t.ticked_at into v_last from teguh.queue_ticks t where t.queue_name = p_queue_name for update skip locked;
+  if not found then
+    return false;
+  end if;
+  update teguh.queue_ticks t set ticked_at = p_now where t.queue_name = p_queue_name;
+  -- one probe of the due index
+  execute format('select exists (select 1 from teguh.%I where available_at > $1 and available_at <= $2)',
+                 'p_' || p_queue_name)
+    into v_due using v_last, p_now;
+  if v_due then
+    perform pg_notify('teguh_' || p_queue_name, '');
+  end if;
+  return v_due;
+end
+$$;
+
 -- Recovers expired leases and enforces cancellation deadlines, for one queue
 -- or all. Sleeps, delayed spawns and event timeouts need no ticker.
 create or replace function teguh.ticker(p_queue_name text default null) returns integer
@@ -1520,6 +1607,7 @@ begin
                   order by q.queue_name loop
     v_count := v_count + teguh._recover_expired(v_queue, v_now, 1000)
                        + teguh._enforce_deadlines(v_queue, v_now, 1000);
+    perform teguh._notify_due(v_queue, v_now);
   end loop;
   return v_count;
 end
@@ -1534,7 +1622,8 @@ declare
   v_at timestamptz;
 begin
   perform teguh._assert_queue(p_queue_name);
-  execute format('select least((select min(available_at) from teguh.%I), (select min(expires_at) from teguh.%I),
+  execute format('select least((select min(available_at) from teguh.%I),
+                               (select min(expires_at) from teguh.%I where expires_at < ''infinity''),
                                (select min(cancel_at) from teguh.%I))',
                  'p_' || p_queue_name, 'r_' || p_queue_name, 't_' || p_queue_name)
     into v_at;

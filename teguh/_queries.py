@@ -37,10 +37,12 @@ SPAWN_TASKS: LiteralString = (
 
 # -- workers --------------------------------------------------------------------
 
+# claim_runs is claim_task with the attempt number a resume keeps (claim_task
+# reports the Go client's run sequence instead).
 CLAIM_TASK: LiteralString = (
     "select run_id, task_id, attempt, task_name, params::text, retry_strategy::text,"
     " max_attempts, headers::text, wake_event, event_payload::text"
-    " from teguh.claim_task(%s, %s, %s, %s)"
+    " from teguh.claim_runs(%s, %s, %s, %s)"
 )
 # The worker's claims commit asynchronously (the transaction-local setting
 # leaves the pooled session alone): a claim lost in a server crash only puts
@@ -52,7 +54,7 @@ WORKER_CLAIM_TASK: LiteralString = (
     " c.retry_strategy::text, c.max_attempts, c.headers::text, c.wake_event,"
     " c.event_payload::text"
     " from set_config('synchronous_commit', 'off', true),"
-    " teguh.claim_task(%s, %s, %s, %s) as c"
+    " teguh.claim_runs(%s, %s, %s, %s) as c"
 )
 COMPLETE_RUN: LiteralString = "select teguh.complete_run(%s, %s, %s::jsonb)"
 # Many completions in one statement; returns the runs it could not complete.
