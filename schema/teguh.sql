@@ -1714,6 +1714,228 @@ end
 $$;
 
 -- ---------------------------------------------------------------------------
+-- Switching from the Go reference's schema
+-- ---------------------------------------------------------------------------
+
+-- `teguh install` (teguh.schema.install) finds the Go reference's schema in
+-- schema teguh (teguh.queues without teguh.version()), renames that schema,
+-- applies this file and calls _import_go_reference, all in one transaction:
+-- any error leaves the database as it was.
+
+-- The reference's retry strategy with its defaults spelled out: none when
+-- absent, fixed 60 s, exponential from 30 s by 2 up to a day.
+create or replace function teguh._import_retry_strategy(p_value jsonb) returns jsonb
+language plpgsql as $$
+declare
+  v_kind text;
+begin
+  if jsonb_typeof(p_value) is distinct from 'object' then
+    return jsonb_build_object('kind', 'none');
+  end if;
+  p_value := jsonb_strip_nulls(p_value);
+  v_kind := coalesce(p_value->>'kind', 'none');
+  if v_kind = 'fixed' then
+    return teguh._normalize_retry_strategy(jsonb_build_object(
+      'kind', 'fixed', 'base_seconds', coalesce(p_value->'base_seconds', '60')));
+  elsif v_kind = 'exponential' then
+    return teguh._normalize_retry_strategy(jsonb_build_object(
+      'kind', 'exponential', 'base_seconds', coalesce(p_value->'base_seconds', '30'),
+      'factor', coalesce(p_value->'factor', '2'), 'max_seconds', coalesce(p_value->'max_seconds', '86400')));
+  end if;
+  return jsonb_build_object('kind', 'none');
+end
+$$;
+
+-- The reference's cancellation policy, keeping the deadlines teguh accepts.
+create or replace function teguh._import_cancellation(p_value jsonb) returns jsonb
+language sql immutable as $$
+  select nullif(jsonb_strip_nulls(jsonb_build_object(
+           'max_delay', case when jsonb_typeof(p_value->'max_delay') = 'number'
+                              and (p_value->>'max_delay')::numeric > 0 then p_value->'max_delay' end,
+           'max_duration', case when jsonb_typeof(p_value->'max_duration') = 'number'
+                                 and (p_value->>'max_duration')::numeric > 0 then p_value->'max_duration' end)),
+         '{}'::jsonb)
+  from (select case when jsonb_typeof(p_value) = 'object' then p_value end) v(p_value)
+$$;
+
+-- Carries the Go reference's queues, set aside in schema p_schema, over to
+-- teguh: queues, tasks in every state, leases, sleeps, event waits, committed
+-- checkpoints and emitted events; then drops p_schema. Returns the number of
+-- queues. Attempts count failed runs (the reference also counted wakes); the
+-- run sequence the Go client sees goes on from the reference's.
+-- Errors: 55000 a queue or table it cannot carry over, 2BP01 an object of
+-- the user's depends on the reference's schema.
+create or replace function teguh._import_go_reference(p_schema text) returns integer
+language plpgsql as $$
+declare
+  v_queue   record;
+  v_missing text;
+  v_count   integer := 0;
+  v_now     timestamptz := teguh.current_time();
+  v_detail  text;
+  v_prefix  text;
+  v_function regprocedure;
+begin
+  -- check everything first, so that a refusal names the first problem only
+  for v_queue in execute format('select q.queue_name from %I.queues q order by q.queue_name', p_schema) loop
+    if v_queue.queue_name !~ '^[a-z][a-z0-9_]*$' or octet_length(v_queue.queue_name) > 55 then
+      raise exception 'cannot carry queue "%" of the Go reference''s schema over to teguh: teguh queue names match ^[a-z][a-z0-9_]*$ and have at most 55 bytes',
+                      v_queue.queue_name
+        using errcode = '55000', hint = 'Drain and drop that queue with the Go reference first. Nothing was changed.';
+    end if;
+    select string_agg(format('%s_%s.%s', r.prefix, v_queue.queue_name, r.col), ', ') into v_missing
+      from (values ('t', 'task_id'), ('t', 'task_name'), ('t', 'params'), ('t', 'headers'), ('t', 'retry_strategy'),
+                   ('t', 'max_attempts'), ('t', 'cancellation'), ('t', 'enqueue_at'), ('t', 'first_started_at'),
+                   ('t', 'state'), ('t', 'last_attempt_run'), ('t', 'completed_payload'), ('t', 'cancelled_at'),
+                   ('r', 'run_id'), ('r', 'task_id'), ('r', 'attempt'), ('r', 'state'), ('r', 'claimed_by'),
+                   ('r', 'claim_expires_at'), ('r', 'available_at'), ('r', 'wake_event'), ('r', 'event_payload'),
+                   ('r', 'started_at'), ('r', 'completed_at'), ('r', 'failed_at'), ('r', 'failure_reason'),
+                   ('r', 'created_at'), ('c', 'task_id'), ('c', 'checkpoint_name'), ('c', 'state'),
+                   ('c', 'updated_at'), ('e', 'event_name'), ('e', 'payload'), ('e', 'emitted_at'),
+                   ('w', 'run_id'), ('w', 'step_name'), ('w', 'event_name'), ('w', 'timeout_at'),
+                   ('w', 'created_at')) r(prefix, col)
+     where not exists (
+       select 1 from pg_attribute a
+        where a.attrelid = to_regclass(format('%I.%I', p_schema, r.prefix || '_' || v_queue.queue_name))
+          and a.attname = r.col and a.attnum > 0 and not a.attisdropped);
+    if v_missing is not null then
+      raise exception 'cannot carry queue "%" of the Go reference''s schema over to teguh: missing %', v_queue.queue_name, v_missing
+        using errcode = '55000', hint = 'This is not a schema teguh knows how to migrate. Nothing was changed.';
+    end if;
+  end loop;
+
+  for v_queue in execute format('select q.queue_name, to_jsonb(q) as q from %I.queues q order by q.queue_name', p_schema)
+  loop
+    perform teguh.create_queue(v_queue.queue_name);
+    update teguh.queues
+       set created_at = coalesce((v_queue.q->>'created_at')::timestamptz, created_at),
+           cleanup_ttl_seconds = coalesce(extract(epoch from (v_queue.q->>'cleanup_ttl')::interval)::integer,
+                                          cleanup_ttl_seconds)
+     where queue_name = v_queue.queue_name;
+
+    -- tasks: the current run is the task's last_attempt_run (else its latest)
+    execute format($q$
+      insert into teguh.%2$I (task_id, task_name, params, headers, retry_strategy, max_attempts, priority,
+                              cancellation, idempotency_key, state, attempts, current_run_id, created_at,
+                              available_at, first_started_at, finished_at, cancel_at, completed_payload,
+                              last_failure, cancelled_at, claims)
+      select t.task_id, t.task_name, coalesce(t.params, 'null'::jsonb),
+             case when jsonb_typeof(t.headers) = 'object' then t.headers else '{}'::jsonb end,
+             teguh._import_retry_strategy(t.retry_strategy),
+             coalesce(greatest(t.max_attempts, 1), 2147483647),  -- none: unlimited, as on the reference
+             0, x.cancellation, to_jsonb(t)->>'idempotency_key', s.state, s.attempts,
+             coalesce(cur.run_id, teguh.portable_uuidv7()), t.enqueue_at, t.enqueue_at, t.first_started_at,
+             case when s.state in ('completed', 'failed', 'cancelled')
+                  then coalesce(cur.completed_at, cur.failed_at, t.cancelled_at, cur.created_at, t.enqueue_at) end,
+             case when s.state not in ('completed', 'failed', 'cancelled') then
+               case when t.first_started_at is null
+                    then t.enqueue_at + make_interval(secs => (x.cancellation->>'max_delay')::double precision)
+                    else t.first_started_at + make_interval(secs => (x.cancellation->>'max_duration')::double precision)
+               end
+             end,
+             t.completed_payload, lf.failure_reason, t.cancelled_at,
+             coalesce(cur.attempt, 1) - case when cur.started_at is null then 1 else 0 end
+        from %1$I.%3$I t
+        left join lateral (
+          select r.* from %1$I.%4$I r where r.task_id = t.task_id
+           order by r.run_id = t.last_attempt_run desc nulls last, r.attempt desc, r.created_at desc limit 1
+        ) cur on true
+        left join lateral (
+          select count(*)::integer as n from %1$I.%4$I r where r.task_id = t.task_id and r.state = 'failed'
+        ) f on true
+        left join lateral (
+          select r.failure_reason from %1$I.%4$I r where r.task_id = t.task_id and r.state = 'failed'
+           order by r.attempt desc, r.failed_at desc limit 1
+        ) lf on true
+        cross join lateral (select teguh._import_cancellation(t.cancellation) as cancellation) x
+        cross join lateral (
+          select case when t.state in ('completed', 'failed', 'cancelled') then t.state
+                      when cur.state = 'running' then 'running'
+                      when cur.started_at is not null then 'sleeping'  -- a run that ran, then slept or waited
+                      else 'pending' end as state,
+                 f.n + case when cur.started_at is not null and cur.state <> 'failed' then 1 else 0 end as attempts
+        ) s$q$,
+      p_schema, 't_' || v_queue.queue_name, 't_' || v_queue.queue_name, 'r_' || v_queue.queue_name);
+
+    -- runs waiting to be claimed: new attempts, sleeps, woken runs, event-wait timeouts
+    execute format($q$
+      insert into teguh.%2$I (task_id, run_id, attempt, priority, available_at, wake_event, event_payload, timeout_step)
+      select t.task_id, t.current_run_id, t.attempts + case when t.state = 'pending' then 1 else 0 end, 0,
+             r.available_at, r.wake_event, r.event_payload, w.step_name
+        from teguh.%3$I t
+        join %1$I.%4$I r on r.run_id = t.current_run_id
+        left join lateral (
+          select w.step_name from %1$I.%5$I w
+           where r.state = 'sleeping' and w.run_id = r.run_id and w.event_name = r.wake_event
+           order by w.created_at desc limit 1
+        ) w on true
+       where t.state in ('pending', 'sleeping') and r.state in ('pending', 'sleeping') and r.available_at < 'infinity'
+       order by r.available_at$q$,
+      p_schema, 'p_' || v_queue.queue_name, 't_' || v_queue.queue_name, 'r_' || v_queue.queue_name,
+      'w_' || v_queue.queue_name);
+
+    execute format($q$
+      insert into teguh.%2$I (task_id, run_id, attempt, step_name, event_name, timeout_at, created_at)
+      select distinct on (t.task_id) t.task_id, t.current_run_id, t.attempts, w.step_name, w.event_name,
+             w.timeout_at, w.created_at
+        from teguh.%3$I t
+        join %1$I.%4$I r on r.run_id = t.current_run_id and r.state = 'sleeping'
+        join %1$I.%5$I w on w.run_id = r.run_id and w.event_name = r.wake_event
+       where t.state = 'sleeping'
+       order by t.task_id, w.created_at desc$q$,
+      p_schema, 'w_' || v_queue.queue_name, 't_' || v_queue.queue_name, 'r_' || v_queue.queue_name,
+      'w_' || v_queue.queue_name);
+
+    -- leases: a claim without expiry (claim_timeout 0) never expires here either
+    execute format($q$
+      insert into teguh.%2$I (run_id, task_id, attempt, worker_id, claimed_at, expires_at)
+      select t.current_run_id, t.task_id, t.attempts, coalesce(nullif(r.claimed_by, ''), 'go-reference'),
+             coalesce(r.started_at, $1), coalesce(r.claim_expires_at, 'infinity')
+        from teguh.%3$I t join %1$I.%4$I r on r.run_id = t.current_run_id
+       where t.state = 'running'$q$,
+      p_schema, 'r_' || v_queue.queue_name, 't_' || v_queue.queue_name, 'r_' || v_queue.queue_name)
+      using v_now;
+
+    execute format($q$
+      insert into teguh.%2$I (task_id, checkpoint_name, state, timed_out, owner_run, updated_at)
+      select c.task_id, c.checkpoint_name, c.state, false, (to_jsonb(c)->>'owner_run_id')::uuid, c.updated_at
+        from %1$I.%3$I c
+       where coalesce(to_jsonb(c)->>'status', 'committed') = 'committed'
+         and exists (select 1 from teguh.%4$I t where t.task_id = c.task_id)$q$,
+      p_schema, 'c_' || v_queue.queue_name, 'c_' || v_queue.queue_name, 't_' || v_queue.queue_name);
+
+    -- a null payload marks an event the reference has not seen emitted yet
+    execute format('insert into teguh.%I (event_name, payload, emitted_at)
+                    select e.event_name, e.payload, e.emitted_at from %I.%I e where e.payload is not null',
+                   'e_' || v_queue.queue_name, p_schema, 'e_' || v_queue.queue_name);
+
+    perform pg_notify('teguh_' || v_queue.queue_name, '');
+    v_count := v_count + 1;
+  end loop;
+
+  -- drop the reference's objects one by one, never cascading to the user's
+  begin
+    for v_queue in execute format('select q.queue_name from %I.queues q', p_schema) loop
+      foreach v_prefix in array array['i_', 'w_', 'e_', 'c_', 'r_', 't_'] loop
+        execute format('drop table if exists %I.%I', p_schema, v_prefix || v_queue.queue_name);
+      end loop;
+    end loop;
+    execute format('drop table %I.queues', p_schema);
+    for v_function in select p.oid::regprocedure from pg_proc p where p.pronamespace = p_schema::regnamespace loop
+      execute format('drop function %s', v_function);
+    end loop;
+    execute format('drop schema %I', p_schema);
+  exception when dependent_objects_still_exist then
+    get stacked diagnostics v_detail = pg_exception_detail;
+    raise exception 'cannot replace the Go reference''s schema: %', sqlerrm
+      using errcode = '2BP01', detail = v_detail,
+            hint = 'Drop or move what depends on it (or what else lives in schema teguh), then run teguh install again. Nothing was changed.';
+  end;
+  return v_count;
+end
+$$;
+
+-- ---------------------------------------------------------------------------
 -- pg_cron
 -- ---------------------------------------------------------------------------
 

@@ -19,6 +19,17 @@ VERSION: LiteralString = "select teguh.version()"
 SCHEMA_EXISTS: LiteralString = "select to_regnamespace('teguh') is not null"
 # Serializes concurrent installs/migrations of the same database.
 INSTALL_LOCK: LiteralString = "select pg_advisory_xact_lock(hashtextextended('teguh.install', 0))"
+# What schema teguh holds when teguh.version() is missing: (schema exists,
+# teguh.queues exists, relations, functions, the set-aside name is taken).
+INSPECT_FOREIGN_SCHEMA: LiteralString = (
+    "select to_regnamespace('teguh') is not null, to_regclass('teguh.queues') is not null,"
+    " (select count(*) from pg_class c where c.relnamespace = to_regnamespace('teguh')),"
+    " (select count(*) from pg_proc p where p.pronamespace = to_regnamespace('teguh')),"
+    " to_regnamespace('teguh_go_reference') is not null"
+)
+# The Go reference's schema is set aside, teguh.sql applied, then its data imported.
+SET_ASIDE_GO_REFERENCE: LiteralString = "alter schema teguh rename to teguh_go_reference"
+IMPORT_GO_REFERENCE: LiteralString = "select teguh._import_go_reference('teguh_go_reference')"
 
 # -- queues ---------------------------------------------------------------------
 
