@@ -246,3 +246,116 @@ def test_python_claim_queries_stay_in_sync_with_jsonb_params(eng: Engine) -> Non
     eng.conn.execute("select teguh.spawn_task('q', 't', %s)", (Jsonb({"a": 1}),))
     [run] = eng.conn.execute(Q.CLAIM_TASK, ("q", "py", 30, 1)).fetchall()
     assert run[4] == '{"a": 1}'
+
+
+# -- the reference's calling convention ------------------------------------------
+
+# Every function the Go client (or a psql script written for the reference)
+# calls: exact parameter names and defaults (named notation relies on them),
+# and the result columns it reads (teguh may add columns, never remove them).
+GO_SIGNATURES: dict[str, tuple[str, list[str] | str]] = {
+    "create_queue": ("p_queue_name text", "void"),
+    "drop_queue": ("p_queue_name text", "void"),
+    "list_queues": ("", ["queue_name text", "created_at timestamp with time zone"]),
+    "spawn_task": (
+        "p_queue_name text, p_task_name text, p_params jsonb, p_options jsonb DEFAULT '{}'::jsonb",
+        ["task_id uuid", "run_id uuid", "attempt integer", "created boolean"],
+    ),
+    "claim_task": (
+        "p_queue_name text, p_worker_id text, p_claim_timeout integer DEFAULT 30,"
+        " p_qty integer DEFAULT 1",
+        [
+            "run_id uuid",
+            "task_id uuid",
+            "attempt integer",
+            "task_name text",
+            "params jsonb",
+            "retry_strategy jsonb",
+            "max_attempts integer",
+            "headers jsonb",
+            "wake_event text",
+            "event_payload jsonb",
+        ],
+    ),
+    "complete_run": ("p_queue_name text, p_run_id uuid, p_state jsonb DEFAULT NULL::jsonb", "void"),
+    "fail_run": (
+        "p_queue_name text, p_run_id uuid, p_reason jsonb,"
+        " p_retry_at timestamp with time zone DEFAULT NULL::timestamp with time zone",
+        "void",
+    ),
+    "schedule_run": (
+        "p_queue_name text, p_run_id uuid, p_wake_at timestamp with time zone",
+        "void",
+    ),
+    "extend_claim": ("p_queue_name text, p_run_id uuid, p_extend_by integer", "void"),
+    "set_task_checkpoint_state": (
+        "p_queue_name text, p_task_id uuid, p_step_name text, p_state jsonb, p_owner_run uuid,"
+        " p_extend_claim_by integer DEFAULT NULL::integer",
+        "void",
+    ),
+    "get_task_checkpoint_state": (
+        "p_queue_name text, p_task_id uuid, p_checkpoint_name text",
+        "jsonb",
+    ),
+    "get_task_checkpoint_states": (
+        "p_queue_name text, p_task_id uuid, p_run_id uuid",
+        ["checkpoint_name text", "state jsonb"],
+    ),
+    "await_event": (
+        "p_queue_name text, p_task_id uuid, p_run_id uuid, p_step_name text, p_event_name text,"
+        " p_timeout integer DEFAULT NULL::integer",
+        ["should_suspend boolean", "payload jsonb"],
+    ),
+    "emit_event": (
+        "p_queue_name text, p_event_name text, p_payload jsonb DEFAULT NULL::jsonb",
+        "void",
+    ),
+    "cancel_task": ("p_queue_name text, p_task_id uuid", "void"),
+    "retry_task": (
+        "p_queue_name text, p_task_id uuid, p_options jsonb DEFAULT '{}'::jsonb",
+        ["task_id uuid", "run_id uuid", "attempt integer", "created boolean"],
+    ),
+    "get_task_result": (
+        "p_queue_name text, p_task_id uuid",
+        [
+            "task_id uuid",
+            "state text",
+            "attempts integer",
+            "completed_payload jsonb",
+            "cancelled_at timestamp with time zone",
+        ],
+    ),
+    "ticker": ("p_queue_name text DEFAULT NULL::text", "integer"),
+    "cleanup_tasks": (
+        "p_queue_name text, p_ttl_seconds integer, p_limit integer DEFAULT 1000",
+        "integer",
+    ),
+    "start": ("", "void"),
+    "stop": ("", "void"),
+    "version": ("", "text"),
+    "portable_uuidv7": ("", "uuid"),
+    "current_time": ("", "timestamp with time zone"),
+}
+
+
+def test_the_go_reference_calling_convention_holds(conn: psycopg.Connection[Any]) -> None:
+    rows = conn.execute(
+        """select p.proname, pg_get_function_arguments(p.oid), pg_get_function_result(p.oid)
+             from pg_proc p where p.pronamespace = 'teguh'::regnamespace"""
+    ).fetchall()
+    found: dict[str, list[tuple[str, str]]] = {}
+    for name, arguments, result in rows:
+        found.setdefault(name, []).append((arguments, result))
+    # one function per name, so a positional call from Go cannot become ambiguous
+    for name, (arguments, result) in GO_SIGNATURES.items():
+        assert len(found.get(name, [])) == 1, f"teguh.{name}: {found.get(name)}"
+        [(got_arguments, got_result)] = found[name]
+        assert got_arguments == arguments, f"teguh.{name}"
+        if isinstance(result, str):
+            assert got_result == result, f"teguh.{name}"
+        else:
+            columns = got_result.removeprefix("TABLE(").removesuffix(")").split(", ")
+            assert columns[: len(result)] == result, f"teguh.{name}"
+    # cleanup_all_queues: its arguments (its result rows are the values helper's)
+    [(arguments, _)] = found["cleanup_all_queues"]
+    assert arguments == "p_queue_name text DEFAULT NULL::text"
