@@ -19,7 +19,8 @@
 -- Functions (docs/sql-reference.md has the full contract):
 --   queues:   create_queue, drop_queue, list_queues, queue_stats
 --   spawn:    spawn_task, spawn_tasks
---   workers:  claim_task, complete_run, fail_run, schedule_run, extend_claim, extend_claims
+--   workers:  claim_task, claim_runs, complete_run, complete_runs, fail_run, schedule_run,
+--             extend_claim, extend_claims
 --   steps:    set_task_checkpoint_state, get_task_checkpoint_state, get_task_checkpoint_states
 --   events:   await_event, wait_event, emit_event
 --   tasks:    cancel_task, retry_task, get_task_result, get_task
@@ -42,11 +43,13 @@ create table if not exists teguh.queues (
 -- Time, identifiers, version
 -- ---------------------------------------------------------------------------
 
+-- The schema version of this teguh.sql ('2'); teguh.schema checks it. No errors.
 create or replace function teguh.version() returns text
 language sql immutable as $$ select '2'::text $$;
 
 -- The engine's clock: the teguh.fake_now setting when set (tests), else the
 -- statement's start time (stable, so it can drive index conditions).
+-- Errors: 22007/22008 when teguh.fake_now does not parse.
 create or replace function teguh.current_time() returns timestamptz
 language sql stable as $$
   select coalesce(nullif(current_setting('teguh.fake_now', true), '')::timestamptz,
@@ -75,8 +78,9 @@ language sql immutable as $$
                 || '\x70000000000000000000'::bytea, 'hex')::uuid
 $$;
 
--- Ids follow teguh.current_time() so that fake time and id order agree; the
--- native uuidv7() is used where the server has one and time is real.
+-- A version 7 UUID (portable_uuidv7): ids follow teguh.current_time() so that
+-- fake time and id order agree; the native uuidv7() is used where the server
+-- has one and time is real. No errors.
 do $$
 begin
   if to_regprocedure('pg_catalog.uuidv7()') is not null then
@@ -592,6 +596,8 @@ $$;
 -- Queues
 -- ---------------------------------------------------------------------------
 
+-- Creates queue p_queue_name (its six tables and hot-path functions);
+-- idempotent. Errors: 22023 an invalid name.
 create or replace function teguh.create_queue(p_queue_name text) returns void
 language plpgsql as $$
 begin
@@ -700,6 +706,8 @@ begin
 end
 $$;
 
+-- Drops a queue with all its tasks, runs, checkpoints and events; a
+-- missing queue is a no-op. Errors: 22023 an invalid name.
 create or replace function teguh.drop_queue(p_queue_name text) returns void
 language plpgsql as $$
 declare
@@ -723,6 +731,7 @@ begin
 end
 $$;
 
+-- Every queue with its creation time, in name order. No errors.
 create or replace function teguh.list_queues() returns table (queue_name text, created_at timestamptz)
 language sql stable as $$
   select q.queue_name, q.created_at from teguh.queues q order by q.queue_name
@@ -732,6 +741,11 @@ $$;
 -- Spawning
 -- ---------------------------------------------------------------------------
 
+-- Creates a task and its first run, ready at once or at available_at /
+-- after delay_seconds; an idempotency_key already used returns that task
+-- with created = false. Errors: 22023 (task_name, options: headers,
+-- retry_strategy, max_attempts, priority, cancellation, idempotency_key,
+-- available_at, delay_seconds), 42704 unknown queue.
 create or replace function teguh.spawn_task(
   p_queue_name     text,
   p_task_name text,
@@ -753,6 +767,9 @@ begin
 end
 $$;
 
+-- Spawns one task per element of the JSON array p_params with the same
+-- options, atomically, in order; idempotency_keys gives one key per task.
+-- Errors: 22023 (task_name, params, options, idempotency_keys), 42704.
 create or replace function teguh.spawn_tasks(
   p_queue_name     text,
   p_task_name text,
@@ -1013,6 +1030,7 @@ $$;
 -- Completes many runs of one queue in one statement (a worker's batched
 -- completions). Returns the runs that were not completed: 'cancelled' or
 -- 'lost' (not the task's active run any more); the others are completed.
+-- Errors: 22023 (run_ids, states), 42704 unknown queue.
 create or replace function teguh.complete_runs(p_queue_name text, p_run_ids uuid[], p_states jsonb[] default null)
 returns table (run_id uuid, status text)
 language plpgsql as $$
@@ -1031,6 +1049,8 @@ begin
 end
 $$;
 
+-- Completes the task of an active run with result p_state.
+-- Errors: 42704 unknown queue, AB001 task cancelled, AB002 run not active.
 create or replace function teguh.complete_run(p_queue_name text, p_run_id uuid, p_state jsonb default null)
 returns void
 language plpgsql as $$
@@ -1063,6 +1083,9 @@ begin
 end
 $$;
 
+-- Ends an active run as failed with p_reason: the next attempt is queued
+-- after the retry strategy's backoff (or at p_retry_at) while attempts
+-- remain, else the task fails. Errors: 22023 (reason), 42704, AB001, AB002.
 create or replace function teguh.fail_run(p_queue_name text, p_run_id uuid, p_reason jsonb, p_retry_at timestamptz default null)
 returns void
 language plpgsql as $$
@@ -1080,6 +1103,7 @@ $$;
 
 -- A durable sleep: the run leaves its lease and is claimable again at
 -- p_wake_at, with the same run id and attempt.
+-- Errors: 22023 (wake_at), 42704, AB001 task cancelled, AB002 run not active.
 create or replace function teguh.schedule_run(p_queue_name text, p_run_id uuid, p_wake_at timestamptz)
 returns void
 language plpgsql as $$
@@ -1105,6 +1129,8 @@ begin
 end
 $$;
 
+-- Heartbeat: the run's lease becomes now + p_extend_by (a lease that never
+-- expires stays so). Errors: 22023 (extend_by), 42704, AB001, AB002.
 create or replace function teguh.extend_claim(p_queue_name text, p_run_id uuid, p_extend_by integer)
 returns void
 language plpgsql as $$
@@ -1130,6 +1156,7 @@ $$;
 
 -- The batched heartbeat of one worker. Returns only the runs that were not
 -- extended: 'cancelled' (their lease is released here) or 'lost'.
+-- Errors: 22023 (worker_id, run_ids, extend_by), 42704 unknown queue.
 create or replace function teguh.extend_claims(p_queue_name text, p_worker_id text, p_run_ids uuid[], p_extend_by integer)
 returns table (run_id uuid, status text)
 language plpgsql as $$
@@ -1195,6 +1222,9 @@ begin
 end
 $$;
 
+-- Records step p_step_name's result for an active run (upsert), and
+-- extends its lease by p_extend_claim_by when given.
+-- Errors: 22023 (step_name, extend_claim_by), 42704, AB001, AB002.
 create or replace function teguh.set_task_checkpoint_state(
   p_queue_name           text,
   p_task_id         uuid,
@@ -1222,6 +1252,8 @@ begin
 end
 $$;
 
+-- One checkpoint's state, null when there is none.
+-- Errors: 42704 unknown queue.
 create or replace function teguh.get_task_checkpoint_state(p_queue_name text, p_task_id uuid, p_checkpoint_name text)
 returns jsonb
 language plpgsql as $$
@@ -1235,6 +1267,8 @@ begin
 end
 $$;
 
+-- Every checkpoint of a task, in name order.
+-- Errors: 42704, AB001 when p_run_id is given and the task was cancelled.
 create or replace function teguh.get_task_checkpoint_states(p_queue_name text, p_task_id uuid, p_run_id uuid)
 returns table (checkpoint_name text, state jsonb)
 language plpgsql as $$
@@ -1275,6 +1309,11 @@ language sql as $$
   select pg_advisory_xact_lock(hashtext('teguh.event.' || p_queue_name), hashtext(p_event_name))
 $$;
 
+-- Returns event p_event_name's payload to an active run (recording it as
+-- checkpoint p_step_name), or suspends the run until it is emitted or
+-- p_timeout seconds pass; timed_out tells a timeout from a null payload.
+-- Errors: 22023 (step_name, event_name, timeout), 42704, AB001, AB002,
+-- 0A000 outside READ COMMITTED.
 create or replace function teguh.wait_event(
   p_queue_name      text,
   p_task_id    uuid,
@@ -1340,6 +1379,8 @@ begin
 end
 $$;
 
+-- wait_event without timed_out (the Go reference's columns).
+-- Errors: as wait_event.
 create or replace function teguh.await_event(
   p_queue_name      text,
   p_task_id    uuid,
@@ -1353,6 +1394,9 @@ language sql as $$
     from teguh.wait_event(p_queue_name, p_task_id, p_run_id, p_step_name, p_event_name, p_timeout) w
 $$;
 
+-- Records event p_event_name (first write wins) and wakes the tasks
+-- waiting for it. Errors: 22023 (event_name), 42704, 0A000 outside READ
+-- COMMITTED.
 create or replace function teguh.emit_event(p_queue_name text, p_event_name text, p_payload jsonb default null)
 returns void
 language plpgsql as $$
@@ -1421,6 +1465,9 @@ begin
 end
 $$;
 
+-- Cancels a task that has not finished (a finished one is left as is): it
+-- is never claimed again, its worker's next call raises AB001.
+-- Errors: 42704 unknown queue, P0002 unknown task.
 create or replace function teguh.cancel_task(p_queue_name text, p_task_id uuid) returns void
 language plpgsql as $$
 declare
@@ -1439,6 +1486,10 @@ begin
 end
 $$;
 
+-- Runs a failed task again in place (a new run and attempt, created =
+-- true), or, with {"spawn_new": true}, any task as a new task.
+-- Errors: 22023 (options, spawn_new, max_attempts), 42704, P0002,
+-- 55000 in place on a task that is not failed.
 create or replace function teguh.retry_task(p_queue_name text, p_task_id uuid, p_options jsonb default '{}')
 returns table (task_id uuid, run_id uuid, attempt integer, created boolean)
 language plpgsql as $$
@@ -1501,6 +1552,8 @@ begin
 end
 $$;
 
+-- A task's state, attempts, result and cancellation time; no row for an
+-- unknown task. Errors: 42704 unknown queue.
 create or replace function teguh.get_task_result(p_queue_name text, p_task_id uuid)
 returns table (task_id uuid, state text, attempts integer, completed_payload jsonb, cancelled_at timestamptz)
 language plpgsql as $$
@@ -1512,6 +1565,8 @@ begin
 end
 $$;
 
+-- Everything about one task; no row for an unknown task.
+-- Errors: 42704 unknown queue.
 create or replace function teguh.get_task(p_queue_name text, p_task_id uuid)
 returns table (task_id uuid, task_name text, state text, attempts integer, max_attempts integer, priority integer,
                params jsonb, headers jsonb, retry_strategy jsonb, idempotency_key text, created_at timestamptz,
@@ -1592,7 +1647,9 @@ end
 $$;
 
 -- Recovers expired leases and enforces cancellation deadlines, for one queue
--- or all. Sleeps, delayed spawns and event timeouts need no ticker.
+-- or all, and NOTIFYs each queue whose work fell due since its last tick.
+-- Sleeps, delayed spawns and event timeouts need no ticker to be claimable.
+-- Errors: 22023 an invalid queue name, 42704 unknown queue.
 create or replace function teguh.ticker(p_queue_name text default null) returns integer
 language plpgsql as $$
 declare
@@ -1616,6 +1673,7 @@ $$;
 -- The earliest time something on the queue falls due: a delayed, retrying or
 -- sleeping run, an event timeout, a lease expiry or a cancellation deadline.
 -- May lie in the past (something is due now); null when nothing is pending.
+-- Errors: 42704 unknown queue.
 create or replace function teguh.next_wake_at(p_queue_name text) returns timestamptz
 language plpgsql as $$
 declare
@@ -1634,6 +1692,7 @@ $$;
 -- Deletes up to p_limit terminal tasks that finished more than p_ttl_seconds
 -- ago. Task ids are time-ordered (v7), so the primary key bounds the scan to
 -- tasks created before the cut-off; finished_at decides.
+-- Errors: 22023 (ttl_seconds, limit), 42704 unknown queue.
 create or replace function teguh.cleanup_tasks(p_queue_name text, p_ttl_seconds integer, p_limit integer default 1000)
 returns integer
 language plpgsql as $$
@@ -1665,6 +1724,8 @@ begin
 end
 $$;
 
+-- Deletes finished tasks and old events past each queue's
+-- cleanup_ttl_seconds, for one queue or all. Errors: 42704 unknown queue.
 create or replace function teguh.cleanup_all_queues(p_queue_name text default null) returns integer
 language plpgsql as $$
 declare
@@ -1686,6 +1747,8 @@ begin
 end
 $$;
 
+-- Task counts by state, the oldest due run's wait and the leases in
+-- flight, per queue (one or all). Errors: 42704 unknown queue.
 create or replace function teguh.queue_stats(p_queue_name text default null)
 returns table (queue_name text, pending bigint, running bigint, sleeping bigint, completed bigint, failed bigint,
                cancelled bigint, oldest_pending_seconds double precision, in_flight bigint)
@@ -1941,6 +2004,7 @@ $$;
 
 -- Schedules the ticker and cleanup with pg_cron when it is installed here.
 -- pg_cron 1.5+ runs the ticker every second, older versions every minute.
+-- No errors: a notice when pg_cron is not installed.
 create or replace function teguh.start() returns void
 language plpgsql as $$
 declare
@@ -1960,6 +2024,8 @@ begin
 end
 $$;
 
+-- Unschedules the pg_cron jobs teguh.start() created (a notice without
+-- pg_cron). No errors.
 create or replace function teguh.stop() returns void
 language plpgsql as $$
 begin
@@ -1970,6 +2036,61 @@ begin
   execute $q$select cron.unschedule(jobid) from cron.job where jobname in ('teguh_ticker', 'teguh_cleanup')$q$;
 end
 $$;
+
+-- ---------------------------------------------------------------------------
+-- Descriptions for psql's \df+ (the comments above each function say more)
+-- ---------------------------------------------------------------------------
+
+comment on function teguh.version() is 'The installed teguh schema version.';
+comment on function teguh.current_time() is 'The engine''s clock: teguh.fake_now when set, else the statement time.';
+comment on function teguh.portable_uuidv7() is 'A version 7 UUID on the engine''s clock.';
+comment on function teguh.create_queue(text) is 'Creates a queue (idempotent). Errors: 22023.';
+comment on function teguh.drop_queue(text) is 'Drops a queue and everything in it (no-op when missing). Errors: 22023.';
+comment on function teguh.list_queues() is 'Every queue with its creation time.';
+comment on function teguh.spawn_task(text, text, jsonb, jsonb) is
+  'Creates a task (idempotency_key: the existing one, created = false). Errors: 22023, 42704.';
+comment on function teguh.spawn_tasks(text, text, jsonb, jsonb) is
+  'Spawns one task per element of a JSON array, atomically. Errors: 22023, 42704.';
+comment on function teguh.claim_task(text, text, integer, integer) is
+  'Leases ready runs (claim_timeout 0: never expires); attempt is the Go client''s run sequence. Errors: 22023, 42704.';
+comment on function teguh.claim_runs(text, text, integer, integer) is
+  'claim_task whose attempt is the attempt number a resume keeps (the Python worker''s). Errors: 22023, 42704.';
+comment on function teguh.complete_runs(text, uuid[], jsonb[]) is
+  'Completes many runs; returns those cancelled or lost. Errors: 22023, 42704.';
+comment on function teguh.complete_run(text, uuid, jsonb) is 'Completes an active run. Errors: 42704, AB001, AB002.';
+comment on function teguh.fail_run(text, uuid, jsonb, timestamptz) is
+  'Fails an active run: retries by the strategy (or at retry_at) or fails the task. Errors: 22023, 42704, AB001, AB002.';
+comment on function teguh.schedule_run(text, uuid, timestamptz) is
+  'Durable sleep: the run is claimable again at wake_at, same run and attempt. Errors: 22023, 42704, AB001, AB002.';
+comment on function teguh.extend_claim(text, uuid, integer) is
+  'Heartbeat: lease = now + extend_by. Errors: 22023, 42704, AB001, AB002.';
+comment on function teguh.extend_claims(text, text, uuid[], integer) is
+  'Batched heartbeat; returns the runs cancelled or lost. Errors: 22023, 42704.';
+comment on function teguh.set_task_checkpoint_state(text, uuid, text, jsonb, uuid, integer) is
+  'Records a step''s result for an active run. Errors: 22023, 42704, AB001, AB002.';
+comment on function teguh.get_task_checkpoint_state(text, uuid, text) is 'One checkpoint''s state, or null. Errors: 42704.';
+comment on function teguh.get_task_checkpoint_states(text, uuid, uuid) is 'A task''s checkpoints. Errors: 42704, AB001.';
+comment on function teguh.wait_event(text, uuid, uuid, text, text, integer) is
+  'An event''s payload, or suspends until it is emitted or times out (timed_out). Errors: 22023, 42704, AB001, AB002, 0A000.';
+comment on function teguh.await_event(text, uuid, uuid, text, text, integer) is
+  'wait_event without timed_out (the Go reference''s columns). Errors: as wait_event.';
+comment on function teguh.emit_event(text, text, jsonb) is
+  'Records an event (first write wins) and wakes its waiters. Errors: 22023, 42704, 0A000.';
+comment on function teguh.cancel_task(text, uuid) is 'Cancels an unfinished task. Errors: 42704, P0002.';
+comment on function teguh.retry_task(text, uuid, jsonb) is
+  'Retries a failed task in place (created = true), or any task as a new one (spawn_new). Errors: 22023, 42704, P0002, 55000.';
+comment on function teguh.get_task_result(text, uuid) is 'A task''s state, attempts and result. Errors: 42704.';
+comment on function teguh.get_task(text, uuid) is 'Everything about a task. Errors: 42704.';
+comment on function teguh.ticker(text) is
+  'Recovers expired leases, enforces deadlines, NOTIFYs queues whose work fell due. Errors: 22023, 42704.';
+comment on function teguh.next_wake_at(text) is 'When something on the queue falls due next, or null. Errors: 42704.';
+comment on function teguh.cleanup_tasks(text, integer, integer) is
+  'Deletes up to limit tasks finished more than ttl_seconds ago. Errors: 22023, 42704.';
+comment on function teguh.cleanup_all_queues(text) is
+  'Cleans up finished tasks and old events by each queue''s TTL. Errors: 42704.';
+comment on function teguh.queue_stats(text) is 'Task counts by state and leases in flight, per queue. Errors: 42704.';
+comment on function teguh.start() is 'Schedules the ticker and cleanup with pg_cron, when installed.';
+comment on function teguh.stop() is 'Unschedules teguh''s pg_cron jobs.';
 
 -- ---------------------------------------------------------------------------
 -- Upgrade: regenerate every existing queue's hot-path functions
