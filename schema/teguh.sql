@@ -1867,6 +1867,14 @@ begin
     end if;
   end loop;
 
+  -- nothing may commit into the reference's tables once they are copied
+  execute format('lock table %I.queues in access exclusive mode', p_schema);
+  for v_queue in execute format('select q.queue_name from %I.queues q order by q.queue_name', p_schema) loop
+    execute format('lock table %1$I.%2$I, %1$I.%3$I, %1$I.%4$I, %1$I.%5$I, %1$I.%6$I in access exclusive mode',
+                   p_schema, 't_' || v_queue.queue_name, 'r_' || v_queue.queue_name, 'w_' || v_queue.queue_name,
+                   'c_' || v_queue.queue_name, 'e_' || v_queue.queue_name);
+  end loop;
+
   for v_queue in execute format('select q.queue_name, to_jsonb(q) as q from %I.queues q order by q.queue_name', p_schema)
   loop
     perform teguh.create_queue(v_queue.queue_name);
