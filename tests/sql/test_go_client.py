@@ -237,9 +237,9 @@ def test_ticker_notifies_a_delayed_retry_falling_due(eng: Engine, make_conn: Any
 
 def test_a_dropped_queue_forgets_its_ticks(eng: Engine) -> None:
     eng.one("select teguh.ticker()")
-    assert eng.one("select count(*) from teguh.queue_ticks") == 1
+    assert eng.one("select count(*) from teguh.queues_ticks") == 1
     eng.conn.execute("select teguh.drop_queue('q')")
-    assert eng.one("select count(*) from teguh.queue_ticks") == 0
+    assert eng.one("select count(*) from teguh.queues_ticks") == 0
 
 
 def test_python_claim_queries_stay_in_sync_with_jsonb_params(eng: Engine) -> None:
