@@ -231,6 +231,12 @@ def _cmd_install(args: argparse.Namespace, session: Session) -> int:
             applied = schema.install(conn)
         except SchemaError as exc:
             raise CliError(str(exc)) from None
+        except psycopg.Error as exc:
+            # e.g. the Go reference's schema cannot be carried over: say why and what to do
+            if exc.diag.message_hint is None or isinstance(exc, psycopg.OperationalError):
+                raise
+            hint = " ".join(exc.diag.message_hint.split())
+            raise CliError(f"{one_line(exc)} ({hint})") from None
         # over the Go reference's schema, install migrates it in place
         action = "imported" if "go-reference" in applied else "installed"
     elif before == schema.SCHEMA_VERSION:
