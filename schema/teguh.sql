@@ -10,7 +10,8 @@
 --   c_<q>  step checkpoints (task_id, name)      upsert
 --   e_<q>  emitted events, first write wins      insert
 --   w_<q>  tasks waiting for an event            insert on await, delete on wake/timeout
--- plus teguh.queues, one row per queue.
+-- plus teguh.queues, one row per queue, and teguh.queues_ticks, when the ticker
+-- last looked at each queue (for its NOTIFY of work that fell due).
 --
 -- Names of generated objects: every per-queue object is named <kind>_<queue>,
 -- where <kind> is a fixed word of at most 7 lowercase letters with no
