@@ -17,10 +17,13 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 from psycopg.types.json import Jsonb
 
+import teguh
 from teguh import schema
 from tests.conftest import SCHEMA_FILE
+from tests.helpers import wait_for
 from tests.sql.conftest import raises_sqlstate
 from tests.sql.test_schema_upgrade import V1_SQL, _fresh_database
 
@@ -555,3 +558,41 @@ def test_upgrade_from_version_1_takes_the_schema_back_from_application_roles(
             old.execute(sql.SQL("drop owned by {}").format(ident))
     finally:
         conn.execute('drop database if exists "teguh_v1_security" with (force)')
+
+
+# -- the Python library within each kind -------------------------------------------------
+
+
+def test_the_python_library_runs_within_the_producer_and_worker_kinds(
+    conn: psycopg.Connection[Any], roles: Roles, dsn: str
+) -> None:
+    """A producer app and a Worker connected as their roles: every call they make is granted."""
+    conn.execute("select teguh.create_queue('q')")
+    producer_role, worker_role = roles.create("app"), roles.create("runner")
+    conn.execute("select teguh.grant_producer(%s)", (producer_role,))
+    conn.execute("select teguh.grant_worker(%s)", (worker_role,))
+
+    def handler(ctx: teguh.TaskContext) -> Any:
+        doubled = ctx.step("double", lambda: ctx.params["n"] * 2)
+        ctx.emit_event(f"done-{ctx.task_id}", doubled)
+        return {"doubled": doubled}
+
+    producer = teguh.Client(make_conninfo(dsn, user=producer_role), max_size=2)
+    runner = teguh.Client(make_conninfo(dsn, user=worker_role), max_size=4)
+    with producer, runner:
+        worker = runner.worker("q", poll_interval=0.2)
+        worker.handle("double", handler)
+        worker.start()
+        try:
+            spawned = producer.spawn_task("q", "double", {"n": 21})
+
+            def finished() -> Any:
+                result = producer.get_task_result("q", spawned.task_id)
+                return result if result is not None and result.state == "completed" else None
+
+            result = wait_for(finished, timeout=30, message="the worker role to run the task")
+        finally:
+            worker.stop(timeout=10)
+        assert result.completed_payload == {"doubled": 42}
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            producer.claim_task("q", "intruder")
