@@ -277,7 +277,7 @@ def _database(args: argparse.Namespace, out: _Out) -> Iterator[tuple[str, str]]:
     started = time.monotonic()
     out.line("Starting a throwaway PostgreSQL server...")
     try:
-        server = EmbeddedPostgres(bindir=args.pg_bindir)
+        server = EmbeddedPostgres(bindir=args.pg_bindir or None)
     except EmbeddedPostgresError as exc:
         raise CliError(
             f"{exc}; or run the demo against an existing database: teguh demo --dsn postgresql://..."

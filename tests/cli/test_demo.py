@@ -62,7 +62,8 @@ def test_demo_on_a_throwaway_server(teguh: Run, scratch: Path) -> None:
     # The matrix (noxfile.py tests_pg) runs this on the wheel's server with the
     # system's switched off: the demo must say it used that one.
     if os.environ.get("TEGUH_TEST_PG_SOURCE"):
-        source = os.environ["TEGUH_TEST_PG_SOURCE"]
+        # The command turns TEGUH_PG_BINDIR into its --pg-bindir option.
+        source = os.environ["TEGUH_TEST_PG_SOURCE"].replace("TEGUH_PG_BINDIR", "bindir argument")
         major = os.environ.get("TEGUH_TEST_PG_MAJOR", "")
         assert f"database: throwaway PostgreSQL {major}" in out
         assert f"({source}) on 127.0.0.1:" in out
@@ -163,7 +164,11 @@ def test_demo_with_no_server_anywhere_names_the_two_fixes(teguh: Run, tmp_path: 
     fake.mkdir()
     (fake / "__init__.py").write_text("")
     (fake / "_commands.py").write_text(f"POSTGRES_BIN_PATH = {str(tmp_path / 'none')!r}\n")
-    env = {"TEGUH_PG_NO_SYSTEM": "1", "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    env = {
+        "TEGUH_PG_NO_SYSTEM": "1",
+        "TEGUH_PG_BINDIR": "",  # unset, whatever server the suite runs on
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
+    }
     result = teguh("demo", env=env)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
