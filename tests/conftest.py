@@ -175,8 +175,14 @@ def pgcron_server() -> Iterator[EmbeddedPostgres]:
     try:
         server = EmbeddedPostgres(settings=settings).start()
     except EmbeddedPostgresError as exc:
-        message = f"pg_cron is not available (install postgresql-<major>-cron): {exc}"
-        required = _in_ci() and find_server_binaries().source == SOURCE_SYSTEM
+        source = find_server_binaries().source
+        fix = (
+            "install postgresql-<major>-cron"
+            if source == SOURCE_SYSTEM
+            else f"the server from {source} has none"
+        )
+        message = f"pg_cron is not available ({fix}): {exc}"
+        required = _in_ci() and source == SOURCE_SYSTEM
         if required or "pg_cron" not in str(exc):
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
