@@ -6,9 +6,11 @@ import argparse
 import sys
 import time
 
+import psycopg
+
 from teguh import schema
 from teguh.cli import format as F
-from teguh.cli.common import CliError, Session
+from teguh.cli.common import CliError, Session, one_line
 from teguh.errors import QueueNotFound, SchemaError
 
 __all__ = ["cmd_install", "cmd_queue_create", "cmd_queue_drop", "cmd_queue_list"]
