@@ -514,8 +514,8 @@ class Engine:
     def queue_stats(self, conn: Conn, queue: str | None) -> list[QueueStats]:
         return self.records(conn, QueueStats, Q.QUEUE_STATS, (optional_text(queue, "queue"),))
 
-    def start_cron(self, conn: Conn) -> None:
-        self.execute(conn, Q.START_CRON, ())
+    def start_cron(self, conn: Conn, run_as: str | None = None) -> None:
+        self.execute(conn, Q.START_CRON, (optional_text(run_as, "run_as"),))
 
     def stop_cron(self, conn: Conn) -> None:
         self.execute(conn, Q.STOP_CRON, ())

@@ -506,10 +506,14 @@ class Client:
         with self._checked(conn) as c:
             return self.engine.queue_stats(c, queue)
 
-    def start_cron(self, *, conn: Conn | None = None) -> None:
-        """Schedule the ticker and cleanup with pg_cron (``teguh.start()``)."""
+    def start_cron(self, run_as: str | None = None, *, conn: Conn | None = None) -> None:
+        """Schedule the ticker and cleanup with pg_cron (``teguh.start()``).
+
+        The jobs run as ``run_as``, by default the owner of schema ``teguh``;
+        never as a superuser (see docs/security.md).
+        """
         with self._checked(conn) as c:
-            self.engine.start_cron(c)
+            self.engine.start_cron(c, run_as)
 
     def stop_cron(self, *, conn: Conn | None = None) -> None:
         """Unschedule the pg_cron jobs (``teguh.stop()``)."""
