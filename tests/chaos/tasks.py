@@ -25,6 +25,9 @@ import teguh
 QUEUE = "chaos"
 STEPS = 3
 
+# `teguh worker tests.chaos.tasks --dsn ...` runs this App on its --dsn.
+app = teguh.App()
+
 
 def _record(ctx: teguh.TaskContext, step: str) -> str:
     token = uuid.uuid4().hex
@@ -55,7 +58,7 @@ def _ack(ctx: teguh.TaskContext, step: str, token: str) -> None:
         )
 
 
-@teguh.task(queue=QUEUE, name="workflow", max_attempts=100)
+@app.task(queue=QUEUE, name="workflow", max_attempts=100)
 def workflow(
     ctx: teguh.TaskContext, sleep: float = 0.0, fail: bool = False, slow: float = 0.0
 ) -> list[str]:
@@ -86,7 +89,7 @@ def workflow(
     return tokens
 
 
-@teguh.task(queue=QUEUE, name="probe", max_attempts=100)
+@app.task(queue=QUEUE, name="probe", max_attempts=100)
 def probe(ctx: teguh.TaskContext) -> Any:
     """Return when the handler started (wall clock), for wake-up latency."""
     return time.time()

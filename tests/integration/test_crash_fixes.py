@@ -14,6 +14,7 @@ import pytest
 
 import teguh
 from teguh.embedded import EmbeddedPostgres
+from teguh.worker.heartbeat import Heartbeat
 from tests.helpers import wait_for
 
 from .conftest import wait_state
@@ -35,13 +36,13 @@ def test_a_task_with_no_handler_fails_naming_it_after_max_hand_backs(
     assert "nobody.handles.this" in task.last_failure["message"]
 
 
-def test_max_hand_backs_is_checked(client: teguh.Client, queue: str) -> None:
+def test_max_hand_backs_is_checked(app: teguh.App, queue: str) -> None:
     with pytest.raises(ValueError, match="max_hand_backs"):
-        client.worker(queue, max_hand_backs=0)
+        app.worker([queue], max_hand_backs=0)
 
 
 def test_a_step_body_does_not_start_once_the_lease_may_have_expired(
-    client: teguh.Client, queue: str, make_worker: MakeWorker
+    client: teguh.Client, queue: str, make_worker: MakeWorker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A worker frozen past its lease (here: its heartbeats stopped) used to run
     # the next step body, whose checkpoint another run may already have
@@ -62,9 +63,8 @@ def test_a_step_body_does_not_start_once_the_lease_may_have_expired(
             raise
         return "done"
 
-    worker = make_worker({"t": handler}, claim_timeout=1, ticker_interval=0.2, start=False)
-    worker.heartbeat = lambda: 0  # type: ignore[method-assign]
-    worker.start()
+    monkeypatch.setattr(Heartbeat, "beat", lambda self: 0)  # no lease is extended
+    make_worker({"t": handler}, claim_timeout=1, ticker_interval=0.2)
     spawned = client.spawn_task(queue, "t", {})
     result = wait_state(client, spawned.task_id, timeout=20)
     assert result.state == "completed"
@@ -106,11 +106,13 @@ def test_a_worker_is_back_soon_after_an_outage_whatever_its_length() -> None:
     server = EmbeddedPostgres().start()  # its own server: this test stops it
     try:
         dsn = server.create_database("outage")
-        with teguh.Client(dsn, max_size=2) as client:
+        with teguh.App(dsn, max_size=2) as app:
+            client = app.client
             client.install()
             client.create_queue("q")
-            with client.worker("q", concurrency=2, poll_interval=30) as worker:
-                worker.handle("t", lambda ctx: "ok")
+            worker = app.worker(["q"], concurrency=2, poll_interval=30)
+            worker.handle("t", lambda ctx: "ok")
+            with worker:
                 first = client.spawn_task("q", "t", {})
                 wait_state(client, first.task_id)
                 _pg_ctl(server, "-m", "fast", "stop")

@@ -578,9 +578,9 @@ def test_the_python_library_runs_within_the_producer_and_worker_kinds(
         return {"doubled": doubled}
 
     producer = teguh.Client(make_conninfo(dsn, user=producer_role), max_size=2)
-    runner = teguh.Client(make_conninfo(dsn, user=worker_role), max_size=4)
+    runner = teguh.App(make_conninfo(dsn, user=worker_role), max_size=4)
     with producer, runner:
-        worker = runner.worker("q", poll_interval=0.2)
+        worker = runner.worker(["q"], poll_interval=0.2)
         worker.handle("double", handler)
         worker.start()
         try:

