@@ -192,7 +192,9 @@ def test_an_outcome_the_database_refuses_fails_only_its_own_run(
     refused = client.get_task(queue, wait_state(client, culprit.task_id).task_id)
     assert refused is not None and refused.state == "failed"
     assert refused.last_failure is not None
-    assert refused.last_failure["name"] == "ResultRefused"
+    # The App's encoder refuses a NUL before sending (a result the database
+    # itself refuses fails as ResultRefused with the database's message).
+    assert refused.last_failure["name"] == "InvalidArgument"
     assert "\\u0000" in refused.last_failure["message"]
     nul_task = client.get_task(queue, wait_state(client, nul.task_id).task_id)
     assert nul_task is not None and nul_task.last_failure is not None
