@@ -138,6 +138,26 @@ def test_worker_second_signal_exits_at_once(
     ).fetchone() == (1,)
 
 
+def test_worker_recycles_itself_when_hung_handlers_hold_every_slot(
+    start_worker: Callable[..., WorkerProcess], conn: Conn, queue: str
+) -> None:
+    # A handler that ignores its task's cancellation (time.sleep makes no
+    # teguh call) holds its slot for nothing: with --recycle-when-stuck the
+    # worker exits 75 once such handlers hold every slot.
+    worker = start_worker(
+        "--concurrency", "1", "--claim-timeout", "1", "--shutdown-timeout", "1",
+        "--recycle-when-stuck",
+    )  # fmt: skip
+    worker.wait_output("Ctrl-C or SIGTERM drains")
+    task_id = spawn(conn, "slow", '{"seconds": 60}')
+    wait_for(lambda: result_of(conn, task_id)[0] == "running", timeout=20)
+    conn.execute("select teguh.cancel_task('q', %s)", (task_id,))
+    assert worker.wait(timeout=30) == 75
+    out = worker.output()
+    assert "still runs" in out
+    assert "asks to be recycled" in out
+
+
 def test_worker_creates_queue_on_request(
     start_worker: Callable[..., WorkerProcess], conn: Conn
 ) -> None:
