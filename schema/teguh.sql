@@ -10,7 +10,8 @@
 --   c_<q>  step checkpoints (task_id, name)      upsert
 --   e_<q>  emitted events, first write wins      insert
 --   w_<q>  tasks waiting for an event            insert on await, delete on wake/timeout
--- plus teguh.queues, one row per queue.
+-- plus teguh.queues, one row per queue, and teguh.schedules, one row per cron
+-- schedule (fired by the ticker).
 --
 -- Lock order in every function touching several tables of a queue:
 --   event advisory lock -> t_ -> p_ -> r_ -> w_ -> c_ -> e_
@@ -24,6 +25,7 @@
 --   events:   await_event, wait_event, emit_event
 --   tasks:    cancel_task, retry_task, get_task_result, get_task
 --   time:     ticker, next_wake_at, cleanup_tasks, cleanup_all_queues, start, stop
+--   schedules: create_schedule, drop_schedule, list_schedules, pause_schedule, resume_schedule
 --   misc:     version, portable_uuidv7, current_time
 --
 -- Errors: 22023 invalid argument (COLUMN names it), 42704 unknown queue,
@@ -1520,6 +1522,7 @@ begin
                   order by q.queue_name loop
     v_count := v_count + teguh._recover_expired(v_queue, v_now, 1000)
                        + teguh._enforce_deadlines(v_queue, v_now, 1000);
+    perform teguh._fire_schedules(v_queue, v_now, 1000);
   end loop;
   return v_count;
 end
@@ -1535,9 +1538,10 @@ declare
 begin
   perform teguh._assert_queue(p_queue_name);
   execute format('select least((select min(available_at) from teguh.%I), (select min(expires_at) from teguh.%I),
-                               (select min(cancel_at) from teguh.%I))',
+                               (select min(cancel_at) from teguh.%I),
+                               (select min(s.next_run_at) from teguh.schedules s where s.queue_name = $1 and not s.paused))',
                  'p_' || p_queue_name, 'r_' || p_queue_name, 't_' || p_queue_name)
-    into v_at;
+    into v_at using p_queue_name;
   return v_at;
 end
 $$;
@@ -1621,6 +1625,557 @@ begin
         from teguh.%1$I$q$, 't_' || v_queue, 'p_' || v_queue, 'r_' || v_queue)
       using v_queue, v_now;
   end loop;
+end
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Schedules: cron specs evaluated in the engine, fired by the ticker
+-- ---------------------------------------------------------------------------
+
+-- One row per schedule. next_run_at is the next slot to fire (null: the spec
+-- never fires again); a paused schedule keeps its row and fires nothing.
+create table if not exists teguh.schedules (
+  queue_name    text        not null references teguh.queues (queue_name) on delete cascade,
+  schedule_name text        not null,
+  spec          text        not null,
+  timezone      text        not null,
+  task_name     text        not null,
+  params        jsonb       not null,
+  options       jsonb       not null,
+  catch_up      text        not null,
+  paused        boolean     not null default false,
+  next_run_at   timestamptz,
+  last_slot     timestamptz,
+  last_run_at   timestamptz,
+  last_task_id  uuid,
+  last_error    text,
+  created_at    timestamptz not null,
+  updated_at    timestamptz not null,
+  primary key (queue_name, schedule_name)
+);
+create index if not exists schedules_due on teguh.schedules (queue_name, next_run_at) where not paused;
+
+-- One value of a cron field: a number within [p_min, p_max] or, where the
+-- field has them, a name (p_names[1] is p_min).
+create or replace function teguh._cron_value(p_field text, p_token text, p_min integer, p_max integer, p_names text[])
+returns integer
+language plpgsql immutable as $$
+declare
+  v_value integer;
+begin
+  if p_token ~ '^[0-9]{1,4}$' then
+    v_value := p_token::integer;
+  elsif p_names is not null and array_position(p_names, upper(p_token)) is not null then
+    return p_min + array_position(p_names, upper(p_token)) - 1;
+  else
+    perform teguh._invalid('spec', format('bad %s value %s', p_field, quote_literal(p_token)));
+  end if;
+  if v_value < p_min or v_value > p_max then
+    perform teguh._invalid('spec', format('%s value %s is outside %s-%s', p_field, v_value, p_min, p_max));
+  end if;
+  return v_value;
+end
+$$;
+
+-- The sorted values one cron field selects: comma-separated terms, each *, a
+-- value, a range a-b, optionally stepped (*/n, a-b/n, a/n = a to the maximum).
+create or replace function teguh._cron_field(p_field text, p_text text, p_min integer, p_max integer, p_names text[])
+returns integer[]
+language plpgsql immutable as $$
+declare
+  v_term   text;
+  v_base   text;
+  v_step   integer;
+  v_lo     integer;
+  v_hi     integer;
+  v_values integer[] := '{}';
+begin
+  foreach v_term in array string_to_array(p_text, ',') loop
+    v_base := v_term;
+    v_step := null;
+    if v_term like '%/%' then
+      v_base := split_part(v_term, '/', 1);
+      if split_part(v_term, '/', 2) !~ '^[0-9]{1,4}$' or split_part(v_term, '/', 2)::integer = 0 then
+        perform teguh._invalid('spec', format('bad step in %s field %s: expected a positive integer after /',
+                                              p_field, quote_literal(v_term)));
+      end if;
+      v_step := split_part(v_term, '/', 2)::integer;
+    end if;
+    if v_base = '*' then
+      v_lo := p_min;
+      v_hi := p_max;
+    elsif v_base ~ '^[^-]+-[^-]+$' then
+      v_lo := teguh._cron_value(p_field, split_part(v_base, '-', 1), p_min, p_max, p_names);
+      v_hi := teguh._cron_value(p_field, split_part(v_base, '-', 2), p_min, p_max, p_names);
+      if v_hi < v_lo then
+        perform teguh._invalid('spec', format('bad range in %s field %s: it ends before it starts',
+                                              p_field, quote_literal(v_term)));
+      end if;
+    else
+      v_lo := teguh._cron_value(p_field, v_base, p_min, p_max, p_names);
+      v_hi := case when v_step is null then v_lo else p_max end;
+    end if;
+    v_values := v_values || array(select generate_series(v_lo, v_hi, coalesce(v_step, 1)));
+  end loop;
+  return array(select distinct v from unnest(v_values) v order by v);
+end
+$$;
+
+-- Parses a schedule spec into JSON: {"every": seconds} for @every, else the
+-- values of the five cron fields, "day_and" (Vixie cron: day of month and day
+-- of week are OR-ed unless either field starts with *) and "wall" (minute and
+-- hour are fixed: the spec follows the wall clock, see teguh._schedule_next).
+-- Raises 22023 (COLUMN spec) for a spec it cannot parse or that never fires.
+create or replace function teguh._cron_parse(p_spec text) returns jsonb
+language plpgsql immutable as $$
+declare
+  v_spec    text := lower(btrim(regexp_replace(coalesce(p_spec, ''), '\s+', ' ', 'g')));
+  v_fields  text[];
+  v_seconds bigint := 0;
+  v_part    text[];
+  v_doms    integer[];
+  v_months  integer[];
+  v_and     boolean;
+begin
+  v_spec := case v_spec
+              when '@yearly' then '0 0 1 1 *' when '@annually' then '0 0 1 1 *'
+              when '@monthly' then '0 0 1 * *' when '@weekly' then '0 0 * * 0'
+              when '@daily' then '0 0 * * *' when '@midnight' then '0 0 * * *'
+              when '@hourly' then '0 * * * *'
+              else v_spec end;
+  if v_spec like '@every %' then
+    v_spec := replace(substr(v_spec, 8), ' ', '');
+    if v_spec !~ '^([0-9]{1,9}[dhms])+$' then
+      perform teguh._invalid('spec', format('bad interval in %s: expected e.g. "@every 90s" or "@every 1h30m" (units d, h, m, s)',
+                                            quote_literal(p_spec)));
+    end if;
+    for v_part in select regexp_matches(v_spec, '([0-9]+)([dhms])', 'g') loop
+      v_seconds := v_seconds + v_part[1]::bigint * case v_part[2] when 'd' then 86400 when 'h' then 3600
+                                                                  when 'm' then 60 else 1 end;
+    end loop;
+    if v_seconds <= 0 then
+      perform teguh._invalid('spec', format('the interval of %s must be positive', quote_literal(p_spec)));
+    end if;
+    return jsonb_build_object('every', v_seconds);
+  end if;
+  if v_spec like '@%' then
+    perform teguh._invalid('spec', format('unknown macro %s: expected @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly or @every <interval>',
+                                          quote_literal(p_spec)));
+  end if;
+  v_fields := string_to_array(v_spec, ' ');
+  if coalesce(array_length(v_fields, 1), 0) <> 5 then
+    perform teguh._invalid('spec', format('expected 5 fields (minute hour day-of-month month day-of-week) or a macro, got %s',
+                                          coalesce(quote_literal(p_spec), 'null')));
+  end if;
+  v_doms := teguh._cron_field('day-of-month', v_fields[3], 1, 31, null);
+  v_months := teguh._cron_field('month', v_fields[4], 1, 12,
+                                array['JAN', 'FEB', 'MAR', 'APR', 'MAY', 'JUN', 'JUL', 'AUG', 'SEP', 'OCT', 'NOV', 'DEC']);
+  v_and := v_fields[3] like '*%' or v_fields[5] like '*%';
+  if v_and and v_doms[1] > (select max((array[31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])[m]) from unnest(v_months) m) then
+    perform teguh._invalid('spec', format('%s never fires: no month it names has day %s', quote_literal(p_spec), v_doms[1]));
+  end if;
+  return jsonb_build_object(
+    'minute', teguh._cron_field('minute', v_fields[1], 0, 59, null),
+    'hour', teguh._cron_field('hour', v_fields[2], 0, 23, null),
+    'dom', v_doms,
+    'month', v_months,
+    'dow', array(select distinct d % 7 from unnest(teguh._cron_field('day-of-week', v_fields[5], 0, 7,
+                   array['SUN', 'MON', 'TUE', 'WED', 'THU', 'FRI', 'SAT'])) d order by 1),
+    'day_and', v_and,
+    'wall', v_fields[1] not like '*%' and v_fields[2] not like '*%');
+end
+$$;
+
+-- The first wall-clock minute strictly after p_after that a parsed cron spec
+-- selects; null when there is none within nine years.
+create or replace function teguh._cron_next_wall(p_cron jsonb, p_after timestamp) returns timestamp
+language plpgsql immutable as $$
+declare
+  v_minutes integer[] := array(select jsonb_array_elements_text(p_cron->'minute')::integer);
+  v_hours   integer[] := array(select jsonb_array_elements_text(p_cron->'hour')::integer);
+  v_doms    integer[] := array(select jsonb_array_elements_text(p_cron->'dom')::integer);
+  v_months  integer[] := array(select jsonb_array_elements_text(p_cron->'month')::integer);
+  v_dows    integer[] := array(select jsonb_array_elements_text(p_cron->'dow')::integer);
+  v_and     boolean := (p_cron->>'day_and')::boolean;
+  v_start   timestamp := date_trunc('minute', p_after) + interval '1 minute';
+  v_day     date := v_start::date;
+  v_last    date := v_start::date + 9 * 366;
+  v_dom_ok  boolean;
+  v_dow_ok  boolean;
+  v_from_h  integer;
+  v_from_m  integer;
+  v_hour    integer;
+  v_minute  integer;
+begin
+  while v_day <= v_last loop
+    if extract(month from v_day)::integer <> all (v_months) then
+      v_day := (date_trunc('month', v_day) + interval '1 month')::date;
+      continue;
+    end if;
+    v_dom_ok := extract(day from v_day)::integer = any (v_doms);
+    v_dow_ok := extract(dow from v_day)::integer = any (v_dows);
+    if (v_and and v_dom_ok and v_dow_ok) or (not v_and and (v_dom_ok or v_dow_ok)) then
+      if v_day = v_start::date then
+        v_from_h := extract(hour from v_start)::integer;
+        v_from_m := extract(minute from v_start)::integer;
+      else
+        v_from_h := 0;
+        v_from_m := 0;
+      end if;
+      select min(h) into v_hour from unnest(v_hours) h
+       where h > v_from_h or (h = v_from_h and v_from_m <= v_minutes[array_upper(v_minutes, 1)]);
+      if v_hour is not null then
+        select min(m) into v_minute from unnest(v_minutes) m
+         where v_hour > v_from_h or m >= v_from_m;
+        return v_day + make_time(v_hour, v_minute, 0);
+      end if;
+    end if;
+    v_day := v_day + 1;
+  end loop;
+  return null;
+end
+$$;
+
+-- The UTC offset of p_timezone at an instant.
+create or replace function teguh._utc_offset(p_at timestamptz, p_timezone text) returns interval
+language sql stable as $$
+  select (p_at at time zone p_timezone) - (p_at at time zone 'UTC')
+$$;
+
+-- The instant a wall-clock time of p_timezone names: the earlier one when
+-- the wall time occurs twice (a DST overlap), the first minute after the gap
+-- when it does not occur at all (a DST gap).
+create or replace function teguh._wall_instant(p_wall timestamp, p_timezone text) returns timestamptz
+language plpgsql stable as $$
+declare
+  v_at    timestamptz;
+  v_other timestamptz;
+  v_step  integer;
+begin
+  for v_step in 1..24 * 60 loop
+    v_at := p_wall at time zone p_timezone;
+    if (v_at at time zone p_timezone) = p_wall then
+      foreach v_other in array array[v_at - interval '30 minutes', v_at - interval '1 hour',
+                                     v_at - interval '90 minutes', v_at - interval '2 hours'] loop
+        if (v_other at time zone p_timezone) = p_wall then
+          v_at := v_other;
+        end if;
+      end loop;
+      return v_at;
+    end if;
+    p_wall := p_wall + interval '1 minute';
+  end loop;
+  return null;
+end
+$$;
+
+-- The first slot of a schedule strictly after p_after; null when it has none
+-- within nine years. Three rules, the ones of Debian's cron:
+-- - @every <interval>: multiples of the interval since the Unix epoch.
+-- - a spec whose minute and hour fields are fixed (neither starts with *, as
+--   in "30 2 * * *") follows the wall clock of p_timezone: a slot in a DST
+--   gap fires at the first minute after the gap, a slot in a DST overlap
+--   fires once, at its first occurrence.
+-- - any other spec ("*/15 * * * *", "0 * * * *") follows elapsed time: it
+--   fires at every instant whose local time matches, so a slot in a gap
+--   does not exist and a slot in an overlap fires twice.
+create or replace function teguh._schedule_next(p_spec text, p_timezone text, p_after timestamptz)
+returns timestamptz
+language plpgsql stable as $$
+declare
+  v_cron    jsonb := teguh._cron_parse(p_spec);
+  v_seconds bigint;
+  v_wall    timestamp;
+  v_at      timestamptz;
+  v_from    timestamptz;
+  v_off     interval;
+  v_probe   timestamptz;
+  v_lo      bigint;
+  v_hi      bigint;
+  v_mid     bigint;
+  v_round   integer;
+begin
+  if p_after is null then
+    return null;
+  end if;
+  if v_cron ? 'every' then
+    v_seconds := (v_cron->>'every')::bigint;
+    return to_timestamp((floor(extract(epoch from p_after) / v_seconds)::bigint + 1) * v_seconds);
+  end if;
+  if (v_cron->>'wall')::boolean then
+    v_wall := p_after at time zone p_timezone;
+    for v_round in 1..4 loop
+      v_wall := teguh._cron_next_wall(v_cron, v_wall);
+      if v_wall is null then
+        return null;
+      end if;
+      v_at := teguh._wall_instant(v_wall, p_timezone);
+      -- after an overlap's second occurrence, its first lies in the past
+      if v_at > p_after then
+        return v_at;
+      end if;
+    end loop;
+    return null;
+  end if;
+  -- Elapsed time: find the next match under the offset in force, then make
+  -- sure no offset change comes first; after one, go on from it.
+  v_from := date_trunc('minute', p_after) + interval '1 minute';  -- the first candidate instant
+  for v_round in 1..64 loop
+    v_off := teguh._utc_offset(v_from, p_timezone);
+    v_wall := teguh._cron_next_wall(v_cron, (v_from at time zone 'UTC') + v_off - interval '1 minute');
+    if v_wall is null then
+      return null;
+    end if;
+    v_at := (v_wall - v_off) at time zone 'UTC';
+    -- the first day boundary (if any) by which the offset has changed
+    v_probe := v_from;
+    loop
+      v_probe := least(v_probe + interval '1 day', v_at);
+      exit when teguh._utc_offset(v_probe, p_timezone) <> v_off or v_probe >= v_at;
+    end loop;
+    if teguh._utc_offset(v_probe, p_timezone) = v_off then
+      return v_at;
+    end if;
+    -- the offset changes in (v_probe - 1 day, v_probe]: find the minute
+    v_lo := floor(extract(epoch from greatest(v_probe - interval '1 day', v_from)) / 60)::bigint;
+    v_hi := floor(extract(epoch from v_probe) / 60)::bigint;
+    while v_hi - v_lo > 1 loop
+      v_mid := (v_lo + v_hi) / 2;
+      if teguh._utc_offset(to_timestamp(v_mid * 60), p_timezone) = v_off then
+        v_lo := v_mid;
+      else
+        v_hi := v_mid;
+      end if;
+    end loop;
+    v_from := to_timestamp(v_hi * 60);
+  end loop;
+  return null;
+end
+$$;
+
+-- Splits a schedule's options into its own (timezone, catch_up) and spawn
+-- options, validating both; raises 22023 naming the bad key.
+create or replace function teguh._schedule_options(
+  p_options       jsonb,
+  out o_timezone  text,
+  out o_catch_up  text,
+  out o_spawn     jsonb
+)
+language plpgsql stable as $$
+begin
+  p_options := jsonb_strip_nulls(coalesce(p_options, '{}'::jsonb));
+  if jsonb_typeof(p_options) <> 'object' then
+    perform teguh._invalid('options', format('expected a JSON object, got %s', jsonb_typeof(p_options)));
+  end if;
+  perform teguh._check_keys('options', p_options,
+    array['timezone', 'catch_up', 'headers', 'retry_strategy', 'max_attempts', 'priority', 'cancellation']);
+  o_timezone := coalesce(p_options->>'timezone', 'UTC');
+  if jsonb_typeof(coalesce(p_options->'timezone', '"UTC"')) <> 'string'
+     or not exists (select 1 from pg_timezone_names n where n.name = o_timezone) then
+    perform teguh._invalid('timezone', format('expected an IANA time zone name such as "Europe/Paris", got %s',
+                                              p_options->'timezone'));
+  end if;
+  o_catch_up := coalesce(p_options->>'catch_up', 'latest');
+  if jsonb_typeof(coalesce(p_options->'catch_up', '"latest"')) <> 'string' or o_catch_up not in ('latest', 'none') then
+    perform teguh._invalid('catch_up', format('expected "latest" or "none", got %s', p_options->'catch_up'));
+  end if;
+  o_spawn := p_options - 'timezone' - 'catch_up';
+  perform teguh._parse_spawn_options(o_spawn, false);
+  if o_spawn ? 'retry_strategy' then
+    o_spawn := jsonb_set(o_spawn, '{retry_strategy}', teguh._normalize_retry_strategy(o_spawn->'retry_strategy'));
+  end if;
+end
+$$;
+
+-- Creates a schedule, or updates the one of that name (an upsert). The next
+-- slot is kept when neither spec nor timezone changed, so that syncing
+-- declared schedules at every worker start never skips a due slot; a paused
+-- schedule stays paused. Options: timezone (IANA name, default UTC),
+-- catch_up ("latest", the default, or "none") and spawn options (headers,
+-- retry_strategy, max_attempts, priority, cancellation). Returns the next
+-- slot. Raises 22023 for a bad spec, timezone or option, 42704 for an
+-- unknown queue.
+create or replace function teguh.create_schedule(
+  p_queue_name    text,
+  p_schedule_name text,
+  p_spec          text,
+  p_task_name     text,
+  p_params        jsonb,
+  p_options       jsonb default '{}'
+) returns timestamptz
+language plpgsql as $$
+declare
+  o     record;
+  v_now timestamptz := teguh.current_time();
+  v_at  timestamptz;
+begin
+  perform teguh._assert_queue(p_queue_name);
+  perform teguh._check_name('schedule_name', p_schedule_name);
+  perform teguh._check_name('task_name', p_task_name);
+  perform teguh._check_name('spec', p_spec);
+  o := teguh._schedule_options(p_options);
+  v_at := teguh._schedule_next(p_spec, o.o_timezone, v_now);
+  if v_at is null then
+    perform teguh._invalid('spec', format('%s never fires', quote_literal(p_spec)));
+  end if;
+  insert into teguh.schedules as s (queue_name, schedule_name, spec, timezone, task_name, params, options, catch_up,
+                                    next_run_at, created_at, updated_at)
+  values (p_queue_name, p_schedule_name, p_spec, o.o_timezone, p_task_name, coalesce(p_params, 'null'::jsonb),
+          o.o_spawn, o.o_catch_up, v_at, v_now, v_now)
+  on conflict (queue_name, schedule_name) do update
+     set spec = excluded.spec, timezone = excluded.timezone, task_name = excluded.task_name,
+         params = excluded.params, options = excluded.options, catch_up = excluded.catch_up,
+         updated_at = excluded.updated_at,
+         next_run_at = case when s.spec = excluded.spec and s.timezone = excluded.timezone and s.next_run_at is not null
+                            then s.next_run_at else excluded.next_run_at end
+  returning s.next_run_at into v_at;
+  return v_at;
+end
+$$;
+
+-- Drops a schedule; true when it existed. Tasks it spawned are kept.
+create or replace function teguh.drop_schedule(p_queue_name text, p_schedule_name text) returns boolean
+language plpgsql as $$
+begin
+  perform teguh._assert_queue(p_queue_name);
+  delete from teguh.schedules s where s.queue_name = p_queue_name and s.schedule_name = p_schedule_name;
+  return found;
+end
+$$;
+
+-- The schedules of one queue or of all, by queue and name.
+create or replace function teguh.list_schedules(p_queue_name text default null)
+returns table (queue_name text, schedule_name text, spec text, timezone text, task_name text, params jsonb,
+               options jsonb, catch_up text, paused boolean, next_run_at timestamptz, last_slot timestamptz,
+               last_run_at timestamptz, last_task_id uuid, last_error text, created_at timestamptz,
+               updated_at timestamptz)
+language plpgsql stable as $$
+begin
+  if p_queue_name is not null then
+    perform teguh._assert_queue(p_queue_name);
+  end if;
+  return query
+    select s.queue_name, s.schedule_name, s.spec, s.timezone, s.task_name, s.params, s.options, s.catch_up, s.paused,
+           s.next_run_at, s.last_slot, s.last_run_at, s.last_task_id, s.last_error, s.created_at, s.updated_at
+      from teguh.schedules s
+     where p_queue_name is null or s.queue_name = p_queue_name
+     order by s.queue_name, s.schedule_name;
+end
+$$;
+
+-- Pauses a schedule: it fires nothing until resumed. Raises P0002 when the
+-- schedule does not exist.
+create or replace function teguh.pause_schedule(p_queue_name text, p_schedule_name text) returns void
+language plpgsql as $$
+begin
+  perform teguh._assert_queue(p_queue_name);
+  update teguh.schedules s set paused = true, updated_at = teguh.current_time()
+   where s.queue_name = p_queue_name and s.schedule_name = p_schedule_name;
+  if not found then
+    raise exception 'schedule "%" does not exist in queue "%"', p_schedule_name, p_queue_name using errcode = 'P0002';
+  end if;
+end
+$$;
+
+-- Resumes a paused schedule from now on: the slots that passed while it was
+-- paused are not fired. Raises P0002 when the schedule does not exist.
+create or replace function teguh.resume_schedule(p_queue_name text, p_schedule_name text) returns void
+language plpgsql as $$
+declare
+  v_now timestamptz := teguh.current_time();
+begin
+  perform teguh._assert_queue(p_queue_name);
+  update teguh.schedules s
+     set paused = false, updated_at = v_now,
+         next_run_at = case when s.paused then teguh._schedule_next(s.spec, s.timezone, v_now) else s.next_run_at end
+   where s.queue_name = p_queue_name and s.schedule_name = p_schedule_name;
+  if not found then
+    raise exception 'schedule "%" does not exist in queue "%"', p_schedule_name, p_queue_name using errcode = 'P0002';
+  end if;
+end
+$$;
+
+-- The latest slot of a schedule at or before p_now, given that p_due (a
+-- slot) is at or before p_now: windows growing backwards from p_now bound the
+-- walk forward, so a long outage costs a few steps, not one per missed slot.
+create or replace function teguh._schedule_latest(p_spec text, p_timezone text, p_due timestamptz, p_now timestamptz)
+returns timestamptz
+language plpgsql stable as $$
+declare
+  v_window interval;
+  v_slot   timestamptz;
+  v_next   timestamptz;
+begin
+  foreach v_window in array array[interval '2 minutes', interval '1 hour', interval '1 day', interval '32 days',
+                                  interval '367 days', interval '3300 days'] loop
+    if p_now - v_window <= p_due then
+      v_slot := p_due;
+    else
+      v_slot := teguh._schedule_next(p_spec, p_timezone, p_now - v_window);
+      continue when v_slot is null or v_slot > p_now;
+    end if;
+    loop
+      v_next := teguh._schedule_next(p_spec, p_timezone, v_slot);
+      exit when v_next is null or v_next > p_now;
+      v_slot := v_next;
+    end loop;
+    return v_slot;
+  end loop;
+  return p_due;
+end
+$$;
+
+-- Fires up to p_limit due schedules of a queue (called by the ticker): each
+-- spawns one task for one slot, with an idempotency key made of schedule and
+-- slot, and moves next_run_at past p_now in the same transaction. Rows
+-- another ticker holds are skipped: it fires them. A schedule whose spawn
+-- fails records the error and moves on to its next slot. Returns the number
+-- of tasks spawned.
+create or replace function teguh._fire_schedules(p_queue_name text, p_now timestamptz, p_limit integer)
+returns integer
+language plpgsql as $$
+declare
+  v_schedule record;
+  v_slot     timestamptz;
+  v_task_id  uuid;
+  v_options  jsonb;
+  v_count    integer := 0;
+begin
+  for v_schedule in
+    select s.* from teguh.schedules s
+     where s.queue_name = p_queue_name and not s.paused and s.next_run_at <= p_now
+     order by s.next_run_at
+     limit p_limit
+       for update skip locked
+  loop
+    v_slot := teguh._schedule_latest(v_schedule.spec, v_schedule.timezone, v_schedule.next_run_at, p_now);
+    v_task_id := null;
+    -- "none": a slot more than a minute late was missed, not delayed
+    if v_schedule.catch_up = 'latest' or p_now - v_slot <= interval '1 minute' then
+      v_options := v_schedule.options || jsonb_build_object(
+        'idempotency_key', format('teguh.schedule:%s:%s', v_schedule.schedule_name,
+                                  to_char(v_slot at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')),
+        'headers', coalesce(v_schedule.options->'headers', '{}'::jsonb)
+                   || jsonb_build_object('teguh.schedule', v_schedule.schedule_name,
+                                         'teguh.slot', to_char(v_slot at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')));
+      begin
+        select s.task_id into v_task_id from teguh.spawn_task(p_queue_name, v_schedule.task_name, v_schedule.params, v_options) s;
+      exception when others then
+        update teguh.schedules s set last_error = sqlerrm, next_run_at = teguh._schedule_next(s.spec, s.timezone, p_now)
+         where s.queue_name = p_queue_name and s.schedule_name = v_schedule.schedule_name;
+        continue;
+      end;
+      v_count := v_count + 1;
+    end if;
+    update teguh.schedules s
+       set next_run_at = teguh._schedule_next(s.spec, s.timezone, greatest(v_slot, p_now)),
+           last_slot = case when v_task_id is null then s.last_slot else v_slot end,
+           last_run_at = case when v_task_id is null then s.last_run_at else p_now end,
+           last_task_id = coalesce(v_task_id, s.last_task_id),
+           last_error = case when v_task_id is null then s.last_error end
+     where s.queue_name = p_queue_name and s.schedule_name = v_schedule.schedule_name;
+  end loop;
+  return v_count;
 end
 $$;
 
