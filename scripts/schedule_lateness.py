@@ -29,9 +29,7 @@ def measure(dsn: str, slots: int) -> list[float]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         schema.install(conn)
         conn.execute("select teguh.create_queue('lateness')")
-        conn.execute(
-            "select teguh.create_schedule('lateness', 'tick', '@every 1s', 'noop', null)"
-        )
+        conn.execute("select teguh.create_schedule('lateness', 'tick', '@every 1s', 'noop', null)")
     client = Client(dsn)
     worker = Worker(client, "lateness", concurrency=4)
     worker.handle("noop", lambda ctx: None)
