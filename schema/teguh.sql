@@ -10,8 +10,11 @@
 --   c_<q>  step checkpoints (task_id, name)      upsert
 --   e_<q>  emitted events, first write wins      insert
 --   w_<q>  tasks waiting for an event            insert on await, delete on wake/timeout
--- plus teguh.queues, one row per queue, and teguh.schedules, one row per cron
--- schedule (fired by the ticker).
+--   a_<q>  archived tasks with their checkpoints   created by the first archive (queue policy)
+--   ae_<q> archived events
+-- plus teguh.queues, one row per queue, teguh.queue_policies (retention,
+-- pause, defaults) and teguh.schedules, one row per cron schedule (fired by
+-- the ticker).
 --
 -- Lock order in every function touching several tables of a queue:
 --   event advisory lock -> t_ -> p_ -> r_ -> w_ -> c_ -> e_
@@ -25,6 +28,7 @@
 --   events:   await_event, wait_event, emit_event
 --   tasks:    cancel_task, retry_task, get_task_result, get_task
 --   time:     ticker, next_wake_at, cleanup_tasks, cleanup_all_queues, start, stop
+--   policies: set_queue_policy, get_queue_policy
 --   schedules: create_schedule, drop_schedule, list_schedules, pause_schedule, resume_schedule
 --   misc:     version, portable_uuidv7, current_time
 --
@@ -424,6 +428,9 @@ declare
   v_next_expiry   timestamptz;
   v_next_deadline timestamptz;
 begin
+  if exists (select 1 from teguh.queue_policies qp where qp.queue_name = {queue} and qp.policy @> '{"paused": true}') then
+    return;  -- a paused queue hands out nothing (teguh.set_queue_policy)
+  end if;
   -- three index probes tell whether there is anything to do at all
   select (select min(p.available_at) from teguh.{p} p), (select min(r.expires_at) from teguh.{r} r),
          (select min(t.cancel_at) from teguh.{t} t)
@@ -697,7 +704,7 @@ declare
 begin
   perform teguh._check_queue_name(p_queue_name);
   perform pg_advisory_xact_lock(hashtext('teguh.create_queue'), hashtext(p_queue_name));
-  foreach v_prefix in array array['w_', 'e_', 'c_', 'r_', 'p_', 't_'] loop
+  foreach v_prefix in array array['ae_', 'a_', 'w_', 'e_', 'c_', 'r_', 'p_', 't_'] loop
     execute format('drop table if exists teguh.%I', v_prefix || p_queue_name);
   end loop;
   for v_function in
@@ -734,7 +741,7 @@ declare
 begin
   perform teguh._assert_queue(p_queue_name);
   perform teguh._check_name('task_name', p_task_name);
-  o := teguh._parse_spawn_options(p_options, false);
+  o := teguh._parse_spawn_options(teguh._with_queue_defaults(p_queue_name, p_options), false);
   return query execute format('select * from teguh.%I($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)', '_spawn_' || p_queue_name)
     using p_task_name, coalesce(p_params, 'null'::jsonb), o.o_headers, o.o_retry_strategy, o.o_max_attempts,
           o.o_priority, o.o_cancellation, o.o_idempotency_key, v_now, o.o_available_at;
@@ -766,7 +773,7 @@ begin
     perform teguh._invalid('params', format('expected a JSON array with one element per task, got %s',
                                             coalesce(jsonb_typeof(p_params), 'null')));
   end if;
-  o := teguh._parse_spawn_options(p_options, true);
+  o := teguh._parse_spawn_options(teguh._with_queue_defaults(p_queue_name, p_options), true);
   v_count := jsonb_array_length(p_params);
   if o.o_idempotency_keys is not null and jsonb_array_length(o.o_idempotency_keys) <> v_count then
     perform teguh._invalid('idempotency_keys', format('expected %s keys, one per task, got %s',
@@ -952,6 +959,7 @@ language plpgsql as $$
 begin
   perform teguh._assert_queue(p_queue_name);
   perform teguh._check_name('worker_id', p_worker_id);
+  p_claim_timeout := coalesce(p_claim_timeout, teguh._queue_lease_timeout(p_queue_name));
   perform teguh._check_positive('claim_timeout', p_claim_timeout);
   if p_qty is null or p_qty < 1 or p_qty > 10000 then
     perform teguh._invalid('qty', format('expected an integer between 1 and 10000, got %s', coalesce(p_qty::text, 'null')));
@@ -1462,18 +1470,40 @@ begin
 end
 $$;
 
+-- get_task gained the archived column: a schema 2 database installed before
+-- it has the old result type, which create or replace cannot change.
+do $$
+begin
+  if exists (select 1 from pg_proc p where p.oid = to_regprocedure('teguh.get_task(text, uuid)')
+                and not ('archived' = any (p.proargnames))) then
+    drop function teguh.get_task(text, uuid);
+  end if;
+end
+$$;
+
+-- A task's details; archived is true for a task found in the queue's
+-- archive (see teguh.set_queue_policy). No row for an unknown task.
 create or replace function teguh.get_task(p_queue_name text, p_task_id uuid)
 returns table (task_id uuid, task_name text, state text, attempts integer, max_attempts integer, priority integer,
                params jsonb, headers jsonb, retry_strategy jsonb, idempotency_key text, created_at timestamptz,
                first_started_at timestamptz, finished_at timestamptz, completed_payload jsonb, last_failure jsonb,
-               cancelled_at timestamptz)
+               cancelled_at timestamptz, archived boolean)
 language plpgsql as $$
 begin
   perform teguh._assert_queue(p_queue_name);
   return query execute format(
     'select task_id, task_name, state, attempts, max_attempts, priority, params, headers, retry_strategy,
-            idempotency_key, created_at, first_started_at, finished_at, completed_payload, last_failure, cancelled_at
+            idempotency_key, created_at, first_started_at, finished_at, completed_payload, last_failure, cancelled_at,
+            false
        from teguh.%I where task_id = $1', 't_' || p_queue_name) using p_task_id;
+  if not found and to_regclass(format('teguh.%I', 'a_' || p_queue_name)) is not null then
+    return query execute format(
+      'select t.task_id, t.task_name, t.state, t.attempts, t.max_attempts, t.priority, t.params, t.headers,
+              t.retry_strategy, t.idempotency_key, t.created_at, t.first_started_at, t.finished_at,
+              t.completed_payload, t.last_failure, t.cancelled_at, true
+         from teguh.%I a cross join lateral jsonb_populate_record(null::teguh.%I, a.task) t
+        where a.task_id = $1', 'a_' || p_queue_name, 't_' || p_queue_name) using p_task_id;
+  end if;
 end
 $$;
 
@@ -1523,6 +1553,7 @@ begin
     v_count := v_count + teguh._recover_expired(v_queue, v_now, 1000)
                        + teguh._enforce_deadlines(v_queue, v_now, 1000);
     perform teguh._fire_schedules(v_queue, v_now, 1000);
+    perform teguh._apply_retention(v_queue, v_now, 1000);
   end loop;
   return v_count;
 end
@@ -1549,7 +1580,11 @@ $$;
 -- Deletes up to p_limit terminal tasks that finished more than p_ttl_seconds
 -- ago. Task ids are time-ordered (v7), so the primary key bounds the scan to
 -- tasks created before the cut-off; finished_at decides.
-create or replace function teguh.cleanup_tasks(p_queue_name text, p_ttl_seconds integer, p_limit integer default 1000)
+-- p_strategy "archive" moves them to the queue's archive instead (see
+-- teguh.set_queue_policy); null follows the queue's cleanup policy.
+drop function if exists teguh.cleanup_tasks(text, integer, integer);  -- gained p_strategy
+create or replace function teguh.cleanup_tasks(p_queue_name text, p_ttl_seconds integer, p_limit integer default 1000,
+                                               p_strategy text default null)
 returns integer
 language plpgsql as $$
 declare
@@ -1561,7 +1596,14 @@ begin
     perform teguh._invalid('ttl_seconds', format('expected seconds >= 0, got %s', coalesce(p_ttl_seconds::text, 'null')));
   end if;
   perform teguh._check_positive('limit', p_limit);
+  if p_strategy not in ('delete', 'archive') then
+    perform teguh._invalid('strategy', format('expected "delete", "archive" or null (the queue''s policy), got %s',
+                                              quote_literal(p_strategy)));
+  end if;
   v_cutoff := teguh.current_time() - make_interval(secs => p_ttl_seconds);
+  if coalesce(p_strategy, teguh._queue_policy(p_queue_name)->>'cleanup') = 'archive' then
+    return teguh._archive_tasks(p_queue_name, v_cutoff, p_limit);
+  end if;
   execute format($q$
     with doomed as (
       select t.task_id from teguh.%1$I t
@@ -1625,6 +1667,269 @@ begin
         from teguh.%1$I$q$, 't_' || v_queue, 'p_' || v_queue, 'r_' || v_queue)
       using v_queue, v_now;
   end loop;
+end
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Queue policies: retention (delete or archive), pause, defaults, lease timeout
+-- ---------------------------------------------------------------------------
+
+-- One row per queue with a policy; the keys set (never null) are in policy,
+-- teguh.get_queue_policy() fills in the defaults.
+create table if not exists teguh.queue_policies (
+  queue_name text        primary key references teguh.queues (queue_name) on delete cascade,
+  policy     jsonb       not null,
+  updated_at timestamptz not null
+);
+
+-- The policy of a queue with every default filled in.
+create or replace function teguh._queue_policy(p_queue_name text) returns jsonb
+language sql stable as $$
+  select jsonb_build_object('retention', null, 'cleanup', 'delete', 'paused', false,
+                            'default_max_attempts', 5,
+                            'default_retry_strategy', teguh._normalize_retry_strategy(null),
+                            'lease_timeout', 30)
+         || coalesce((select qp.policy from teguh.queue_policies qp where qp.queue_name = p_queue_name), '{}'::jsonb)
+$$;
+
+-- Spawn options with the queue's default_max_attempts and
+-- default_retry_strategy where the caller gave none (unchanged, and cheap,
+-- for a queue without a policy).
+create or replace function teguh._with_queue_defaults(p_queue_name text, p_options jsonb) returns jsonb
+language plpgsql stable as $$
+declare
+  v_policy jsonb;
+begin
+  select qp.policy into v_policy from teguh.queue_policies qp where qp.queue_name = p_queue_name;
+  if v_policy is null or not (v_policy ?| array['default_max_attempts', 'default_retry_strategy']) then
+    return p_options;
+  end if;
+  p_options := coalesce(p_options, '{}'::jsonb);
+  if jsonb_typeof(p_options) <> 'object' then
+    return p_options;  -- the option parser raises
+  end if;
+  if v_policy ? 'default_max_attempts' and coalesce(p_options->'max_attempts', 'null') = 'null' then
+    p_options := p_options || jsonb_build_object('max_attempts', v_policy->'default_max_attempts');
+  end if;
+  if v_policy ? 'default_retry_strategy' and coalesce(p_options->'retry_strategy', 'null') = 'null' then
+    p_options := p_options || jsonb_build_object('retry_strategy', v_policy->'default_retry_strategy');
+  end if;
+  return p_options;
+end
+$$;
+
+-- The lease, in seconds, of a run claimed without a claim_timeout.
+create or replace function teguh._queue_lease_timeout(p_queue_name text) returns integer
+language sql stable as $$
+  select coalesce((select (qp.policy->>'lease_timeout')::integer from teguh.queue_policies qp
+                    where qp.queue_name = p_queue_name), 30)
+$$;
+
+-- The archive of a queue, created when first needed: a_<q> holds finished
+-- tasks (the whole t_ row as JSON, so that it survives changes to t_) with
+-- their checkpoints, ae_<q> the events they left behind.
+create or replace function teguh._create_archive(p_queue_name text) returns void
+language plpgsql as $$
+begin
+  perform teguh._check_queue_name(p_queue_name);
+  execute format($t$
+    create table if not exists teguh.%I (
+      task_id     uuid        primary key,
+      task_name   text        not null,
+      state       text        not null,
+      created_at  timestamptz not null,
+      finished_at timestamptz,
+      archived_at timestamptz not null,
+      task        jsonb       not null,
+      checkpoints jsonb       not null
+    )$t$, 'a_' || p_queue_name);
+  execute format($t$
+    create table if not exists teguh.%I (
+      event_name  text        primary key,
+      payload     jsonb,
+      emitted_at  timestamptz not null,
+      archived_at timestamptz not null
+    )$t$, 'ae_' || p_queue_name);
+end
+$$;
+
+-- Sets a queue's policy, merging the keys given into the current policy (a
+-- key given as null goes back to its default); returns the whole policy.
+-- Keys: retention (seconds finished tasks are kept, null: forever),
+-- cleanup ("delete" or "archive"), paused (claims return nothing),
+-- default_max_attempts and default_retry_strategy (for spawns that give
+-- none), lease_timeout (seconds, for runs claimed without a claim_timeout).
+-- Raises 22023 naming a bad key, 42704 for an unknown queue.
+create or replace function teguh.set_queue_policy(p_queue_name text, p_policy jsonb) returns jsonb
+language plpgsql as $$
+declare
+  v_policy jsonb;
+  v_key    text;
+  v_value  jsonb;
+begin
+  perform teguh._assert_queue(p_queue_name);
+  if jsonb_typeof(p_policy) is distinct from 'object' then
+    perform teguh._invalid('policy', format('expected a JSON object, got %s', coalesce(jsonb_typeof(p_policy), 'null')));
+  end if;
+  perform teguh._check_keys('policy', p_policy, array['retention', 'cleanup', 'paused', 'default_max_attempts',
+                                                       'default_retry_strategy', 'lease_timeout']);
+  select qp.policy into v_policy from teguh.queue_policies qp where qp.queue_name = p_queue_name for update;
+  v_policy := coalesce(v_policy, '{}'::jsonb);
+  for v_key, v_value in select e.key, e.value from jsonb_each(p_policy) e loop
+    if v_value = 'null'::jsonb then
+      v_policy := v_policy - v_key;
+      continue;
+    end if;
+    case v_key
+      when 'retention' then
+        perform teguh._json_int('retention', v_value, 0, 2147483647);
+      when 'lease_timeout' then
+        perform teguh._json_int('lease_timeout', v_value, 1, 2147483647);
+      when 'default_max_attempts' then
+        perform teguh._json_int('default_max_attempts', v_value, 1, 2147483647);
+      when 'default_retry_strategy' then
+        v_value := teguh._normalize_retry_strategy(v_value);
+      when 'cleanup' then
+        if v_value not in ('"delete"', '"archive"') then
+          perform teguh._invalid('cleanup', format('expected "delete" or "archive", got %s', v_value));
+        end if;
+      when 'paused' then
+        if jsonb_typeof(v_value) <> 'boolean' then
+          perform teguh._invalid('paused', format('expected true or false, got %s', v_value));
+        end if;
+    end case;
+    v_policy := v_policy || jsonb_build_object(v_key, v_value);
+  end loop;
+  if v_policy->>'cleanup' = 'archive' then
+    perform teguh._create_archive(p_queue_name);
+  end if;
+  insert into teguh.queue_policies as qp (queue_name, policy, updated_at)
+  values (p_queue_name, v_policy, teguh.current_time())
+  on conflict (queue_name) do update set policy = excluded.policy, updated_at = excluded.updated_at;
+  if not coalesce((v_policy->>'paused')::boolean, false) then
+    perform pg_notify('teguh_' || p_queue_name, '');  -- a resumed queue may have work
+  end if;
+  return teguh._queue_policy(p_queue_name);
+end
+$$;
+
+-- A queue's policy, defaults included. Raises 42704 for an unknown queue.
+create or replace function teguh.get_queue_policy(p_queue_name text) returns jsonb
+language plpgsql stable as $$
+begin
+  perform teguh._assert_queue(p_queue_name);
+  return teguh._queue_policy(p_queue_name);
+end
+$$;
+
+-- Moves up to p_limit finished tasks that finished before p_cutoff, with
+-- their checkpoints, to the queue's archive (a_<q>); returns how many. One
+-- statement: a batch moves whole or not at all. Never waits: rows others
+-- hold are left for the next batch.
+create or replace function teguh._archive_tasks(p_queue_name text, p_cutoff timestamptz, p_limit integer)
+returns integer
+language plpgsql as $$
+declare
+  v_count integer;
+begin
+  perform teguh._create_archive(p_queue_name);
+  execute format($q$
+    with doomed as (
+      select t.* from teguh.%1$I t
+       where t.task_id < $1 and t.finished_at < $2 and t.state in ('completed', 'failed', 'cancelled')
+       order by t.task_id
+       limit $3
+         for update skip locked
+    ), checkpoints as (
+      delete from teguh.%2$I c using doomed where c.task_id = doomed.task_id
+      returning c.*
+    ), archived as (
+      insert into teguh.%3$I (task_id, task_name, state, created_at, finished_at, archived_at, task, checkpoints)
+      select d.task_id, d.task_name, d.state, d.created_at, d.finished_at, $4, to_jsonb(d),
+             coalesce((select jsonb_object_agg(c.checkpoint_name, to_jsonb(c) - 'task_id' - 'checkpoint_name')
+                         from checkpoints c where c.task_id = d.task_id), '{}'::jsonb)
+        from doomed d
+      on conflict (task_id) do nothing
+      returning 1
+    ), deleted as (
+      delete from teguh.%1$I t using doomed where t.task_id = doomed.task_id
+    )
+    select count(*) from archived$q$, 't_' || p_queue_name, 'c_' || p_queue_name, 'a_' || p_queue_name)
+    into v_count
+    using teguh._uuidv7_floor(p_cutoff + interval '1 millisecond'), p_cutoff, p_limit, teguh.current_time();
+  return v_count;
+end
+$$;
+
+-- Deletes, or moves to ae_<q> when p_archive, up to p_limit events emitted
+-- before p_cutoff that no task still waits for; returns how many.
+create or replace function teguh._expire_events(p_queue_name text, p_cutoff timestamptz, p_limit integer,
+                                                p_archive boolean)
+returns integer
+language plpgsql as $$
+declare
+  v_count integer;
+begin
+  if p_archive then
+    perform teguh._create_archive(p_queue_name);
+  end if;
+  if not coalesce(p_archive, false) then
+    execute format($q$
+      delete from teguh.%1$I e where e.event_name in (
+        select e2.event_name from teguh.%1$I e2
+         where e2.emitted_at < $1
+           and not exists (select 1 from teguh.%2$I w where w.event_name = e2.event_name)
+         order by e2.emitted_at
+         limit $2
+           for update skip locked)$q$, 'e_' || p_queue_name, 'w_' || p_queue_name)
+      using p_cutoff, p_limit;
+    get diagnostics v_count = row_count;
+    return v_count;
+  end if;
+  execute format($q$
+    with doomed as (
+      select e.event_name from teguh.%1$I e
+       where e.emitted_at < $1
+         and not exists (select 1 from teguh.%2$I w where w.event_name = e.event_name)
+       order by e.emitted_at
+       limit $2
+         for update skip locked
+    ), gone as (
+      delete from teguh.%1$I e using doomed where e.event_name = doomed.event_name
+      returning e.*
+    ), archived as (
+      insert into teguh.%3$I (event_name, payload, emitted_at, archived_at)
+      select g.event_name, g.payload, g.emitted_at, $3 from gone g
+      on conflict (event_name) do nothing
+    )
+    select count(*) from gone$q$, 'e_' || p_queue_name, 'w_' || p_queue_name, 'ae_' || p_queue_name)
+    into v_count using p_cutoff, p_limit, teguh.current_time();
+  return v_count;
+end
+$$;
+
+-- Applies a queue's retention policy, one bounded batch of tasks and one of
+-- events (called by the ticker); returns the number of tasks removed.
+create or replace function teguh._apply_retention(p_queue_name text, p_now timestamptz, p_limit integer)
+returns integer
+language plpgsql as $$
+declare
+  v_policy jsonb;
+  v_cutoff timestamptz;
+  v_count  integer;
+begin
+  select qp.policy into v_policy from teguh.queue_policies qp where qp.queue_name = p_queue_name;
+  if v_policy is null or not (v_policy ? 'retention') then
+    return 0;
+  end if;
+  v_cutoff := p_now - make_interval(secs => (v_policy->>'retention')::integer);
+  if v_policy->>'cleanup' = 'archive' then
+    v_count := teguh._archive_tasks(p_queue_name, v_cutoff, p_limit);
+  else
+    v_count := teguh.cleanup_tasks(p_queue_name, (v_policy->>'retention')::integer, p_limit, 'delete');
+  end if;
+  perform teguh._expire_events(p_queue_name, v_cutoff, p_limit, v_policy->>'cleanup' is not distinct from 'archive');
+  return v_count;
 end
 $$;
 
