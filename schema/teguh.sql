@@ -26,7 +26,7 @@
 --   workers:  claim_task, complete_run, fail_run, schedule_run, extend_claim, extend_claims
 --   steps:    set_task_checkpoint_state, get_task_checkpoint_state, get_task_checkpoint_states
 --   events:   await_event, wait_event, emit_event
---   tasks:    cancel_task, retry_task, get_task_result, get_task
+--   tasks:    cancel_task, retry_task, get_task_result, get_task, list_tasks
 --   time:     ticker, next_wake_at, cleanup_tasks, cleanup_all_queues, start, stop
 --   policies: set_queue_policy, get_queue_policy
 --   schedules: create_schedule, drop_schedule, list_schedules, pause_schedule, resume_schedule
@@ -1667,6 +1667,112 @@ begin
         from teguh.%1$I$q$, 't_' || v_queue, 'p_' || v_queue, 'r_' || v_queue)
       using v_queue, v_now;
   end loop;
+end
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Finding tasks
+-- ---------------------------------------------------------------------------
+
+-- A filter's timestamp, or null when absent; 22023 naming it when bad.
+create or replace function teguh._json_timestamp(p_argument text, p_value jsonb) returns timestamptz
+language plpgsql stable as $$
+begin
+  if p_value is null or p_value = 'null'::jsonb then
+    return null;
+  end if;
+  if jsonb_typeof(p_value) <> 'string' then
+    perform teguh._invalid(p_argument, format('expected an ISO 8601 timestamp string, got %s', p_value));
+  end if;
+  begin
+    return (p_value #>> '{}')::timestamptz;
+  exception when others then
+    perform teguh._invalid(p_argument, format('expected an ISO 8601 timestamp, got %s', p_value));
+  end;
+  return null;
+end
+$$;
+
+-- Lists a queue's tasks, newest first, up to p_limit (1-1000) per page; pass
+-- the last task_id of a page as p_after for the next one (keyset pagination:
+-- tasks spawned meanwhile never shift a page). Filters (all optional):
+-- state (a state or an array of states), task_name, created_after,
+-- created_before, finished_after, finished_before (ISO 8601 timestamps;
+-- "after" is inclusive, "before" exclusive). The walk follows the primary
+-- key (task ids are time-ordered), bounded by the time window: no sequential
+-- scan of t_. Archived tasks are not listed (teguh.get_task finds them).
+-- Raises 22023 naming a bad filter, 42704 for an unknown queue.
+create or replace function teguh.list_tasks(
+  p_queue_name text,
+  p_filters    jsonb   default '{}',
+  p_after      uuid    default null,
+  p_limit      integer default 100
+) returns table (task_id uuid, task_name text, state text, attempts integer, max_attempts integer, priority integer,
+                 params jsonb, headers jsonb, idempotency_key text, created_at timestamptz,
+                 first_started_at timestamptz, finished_at timestamptz, last_failure jsonb, cancelled_at timestamptz)
+language plpgsql stable set enable_seqscan = off as $$
+declare
+  v_states          text[];
+  v_name            text;
+  v_created_after   timestamptz;
+  v_created_before  timestamptz;
+  v_finished_after  timestamptz;
+  v_finished_before timestamptz;
+  v_upper           timestamptz;
+begin
+  perform teguh._assert_queue(p_queue_name);
+  p_filters := coalesce(p_filters, '{}'::jsonb);
+  if jsonb_typeof(p_filters) <> 'object' then
+    perform teguh._invalid('filters', format('expected a JSON object, got %s', jsonb_typeof(p_filters)));
+  end if;
+  p_filters := jsonb_strip_nulls(p_filters);
+  perform teguh._check_keys('filters', p_filters, array['state', 'task_name', 'created_after', 'created_before',
+                                                         'finished_after', 'finished_before']);
+  if p_limit is null or p_limit < 1 or p_limit > 1000 then
+    perform teguh._invalid('limit', format('expected an integer between 1 and 1000, got %s', coalesce(p_limit::text, 'null')));
+  end if;
+  if p_filters ? 'state' then
+    v_states := case jsonb_typeof(p_filters->'state')
+                  when 'string' then array[p_filters->>'state']
+                  when 'array' then array(select jsonb_array_elements_text(p_filters->'state'))
+                end;
+    if v_states is null or cardinality(v_states) = 0
+       or not v_states <@ array['pending', 'running', 'sleeping', 'completed', 'failed', 'cancelled'] then
+      perform teguh._invalid('state', format('expected a task state or an array of them (pending, running, sleeping, completed, failed, cancelled), got %s',
+                                             p_filters->'state'));
+    end if;
+  end if;
+  if p_filters ? 'task_name' then
+    if jsonb_typeof(p_filters->'task_name') <> 'string' then
+      perform teguh._invalid('task_name', format('expected a string, got %s', p_filters->'task_name'));
+    end if;
+    v_name := p_filters->>'task_name';
+  end if;
+  v_created_after := teguh._json_timestamp('created_after', p_filters->'created_after');
+  v_created_before := teguh._json_timestamp('created_before', p_filters->'created_before');
+  v_finished_after := teguh._json_timestamp('finished_after', p_filters->'finished_after');
+  v_finished_before := teguh._json_timestamp('finished_before', p_filters->'finished_before');
+  -- A task finishes after it is created, and its v7 id is drawn during the
+  -- spawning statement, at most a little after its created_at: a minute of
+  -- slack keeps the bound on the id safe.
+  v_upper := least(v_created_before, v_finished_before) + interval '1 minute';
+  return query execute format($q$
+    select t.task_id, t.task_name, t.state, t.attempts, t.max_attempts, t.priority, t.params, t.headers,
+           t.idempotency_key, t.created_at, t.first_started_at, t.finished_at, t.last_failure, t.cancelled_at
+      from teguh.%I t
+     where ($1::uuid is null or t.task_id < $1)
+       and ($2::uuid is null or t.task_id < $2)
+       and ($3::uuid is null or t.task_id >= $3)
+       and ($4::text[] is null or t.state = any ($4))
+       and ($5::text is null or t.task_name = $5)
+       and ($6::timestamptz is null or t.created_at >= $6)
+       and ($7::timestamptz is null or t.created_at < $7)
+       and ($8::timestamptz is null or t.finished_at >= $8)
+       and ($9::timestamptz is null or t.finished_at < $9)
+     order by t.task_id desc
+     limit $10$q$, 't_' || p_queue_name)
+    using p_after, teguh._uuidv7_floor(v_upper), teguh._uuidv7_floor(v_created_after), v_states, v_name,
+          v_created_after, v_created_before, v_finished_after, v_finished_before, p_limit;
 end
 $$;
 
