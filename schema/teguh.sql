@@ -888,7 +888,8 @@ begin
   execute format('select attempts, max_attempts, retry_strategy, priority from teguh.%I where task_id = $1',
                  't_' || p_queue_name) into v_task using p_task_id;
   execute format('delete from teguh.%I where run_id = $1', 'r_' || p_queue_name) using p_run_id;
-  if v_task.attempts < v_task.max_attempts then
+  -- a reason {"retryable": false, ...} fails the task now, attempts left or not
+  if v_task.attempts < v_task.max_attempts and p_reason->'retryable' is distinct from 'false'::jsonb then
     v_run := teguh.portable_uuidv7();
     execute format($q$update teguh.%I set state = 'pending', current_run_id = $2, last_failure = $3
                       where task_id = $1$q$, 't_' || p_queue_name)
@@ -1022,6 +1023,11 @@ begin
 end
 $$;
 
+-- Fails a run: the task retries by its strategy (or at p_retry_at) while it
+-- has attempts left, else fails. A reason object with "retryable": false
+-- fails the task now whatever attempts are left; the stored reason (the
+-- task's last_failure) keeps that flag. Raises 22023 for a null reason or a
+-- non-boolean retryable, AB001/AB002 when the run is not active.
 create or replace function teguh.fail_run(p_queue_name text, p_run_id uuid, p_reason jsonb, p_retry_at timestamptz default null)
 returns void
 language plpgsql as $$
@@ -1031,6 +1037,10 @@ begin
   perform teguh._assert_queue(p_queue_name);
   if p_reason is null then
     perform teguh._invalid('reason', 'expected a JSON value describing the failure, got null');
+  end if;
+  if jsonb_typeof(p_reason) = 'object' and p_reason ? 'retryable'
+     and jsonb_typeof(p_reason->'retryable') is distinct from 'boolean' then
+    perform teguh._invalid('reason.retryable', format('expected true or false, got %s', p_reason->'retryable'));
   end if;
   v_task_id := (teguh._lock_run(p_queue_name, p_run_id)).o_task_id;
   perform teguh._fail_attempt(p_queue_name, v_task_id, p_run_id, p_reason, p_retry_at, teguh.current_time());
