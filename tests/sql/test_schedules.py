@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 from cronsim import CronSim, CronSimError
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 
@@ -108,7 +108,9 @@ def instant(draw: st.DrawFn) -> datetime:
     return datetime(2020, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)
 
 
-@settings(
+# the oracle comparison is the proof of the cron engine: more examples than the
+# profile's default, and as many as the "thorough" profile asks for
+@settings(settings.default, max_examples=max(200, settings.default.max_examples))
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(spec=cron_spec(), tz=st.sampled_from(ZONES), after=instant())
