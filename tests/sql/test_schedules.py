@@ -111,8 +111,6 @@ def instant(draw: st.DrawFn) -> datetime:
 # the oracle comparison is the proof of the cron engine: more examples than the
 # profile's default, and as many as the "thorough" profile asks for
 @settings(settings.default, max_examples=max(200, settings.default.max_examples))
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
 @given(spec=cron_spec(), tz=st.sampled_from(ZONES), after=instant())
 def test_next_slot_agrees_with_cronsim(
     conn: psycopg.Connection[Any], spec: str, tz: str, after: datetime
