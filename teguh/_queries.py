@@ -154,3 +154,25 @@ def listen(queue: str) -> sql.Composed:
 def channel(queue: str) -> str:
     """Return the NOTIFY channel of a queue."""
     return f"teguh_{queue}"
+
+
+# -- schedules, queue policies, finding tasks ------------------------------------
+
+CREATE_SCHEDULE: LiteralString = (
+    "select teguh.create_schedule(%s, %s, %s, %s, %s::jsonb, %s::jsonb)"
+)
+DROP_SCHEDULE: LiteralString = "select teguh.drop_schedule(%s, %s)"
+LIST_SCHEDULES: LiteralString = (
+    "select queue_name, schedule_name, spec, timezone, task_name, params::text, options::text,"
+    " catch_up, paused, next_run_at, last_slot, last_run_at, last_task_id, last_error,"
+    " created_at, updated_at from teguh.list_schedules(%s)"
+)
+PAUSE_SCHEDULE: LiteralString = "select teguh.pause_schedule(%s, %s)"
+RESUME_SCHEDULE: LiteralString = "select teguh.resume_schedule(%s, %s)"
+SET_QUEUE_POLICY: LiteralString = "select teguh.set_queue_policy(%s, %s::jsonb)::text"
+GET_QUEUE_POLICY: LiteralString = "select teguh.get_queue_policy(%s)::text"
+LIST_TASKS: LiteralString = (
+    "select task_id, task_name, state, attempts, max_attempts, priority, params::text,"
+    " headers::text, idempotency_key, created_at, first_started_at, finished_at,"
+    " last_failure::text, cancelled_at from teguh.list_tasks(%s, %s::jsonb, %s, %s)"
+)

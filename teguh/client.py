@@ -25,6 +25,7 @@ from psycopg_pool import ConnectionPool
 from teguh import _convert as C
 from teguh import _queries as Q
 from teguh import schema
+from teguh._admin import AdminMethods
 from teguh.errors import TaskNotFound, translate
 from teguh.records import (
     Cancellation,
@@ -57,7 +58,7 @@ _EMPTY: Any = _Empty()
 _TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
 
-class Client:
+class Client(AdminMethods):
     """Talk to teguh in one PostgreSQL database.
 
     ``Client("postgresql://...")`` opens (and `close` closes) a
