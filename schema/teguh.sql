@@ -13,8 +13,8 @@
 --   a_<q>  archived tasks with their checkpoints   created by the first archive (queue policy)
 --   ae_<q> archived events
 -- plus teguh.queues, one row per queue, teguh.queue_policies (retention,
--- pause, defaults) and teguh.schedules, one row per cron schedule (fired by
--- the ticker).
+-- pause, defaults), teguh.schedules, one row per cron schedule (fired by
+-- the ticker), and teguh.workers (worker presence).
 --
 -- Names of generated objects: every per-queue object is named <kind>_<queue>,
 -- where <kind> is a fixed word of at most 7 lowercase letters with no
@@ -56,6 +56,7 @@
 --   tasks:    cancel_task, retry_task, get_task_result, get_task, list_tasks
 --   time:     ticker, next_wake_at, cleanup_tasks, cleanup_all_queues, start, stop
 --   policies: set_queue_policy, get_queue_policy
+--   workers:  register_worker, worker_heartbeat, unregister_worker, list_workers, queue_workers
 --   schedules: create_schedule, drop_schedule, list_schedules, pause_schedule, resume_schedule
 --   misc:     version, portable_uuidv7, current_time
 --
@@ -2328,6 +2329,119 @@ begin
   end if;
   perform teguh._expire_events(p_queue_name, v_cutoff, p_limit, v_policy->>'cleanup' is not distinct from 'archive');
   return v_count;
+end
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Worker presence
+-- ---------------------------------------------------------------------------
+
+-- Workers that registered themselves; a row whose expires_at has passed (its
+-- heartbeat lapsed) no longer counts and is purged by later registrations.
+create table if not exists teguh.workers (
+  worker_id    text        primary key,
+  queues       text[]      not null,
+  host         text,
+  pid          integer,
+  started_at   timestamptz not null,
+  last_seen_at timestamptz not null,
+  expires_at   timestamptz not null
+);
+create index if not exists workers_expiry on teguh.workers (expires_at);
+
+-- Registers a worker serving p_queues (or refreshes it: started_at is kept);
+-- it counts as present for p_ttl_seconds, renewed by teguh.worker_heartbeat.
+-- Raises 22023 for a bad argument, 42704 for an unknown queue.
+create or replace function teguh.register_worker(
+  p_worker_id   text,
+  p_queues      text[],
+  p_host        text    default null,
+  p_pid         integer default null,
+  p_ttl_seconds integer default 60
+) returns void
+language plpgsql as $$
+declare
+  v_now   timestamptz := teguh.current_time();
+  v_queue text;
+begin
+  perform teguh._check_name('worker_id', p_worker_id);
+  if p_queues is null or cardinality(p_queues) = 0 then
+    perform teguh._invalid('queues', 'expected a non-empty array of queue names');
+  end if;
+  foreach v_queue in array p_queues loop
+    perform teguh._assert_queue(v_queue);
+  end loop;
+  perform teguh._check_seconds('ttl_seconds', p_ttl_seconds, 1);
+  -- the registrations of workers that vanished without unregistering
+  delete from teguh.workers w
+   where w.worker_id in (select w2.worker_id from teguh.workers w2 where w2.expires_at < v_now - interval '1 hour'
+                          order by w2.expires_at limit 100 for update skip locked);
+  insert into teguh.workers as w (worker_id, queues, host, pid, started_at, last_seen_at, expires_at)
+  values (p_worker_id, array(select distinct q from unnest(p_queues) q order by q), p_host, p_pid, v_now, v_now,
+          v_now + make_interval(secs => p_ttl_seconds))
+  on conflict (worker_id) do update
+     set queues = excluded.queues, host = excluded.host, pid = excluded.pid,
+         last_seen_at = excluded.last_seen_at, expires_at = excluded.expires_at,
+         started_at = case when w.expires_at < v_now then excluded.started_at else w.started_at end;
+end
+$$;
+
+-- Renews a worker's presence for p_ttl_seconds; false when it is not
+-- registered (or lapsed and was purged): the worker registers again.
+create or replace function teguh.worker_heartbeat(p_worker_id text, p_ttl_seconds integer default 60) returns boolean
+language plpgsql as $$
+declare
+  v_now timestamptz := teguh.current_time();
+begin
+  perform teguh._check_seconds('ttl_seconds', p_ttl_seconds, 1);
+  update teguh.workers w set last_seen_at = v_now, expires_at = v_now + make_interval(secs => p_ttl_seconds)
+   where w.worker_id = p_worker_id;
+  return found;
+end
+$$;
+
+-- Removes a worker's registration (it stops); true when it was registered.
+create or replace function teguh.unregister_worker(p_worker_id text) returns boolean
+language plpgsql as $$
+begin
+  delete from teguh.workers w where w.worker_id = p_worker_id;
+  return found;
+end
+$$;
+
+-- The workers present (heartbeat not lapsed), all or those serving a queue.
+create or replace function teguh.list_workers(p_queue_name text default null)
+returns table (worker_id text, queues text[], host text, pid integer, started_at timestamptz,
+               last_seen_at timestamptz, expires_at timestamptz)
+language plpgsql stable as $$
+begin
+  if p_queue_name is not null then
+    perform teguh._assert_queue(p_queue_name);
+  end if;
+  return query
+    select w.worker_id, w.queues, w.host, w.pid, w.started_at, w.last_seen_at, w.expires_at
+      from teguh.workers w
+     where w.expires_at >= teguh.current_time() and (p_queue_name is null or p_queue_name = any (w.queues))
+     order by w.started_at, w.worker_id;
+end
+$$;
+
+-- How many present workers serve each queue (every queue, or one): zero
+-- answers "why does nothing run?".
+create or replace function teguh.queue_workers(p_queue_name text default null)
+returns table (queue_name text, workers bigint)
+language plpgsql stable as $$
+begin
+  if p_queue_name is not null then
+    perform teguh._assert_queue(p_queue_name);
+  end if;
+  return query
+    select q.queue_name,
+           (select count(*) from teguh.workers w
+             where q.queue_name = any (w.queues) and w.expires_at >= teguh.current_time())
+      from teguh.queues q
+     where p_queue_name is null or q.queue_name = p_queue_name
+     order by q.queue_name;
 end
 $$;
 
