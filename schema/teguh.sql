@@ -50,7 +50,7 @@
 -- Functions (docs/sql-reference.md has the full contract):
 --   queues:   create_queue, drop_queue, list_queues, queue_stats
 --   spawn:    spawn_task, spawn_tasks
---   workers:  claim_task, complete_run, fail_run, schedule_run, extend_claim, extend_claims
+--   workers:  claim_task, complete_run, fail_run, schedule_run, release_run, extend_claim, extend_claims
 --   steps:    set_task_checkpoint_state, get_task_checkpoint_state, get_task_checkpoint_states
 --   events:   await_event, wait_event, emit_event
 --   tasks:    cancel_task, retry_task, get_task_result, get_task, list_tasks
@@ -1303,6 +1303,41 @@ begin
     select released.task_id, released.run_id, released.attempt, $2, $3 from released$q$,
     'r_' || p_queue_name, 'p_' || p_queue_name)
     using p_run_id, v_task.o_priority, p_wake_at;
+  perform teguh._notify(p_queue_name);
+end
+$$;
+
+-- Hands a run back without using an attempt (a worker with no handler for
+-- the task, or one shutting down): the task is pending again, unlike a
+-- durable sleep, with the same run id and attempt, claimable from
+-- p_available_at (default now). p_reason, when given, becomes the task's
+-- last_failure so that the task says why it waits. Raises AB001/AB002 when
+-- the run is not active, 22023 for a bad p_available_at.
+create or replace function teguh.release_run(
+  p_queue_name   text,
+  p_run_id       uuid,
+  p_available_at timestamptz default null,
+  p_reason       jsonb       default null
+) returns void
+language plpgsql as $$
+declare
+  v_now  timestamptz := teguh.current_time();
+  v_task record;
+begin
+  perform teguh._assert_queue(p_queue_name);
+  if p_available_at is not null then
+    perform teguh._check_instant('available_at', p_available_at, v_now);
+  end if;
+  v_task := teguh._lock_run(p_queue_name, p_run_id);
+  execute format($q$update teguh.%I set state = 'pending', last_failure = coalesce($2, last_failure)
+                    where task_id = $1$q$, 't_' || p_queue_name)
+    using v_task.o_task_id, p_reason;
+  execute format($q$
+    with released as (delete from teguh.%1$I r where r.run_id = $1 returning r.task_id, r.run_id, r.attempt)
+    insert into teguh.%2$I (task_id, run_id, attempt, priority, available_at)
+    select released.task_id, released.run_id, released.attempt, $2, $3 from released$q$,
+    'r_' || p_queue_name, 'p_' || p_queue_name)
+    using p_run_id, v_task.o_priority, coalesce(p_available_at, v_now);
   perform teguh._notify(p_queue_name);
 end
 $$;
