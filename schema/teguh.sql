@@ -2168,22 +2168,24 @@ begin
   perform teguh._check_queue_name(p_queue_name);
   execute format($t$
     create table if not exists teguh.%I (
-      task_id     uuid        primary key,
+      task_id     uuid        not null,
       task_name   text        not null,
       state       text        not null,
       created_at  timestamptz not null,
       finished_at timestamptz,
       archived_at timestamptz not null,
       task        jsonb       not null,
-      checkpoints jsonb       not null
-    )$t$, 'a_' || p_queue_name);
+      checkpoints jsonb       not null,
+      constraint %I primary key (task_id)
+    )$t$, 'a_' || p_queue_name, 'apk_' || p_queue_name);
   execute format($t$
     create table if not exists teguh.%I (
-      event_name  text        primary key,
+      event_name  text        not null,
       payload     jsonb,
       emitted_at  timestamptz not null,
-      archived_at timestamptz not null
-    )$t$, 'ae_' || p_queue_name);
+      archived_at timestamptz not null,
+      constraint %I primary key (event_name)
+    )$t$, 'ae_' || p_queue_name, 'aepk_' || p_queue_name);
 end
 $$;
 
@@ -2639,7 +2641,8 @@ end
 $$;
 
 -- The first wall-clock minute strictly after p_after that a parsed cron spec
--- selects; null when there is none within nine years.
+-- selects; null when there is none within 50 years (a leap day on a given
+-- weekday can be 28 years away).
 create or replace function teguh._cron_next_wall(p_cron jsonb, p_after timestamp) returns timestamp
 language plpgsql immutable as $$
 declare
@@ -2651,7 +2654,7 @@ declare
   v_and     boolean := (p_cron->>'day_and')::boolean;
   v_start   timestamp := date_trunc('minute', p_after) + interval '1 minute';
   v_day     date := v_start::date;
-  v_last    date := v_start::date + 9 * 366;
+  v_last    date := (v_start + interval '50 years')::date;
   v_dom_ok  boolean;
   v_dow_ok  boolean;
   v_from_h  integer;
@@ -2722,7 +2725,7 @@ end
 $$;
 
 -- The first slot of a schedule strictly after p_after; null when it has none
--- within nine years. Three rules, the ones of Debian's cron:
+-- within 50 years. Three rules, the ones of Debian's cron:
 -- - @every <interval>: multiples of the interval since the Unix epoch.
 -- - a spec whose minute and hour fields are fixed (neither starts with *, as
 --   in "30 2 * * *") follows the wall clock of p_timezone: a slot in a DST
