@@ -1,4 +1,4 @@
-"""`Client` methods for schedules, queue policies and finding tasks.
+"""`Client` methods for schedules, queue policies, finding tasks and worker presence.
 
 One method per stored function (docs/schedules.md, docs/queues.md), kept in a
 mixin of their own so that the client module stays small.
@@ -15,7 +15,14 @@ import psycopg
 
 from teguh import _convert as C
 from teguh import _queries as Q
-from teguh.records import Cancellation, RetryStrategy, ScheduleInfo, TaskState, TaskSummary
+from teguh.records import (
+    Cancellation,
+    RetryStrategy,
+    ScheduleInfo,
+    TaskState,
+    TaskSummary,
+    WorkerInfo,
+)
 
 Conn = psycopg.Connection[Any]
 
@@ -175,3 +182,60 @@ class AdminMethods:
                 values[i] = C.load(self.loads, values[i])
             result.append(TaskSummary(*values))
         return result
+
+    # -- handing runs back, worker presence ---------------------------------------
+
+    def release_run(
+        self,
+        queue: str,
+        run_id: UUID,
+        *,
+        available_at: datetime | None = None,
+        reason: Any = None,
+        conn: Conn | None = None,
+    ) -> None:
+        """Hand a run back without using an attempt: the task is pending again.
+
+        ``reason`` (JSON), when given, becomes the task's ``last_failure`` so
+        that it says why it waits (e.g. no handler for it on this worker).
+        """
+        when = None if available_at is None else C.aware(available_at, "available_at")
+        text = None if reason is None else C.dump(self.dumps, reason, "reason")
+        self._run(Q.HAND_BACK_RUN, (queue, run_id, when, text), conn)
+
+    def register_worker(
+        self,
+        worker_id: str,
+        queues: Sequence[str],
+        *,
+        host: str | None = None,
+        pid: int | None = None,
+        ttl: C.Duration = 60,
+        conn: Conn | None = None,
+    ) -> None:
+        """Register (or refresh) a worker serving ``queues``, present for ``ttl`` seconds."""
+        secs = C.whole_seconds(ttl, "ttl")
+        self._run(Q.REGISTER_WORKER, (worker_id, list(queues), host, pid, secs), conn)
+
+    def worker_heartbeat(
+        self, worker_id: str, *, ttl: C.Duration = 60, conn: Conn | None = None
+    ) -> bool:
+        """Renew a worker's presence; False when it is not registered (register again)."""
+        secs = C.whole_seconds(ttl, "ttl")
+        return bool(self._value(Q.WORKER_HEARTBEAT, (worker_id, secs), conn))
+
+    def unregister_worker(self, worker_id: str, *, conn: Conn | None = None) -> bool:
+        """Remove a worker's registration; return whether it was registered."""
+        return bool(self._value(Q.UNREGISTER_WORKER, (worker_id,), conn))
+
+    def list_workers(
+        self, queue: str | None = None, *, conn: Conn | None = None
+    ) -> list[WorkerInfo]:
+        """Return the workers present, all or those serving ``queue``."""
+        return [WorkerInfo(*row) for row in self._run(Q.LIST_WORKERS, (queue,), conn)]
+
+    def queue_workers(
+        self, queue: str | None = None, *, conn: Conn | None = None
+    ) -> dict[str, int]:
+        """Return how many present workers serve each queue (zero included)."""
+        return {name: int(n) for name, n in self._run(Q.QUEUE_WORKERS, (queue,), conn)}

@@ -24,6 +24,7 @@ __all__ = [
     "TaskState",
     "TaskSummary",
     "WaitResult",
+    "WorkerInfo",
 ]
 
 TaskState = Literal["pending", "running", "sleeping", "completed", "failed", "cancelled"]
@@ -194,3 +195,16 @@ class TaskSummary:
     finished_at: datetime | None
     last_failure: Any
     cancelled_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A worker present in the engine (`Client.list_workers`)."""
+
+    worker_id: str
+    queues: list[str]
+    host: str | None
+    pid: int | None
+    started_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime

@@ -69,3 +69,23 @@ def test_queue_policy_and_list_tasks(client: teguh.Client, queue: str) -> None:
     assert len(client.list_tasks(queue, created_before=soon, task_name="t")) == 5
     with pytest.raises(teguh.InvalidArgument, match="retention"):
         client.set_queue_policy(queue, {"retention": -1})
+
+
+def test_release_run_and_worker_presence(client: teguh.Client, queue: str) -> None:
+    spawned = client.spawn_task(queue, "t", {})
+    [run] = client.claim_task(queue, "w")
+    client.release_run(queue, run.run_id, reason={"name": "NoHandler", "message": "not here"})
+    info = client.get_task(queue, spawned.task_id)
+    assert info is not None and info.state == "pending"
+    assert info.last_failure == {"name": "NoHandler", "message": "not here"}
+    [again] = client.claim_task(queue, "w")
+    assert (again.run_id, again.attempt) == (run.run_id, 1)
+
+    client.register_worker("w1", [queue], host="h", pid=7, ttl=30)
+    [worker] = client.list_workers(queue)
+    assert (worker.worker_id, worker.queues, worker.host, worker.pid) == ("w1", [queue], "h", 7)
+    assert client.queue_workers() == {queue: 1}
+    assert client.worker_heartbeat("w1") is True
+    assert client.unregister_worker("w1") is True
+    assert client.worker_heartbeat("w1") is False
+    assert client.queue_workers(queue) == {queue: 0}
