@@ -53,7 +53,7 @@
 --   workers:  claim_task, complete_run, fail_run, schedule_run, release_run, extend_claim, extend_claims
 --   steps:    set_task_checkpoint_state, get_task_checkpoint_state, get_task_checkpoint_states
 --   events:   await_event, wait_event, emit_event
---   tasks:    cancel_task, retry_task, get_task_result, get_task, list_tasks
+--   tasks:    cancel_task, retry_task, get_task_result, get_task, list_tasks, locate_task
 --   time:     ticker, next_wake_at, cleanup_tasks, cleanup_all_queues, start, stop
 --   policies: set_queue_policy, get_queue_policy
 --   workers:  register_worker, worker_heartbeat, unregister_worker, list_workers, queue_workers
@@ -2101,6 +2101,29 @@ begin
      limit $10$q$, 't_' || p_queue_name)
     using p_after, teguh._uuidv7_floor(v_upper), teguh._uuidv7_floor(v_created_after), v_states, v_name,
           v_created_after, v_created_before, v_finished_after, v_finished_before, p_limit;
+end
+$$;
+
+-- The queue that holds a task, live or archived (task ids are unique across
+-- queues): one primary-key probe per queue. Null for an unknown task.
+create or replace function teguh.locate_task(p_task_id uuid) returns text
+language plpgsql stable as $$
+declare
+  v_queue text;
+  v_found boolean;
+begin
+  for v_queue in select q.queue_name from teguh.queues q order by q.queue_name loop
+    execute format('select exists (select 1 from teguh.%I where task_id = $1)', 't_' || v_queue)
+      into v_found using p_task_id;
+    if not v_found and to_regclass(format('teguh.%I', 'a_' || v_queue)) is not null then
+      execute format('select exists (select 1 from teguh.%I where task_id = $1)', 'a_' || v_queue)
+        into v_found using p_task_id;
+    end if;
+    if v_found then
+      return v_queue;
+    end if;
+  end loop;
+  return null;
 end
 $$;
 

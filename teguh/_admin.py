@@ -183,6 +183,11 @@ class AdminMethods:
             result.append(TaskSummary(*values))
         return result
 
+    def locate_task(self, task_id: UUID, *, conn: Conn | None = None) -> str | None:
+        """Return the queue that holds the task (live or archived), or None."""
+        value: str | None = self._value(Q.LOCATE_TASK, (task_id,), conn)
+        return value
+
     # -- handing runs back, worker presence ---------------------------------------
 
     def release_run(

@@ -186,3 +186,4 @@ LIST_WORKERS: LiteralString = (
     " from teguh.list_workers(%s)"
 )
 QUEUE_WORKERS: LiteralString = "select queue_name, workers from teguh.queue_workers(%s)"
+LOCATE_TASK: LiteralString = "select teguh.locate_task(%s)"

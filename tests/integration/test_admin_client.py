@@ -65,6 +65,7 @@ def test_queue_policy_and_list_tasks(client: teguh.Client, queue: str) -> None:
     assert len(page) == 3 and all(t.max_attempts == 3 for t in page)
     rest = client.list_tasks(queue, state=["pending"], after=page[-1].task_id)
     assert {t.task_id for t in page + rest} == {s.task_id for s in spawned}
+    assert client.locate_task(spawned[0].task_id) == queue
     soon = datetime.now(UTC) + timedelta(hours=1)
     assert len(client.list_tasks(queue, created_before=soon, task_name="t")) == 5
     with pytest.raises(teguh.InvalidArgument, match="retention"):

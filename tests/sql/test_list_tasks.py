@@ -156,3 +156,17 @@ def test_list_tasks_never_scans_t_sequentially(eng: Engine) -> None:
         assert "Index Scan Backward using " in plan and " on t_q t" in plan, plan
     assert len(pages[0]) == 100 and len(pages[-1]) == 0  # exactly 100 failures in all
     assert len(pages[2]) == 100 and len(pages[4]) == 100
+
+
+def test_locate_task_finds_the_queue_of_a_live_or_archived_task(eng: Engine) -> None:
+    eng.conn.execute("select teguh.create_queue('other')")
+    here = eng.spawn()[0]
+    there = eng.one("select task_id from teguh.spawn_task('other', 't', '{}')")
+    assert eng.one("select teguh.locate_task(%s)", here) == "q"
+    assert eng.one("select teguh.locate_task(%s)", there) == "other"
+    assert eng.one("select teguh.locate_task(gen_random_uuid())") is None
+    [run] = eng.claim()
+    eng.complete(run[0])
+    eng.advance(10)
+    assert eng.one("select teguh.cleanup_tasks('q', 0, 10, 'archive')") == 1
+    assert eng.one("select teguh.locate_task(%s)", here) == "q"
