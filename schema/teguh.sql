@@ -12,9 +12,10 @@
 --   w_<q>  tasks waiting for an event            insert on await, delete on wake/timeout
 --   a_<q>  archived tasks with their checkpoints   created by the first archive (queue policy)
 --   ae_<q> archived events
--- plus teguh.queues, one row per queue, teguh.queue_policies (retention,
--- pause, defaults), teguh.schedules, one row per cron schedule (fired by
--- the ticker), and teguh.workers (worker presence).
+-- plus teguh.queues, one row per queue; teguh.queues_ticks, when the ticker
+-- last looked at each queue (for its NOTIFY of work that fell due);
+-- teguh.queue_policies (retention, pause, defaults); teguh.schedules, one row
+-- per cron schedule (fired by the ticker); and teguh.workers (worker presence).
 --
 -- Names of generated objects: every per-queue object is named <kind>_<queue>,
 -- where <kind> is a fixed word of at most 7 lowercase letters with no
@@ -50,7 +51,8 @@
 -- Functions (docs/sql-reference.md has the full contract):
 --   queues:   create_queue, drop_queue, list_queues, queue_stats
 --   spawn:    spawn_task, spawn_tasks
---   workers:  claim_task, complete_run, fail_run, schedule_run, release_run, extend_claim, extend_claims
+--   workers:  claim_task, claim_runs, complete_run, complete_runs, fail_run, schedule_run,
+--             release_run, extend_claim, extend_claims
 --   steps:    set_task_checkpoint_state, get_task_checkpoint_state, get_task_checkpoint_states
 --   events:   await_event, wait_event, emit_event
 --   tasks:    cancel_task, retry_task, get_task_result, get_task, list_tasks, locate_task
@@ -76,11 +78,13 @@ create table if not exists teguh.queues (
 -- Time, identifiers, version
 -- ---------------------------------------------------------------------------
 
+-- The schema version of this teguh.sql ('2'); teguh.schema checks it. No errors.
 create or replace function teguh.version() returns text
 language sql immutable as $$ select '2'::text $$;
 
 -- The engine's clock: the teguh.fake_now setting when set (tests), else the
 -- statement's start time (stable, so it can drive index conditions).
+-- Errors: 22007/22008 when teguh.fake_now does not parse.
 create or replace function teguh.current_time() returns timestamptz
 language sql stable as $$
   select coalesce(nullif(current_setting('teguh.fake_now', true), '')::timestamptz,
@@ -109,8 +113,9 @@ language sql immutable as $$
                 || '\x70000000000000000000'::bytea, 'hex')::uuid
 $$;
 
--- Ids follow teguh.current_time() so that fake time and id order agree; the
--- native uuidv7() is used where the server has one and time is real.
+-- A version 7 UUID (portable_uuidv7): ids follow teguh.current_time() so that
+-- fake time and id order agree; the native uuidv7() is used where the server
+-- has one and time is real. No errors.
 do $$
 begin
   if to_regprocedure('pg_catalog.uuidv7()') is not null then
@@ -254,7 +259,8 @@ begin
     perform teguh._invalid(p_argument, format('expected a number %s %s and <= %s, got %s',
                                               case when p_strict then '>' else '>=' end, p_min, p_max, p_value));
   end if;
-  return p_value::numeric::double precision;
+  -- nanoseconds at most: 1e-400 would underflow double precision
+  return round(p_value::numeric, 9)::double precision;
 end
 $$;
 
@@ -341,32 +347,32 @@ begin
 end
 $$;
 
+-- A stored number of seconds, read defensively: clamped to [0, 315360000],
+-- p_default when it is not a JSON number.
+create or replace function teguh._stored_seconds(p_value jsonb, p_default double precision)
+returns double precision
+language sql immutable as $$
+  select case when jsonb_typeof(p_value) = 'number'
+              then round(least(greatest(p_value::numeric, 0), 315360000), 9)::double precision
+              else p_default end
+$$;
+
 -- Seconds to wait before the attempt after p_attempt failed. Reads the
 -- stored strategy defensively (a strategy stored by an older version or
--- written directly may hold anything): each value is clamped to its range,
--- one that does not parse falls back to the default strategy, and the
--- exponential delay is capped before it is computed, so neither a huge
--- attempt number nor a huge factor can overflow.
+-- written directly may hold anything): each field is clamped to its range,
+-- a field that is not a number takes its default, and the exponential delay
+-- is capped before it is computed, so that neither a huge attempt number nor
+-- a huge factor can overflow.
 create or replace function teguh._retry_delay(p_strategy jsonb, p_attempt integer) returns double precision
 language plpgsql immutable as $$
 declare
-  v_kind   text;
-  v_base   double precision;
-  v_factor double precision;
-  v_max    double precision;
+  v_kind   text := coalesce(p_strategy->>'kind', 'exponential');
+  v_base   double precision := teguh._stored_seconds(p_strategy->'base_seconds', 1);
+  v_factor double precision := least(greatest(case when jsonb_typeof(p_strategy->'factor') = 'number'
+                                                   then (p_strategy->'factor')::numeric else 2 end, 1), 1000);
+  v_max    double precision := teguh._stored_seconds(p_strategy->'max_seconds', 300);
   v_n      integer := greatest(coalesce(p_attempt, 1) - 1, 0);
 begin
-  begin
-    v_kind := coalesce(p_strategy->>'kind', 'exponential');
-    v_base := least(greatest(coalesce((p_strategy->>'base_seconds')::numeric, 1), 0), 315360000);
-    v_factor := least(greatest(coalesce((p_strategy->>'factor')::numeric, 2), 1), 1000);
-    v_max := least(greatest(coalesce((p_strategy->>'max_seconds')::numeric, 300), 0), 315360000);
-  exception when others then
-    v_kind := 'exponential';
-    v_base := 1;
-    v_factor := 2;
-    v_max := 300;
-  end;
   if v_kind = 'fixed' then
     return v_base;
   elsif v_kind is distinct from 'exponential' then
@@ -440,11 +446,14 @@ begin
     end if;
     perform teguh._check_keys('cancellation', v_value, array['max_delay', 'max_duration']);
     v_value := jsonb_strip_nulls(v_value);
+    -- stored as checked (rounded to nanoseconds), so later arithmetic cannot fail
     if v_value ? 'max_delay' then
-      perform teguh._json_range('cancellation.max_delay', v_value->'max_delay', 0, 315360000, true);
+      v_value := jsonb_set(v_value, '{max_delay}', to_jsonb(
+        teguh._json_range('cancellation.max_delay', v_value->'max_delay', 0, 315360000, true)));
     end if;
     if v_value ? 'max_duration' then
-      perform teguh._json_range('cancellation.max_duration', v_value->'max_duration', 0, 315360000, true);
+      v_value := jsonb_set(v_value, '{max_duration}', to_jsonb(
+        teguh._json_range('cancellation.max_duration', v_value->'max_duration', 0, 315360000, true)));
     end if;
     o_cancellation := nullif(v_value, '{}'::jsonb);
   end if;
@@ -575,8 +584,13 @@ end
 $fn$
 $tmpl$,
 $tmpl$
-create or replace function teguh.{claim}(p_worker_id text, p_claim_timeout integer, p_qty integer, p_now timestamptz)
-returns table (run_id uuid, task_id uuid, attempt integer, task_name text, params jsonb, retry_strategy jsonb,
+create or replace function teguh.{claim}(
+  p_worker_id     text,
+  p_claim_timeout integer,
+  p_qty           integer,
+  p_now           timestamptz,
+  p_run_seq       boolean
+) returns table (run_id uuid, task_id uuid, attempt integer, task_name text, params jsonb, retry_strategy jsonb,
                max_attempts integer, headers jsonb, wake_event text, event_payload jsonb)
 -- Plans are cached and generic: a table of finished tasks, whose states the
 -- planner sees as never 'pending', must not tempt it into a sequential scan.
@@ -626,6 +640,7 @@ begin
     ), started as (
       update teguh.{t} t
          set state = 'running', attempts = ready.attempt, current_run_id = ready.run_id,
+             claims = greatest(t.claims + 1, ready.attempt),
              first_started_at = coalesce(t.first_started_at, p_now),
              cancel_at = case when t.first_started_at is not null then t.cancel_at
                               -- clamped: a value stored by an older version may be huge
@@ -634,11 +649,13 @@ begin
                                                          end::double precision)
                          end
         from ready where t.task_id = ready.task_id
-      returning t.task_id, t.task_name, t.params, t.retry_strategy, t.max_attempts, t.headers
+      returning t.task_id, t.task_name, t.params, t.retry_strategy, t.max_attempts, t.headers, t.claims
     ), leased as (
+      -- a claim_timeout of 0 is a lease that never expires
       insert into teguh.{r} (run_id, task_id, attempt, worker_id, claimed_at, expires_at)
       select ready.run_id, ready.task_id, ready.attempt, p_worker_id, p_now,
-             p_now + make_interval(secs => p_claim_timeout)
+             case when p_claim_timeout = 0 then 'infinity'::timestamptz
+                  else p_now + make_interval(secs => p_claim_timeout) end
         from ready
     ), timed_out as (
       -- runs resumed by an event-wait timeout: drop the wait, checkpoint the timeout
@@ -649,7 +666,8 @@ begin
       select timed_out.task_id, timed_out.step_name, null, true, timed_out.run_id, p_now from timed_out
       on conflict (task_id, checkpoint_name) do nothing
     )
-    select ready.run_id, ready.task_id, ready.attempt, started.task_name, started.params, started.retry_strategy,
+    select ready.run_id, ready.task_id, case when p_run_seq then started.claims else ready.attempt end,
+           started.task_name, started.params, started.retry_strategy,
            started.max_attempts, started.headers, ready.wake_event, ready.event_payload
       from ready join started on started.task_id = ready.task_id
      order by ready.priority desc, ready.available_at, ready.seq;
@@ -721,7 +739,9 @@ begin
     return coalesce(v_state, 'missing');
   end if;
   if p_extend_by is not null then
-    update teguh.{r} r set expires_at = p_now + make_interval(secs => p_extend_by) where r.run_id = p_owner_run;
+    -- a lease that never expires (claim_timeout 0) stays so
+    update teguh.{r} r set expires_at = p_now + make_interval(secs => p_extend_by)
+     where r.run_id = p_owner_run and r.expires_at < 'infinity';
   end if;
   insert into teguh.{c} as c (task_id, checkpoint_name, state, timed_out, owner_run, updated_at)
   values (p_task_id, p_step_name, p_state, false, p_owner_run, p_now)
@@ -781,6 +801,8 @@ begin
       completed_payload jsonb,
       last_failure     jsonb,
       cancelled_at     timestamptz,
+      -- claims so far, resumes included: the run sequence claim_task reports
+      claims           integer     not null default 0,
       constraint %I primary key (task_id)
     ) with (fillfactor = 50)$t$, 't_' || p_queue_name, 'tpk_' || p_queue_name);
   -- Only columns that never change after insert (or change only for tasks
@@ -862,6 +884,8 @@ begin
 end
 $$;
 
+-- Creates queue p_queue_name (its six tables and hot-path functions);
+-- idempotent. Errors: 22023 an invalid name.
 create or replace function teguh.create_queue(p_queue_name text) returns void
 language plpgsql as $$
 begin
@@ -874,6 +898,8 @@ begin
 end
 $$;
 
+-- Drops a queue with all its tasks, runs, checkpoints and events; a
+-- missing queue is a no-op. Errors: 22023 an invalid name.
 create or replace function teguh.drop_queue(p_queue_name text) returns void
 language plpgsql as $$
 declare
@@ -897,15 +923,21 @@ begin
 end
 $$;
 
-create or replace function teguh.list_queues() returns table (queue_name text)
+-- Every queue with its creation time, in name order. No errors.
+create or replace function teguh.list_queues() returns table (queue_name text, created_at timestamptz)
 language sql stable as $$
-  select q.queue_name from teguh.queues q order by q.queue_name
+  select q.queue_name, q.created_at from teguh.queues q order by q.queue_name
 $$;
 
 -- ---------------------------------------------------------------------------
 -- Spawning
 -- ---------------------------------------------------------------------------
 
+-- Creates a task and its first run, ready at once or at available_at /
+-- after delay_seconds; an idempotency_key already used returns that task
+-- with created = false. Errors: 22023 (task_name, options: headers,
+-- retry_strategy, max_attempts, priority, cancellation, idempotency_key,
+-- available_at, delay_seconds), 42704 unknown queue.
 create or replace function teguh.spawn_task(
   p_queue_name     text,
   p_task_name text,
@@ -927,6 +959,9 @@ begin
 end
 $$;
 
+-- Spawns one task per element of the JSON array p_params with the same
+-- options, atomically, in order; idempotency_keys gives one key per task.
+-- Errors: 22023 (task_name, params, options, idempotency_keys), 42704.
 create or replace function teguh.spawn_tasks(
   p_queue_name     text,
   p_task_name text,
@@ -1180,30 +1215,67 @@ begin
 end
 $$;
 
-create or replace function teguh.claim_task(
-  p_queue_name         text,
+-- Validates a claim's arguments and runs the queue's claim function.
+-- p_run_seq selects what the attempt column reports (see claim_task).
+create or replace function teguh._claim(
+  p_queue_name    text,
   p_worker_id     text,
-  p_claim_timeout integer default 30,
-  p_qty           integer default 1
+  p_claim_timeout integer,
+  p_qty           integer,
+  p_run_seq       boolean
 ) returns table (run_id uuid, task_id uuid, attempt integer, task_name text, params jsonb, retry_strategy jsonb,
                  max_attempts integer, headers jsonb, wake_event text, event_payload jsonb)
 language plpgsql as $$
 begin
   perform teguh._assert_queue(p_queue_name);
   perform teguh._check_name('worker_id', p_worker_id);
+  -- null: the queue policy's lease_timeout; 0: a lease that never expires
   p_claim_timeout := coalesce(p_claim_timeout, teguh._queue_lease_timeout(p_queue_name));
-  perform teguh._check_seconds('claim_timeout', p_claim_timeout, 1);
+  perform teguh._check_seconds('claim_timeout', p_claim_timeout, 0);
   if p_qty is null or p_qty < 1 or p_qty > 10000 then
     perform teguh._invalid('qty', format('expected an integer between 1 and 10000, got %s', coalesce(p_qty::text, 'null')));
   end if;
-  return query execute format('select * from teguh.%I($1, $2, $3, $4)', '_claim_' || p_queue_name)
-    using p_worker_id, p_claim_timeout, p_qty, teguh.current_time();
+  return query execute format('select * from teguh.%I($1, $2, $3, $4, $5)', '_claim_' || p_queue_name)
+    using p_worker_id, p_claim_timeout, p_qty, teguh.current_time(), p_run_seq;
 end
+$$;
+
+-- Leases up to p_qty ready runs for p_claim_timeout seconds (0: a lease that
+-- never expires), recovering expired leases and enforcing cancellation
+-- deadlines first. The attempt column is the run sequence the Go client
+-- expects: 1 on the first claim, one more on every later claim, a resume
+-- after a sleep or an event included; max_attempts and backoff still count
+-- failures only (teguh.claim_runs reports that attempt number).
+-- Errors: 22023 (worker_id, claim_timeout, qty), 42704 unknown queue.
+create or replace function teguh.claim_task(
+  p_queue_name    text,
+  p_worker_id     text,
+  p_claim_timeout integer default 30,
+  p_qty           integer default 1
+) returns table (run_id uuid, task_id uuid, attempt integer, task_name text, params jsonb, retry_strategy jsonb,
+                 max_attempts integer, headers jsonb, wake_event text, event_payload jsonb)
+language sql as $$
+  select * from teguh._claim(p_queue_name, p_worker_id, p_claim_timeout, p_qty, true)
+$$;
+
+-- claim_task with attempt = the attempt number (failures so far + 1), which
+-- a resume after a sleep or an event keeps: the Python worker's claim.
+-- Errors: as claim_task.
+create or replace function teguh.claim_runs(
+  p_queue_name    text,
+  p_worker_id     text,
+  p_claim_timeout integer default 30,
+  p_qty           integer default 1
+) returns table (run_id uuid, task_id uuid, attempt integer, task_name text, params jsonb, retry_strategy jsonb,
+                 max_attempts integer, headers jsonb, wake_event text, event_payload jsonb)
+language sql as $$
+  select * from teguh._claim(p_queue_name, p_worker_id, p_claim_timeout, p_qty, false)
 $$;
 
 -- Completes many runs of one queue in one statement (a worker's batched
 -- completions). Returns the runs that were not completed: 'cancelled' or
 -- 'lost' (not the task's active run any more); the others are completed.
+-- Errors: 22023 (run_ids, states), 42704 unknown queue.
 create or replace function teguh.complete_runs(p_queue_name text, p_run_ids uuid[], p_states jsonb[] default null)
 returns table (run_id uuid, status text)
 language plpgsql as $$
@@ -1222,6 +1294,8 @@ begin
 end
 $$;
 
+-- Completes the task of an active run with result p_state.
+-- Errors: 42704 unknown queue, AB001 task cancelled, AB002 run not active.
 create or replace function teguh.complete_run(p_queue_name text, p_run_id uuid, p_state jsonb default null)
 returns void
 language plpgsql as $$
@@ -1254,11 +1328,12 @@ begin
 end
 $$;
 
--- Fails a run: the task retries by its strategy (or at p_retry_at) while it
--- has attempts left, else fails. A reason object with "retryable": false
--- fails the task now whatever attempts are left; the stored reason (the
--- task's last_failure) keeps that flag. Raises 22023 for a null reason or a
--- non-boolean retryable, AB001/AB002 when the run is not active.
+-- Ends an active run as failed with p_reason: the next attempt is queued
+-- after the retry strategy's backoff (or at p_retry_at) while attempts
+-- remain, else the task fails. A reason object with "retryable": false fails
+-- the task now whatever attempts are left; the stored reason (last_failure)
+-- keeps that flag. Errors: 22023 (reason, reason.retryable, retry_at), 42704,
+-- AB001, AB002.
 create or replace function teguh.fail_run(p_queue_name text, p_run_id uuid, p_reason jsonb, p_retry_at timestamptz default null)
 returns void
 language plpgsql as $$
@@ -1284,6 +1359,7 @@ $$;
 
 -- A durable sleep: the run leaves its lease and is claimable again at
 -- p_wake_at, with the same run id and attempt.
+-- Errors: 22023 (wake_at), 42704, AB001 task cancelled, AB002 run not active.
 create or replace function teguh.schedule_run(p_queue_name text, p_run_id uuid, p_wake_at timestamptz)
 returns void
 language plpgsql as $$
@@ -1342,6 +1418,8 @@ begin
 end
 $$;
 
+-- Heartbeat: the run's lease becomes now + p_extend_by (a lease that never
+-- expires stays so). Errors: 22023 (extend_by), 42704, AB001, AB002.
 create or replace function teguh.extend_claim(p_queue_name text, p_run_id uuid, p_extend_by integer)
 returns void
 language plpgsql as $$
@@ -1353,7 +1431,7 @@ begin
   -- the lease becomes now + extend_by: heartbeats do not accumulate
   execute format($q$
     with extended as (
-      update teguh.%1$I r set expires_at = $2
+      update teguh.%1$I r set expires_at = case when r.expires_at = 'infinity' then r.expires_at else $2 end
         from teguh.%2$I t
        where r.run_id = $1 and t.task_id = r.task_id and t.current_run_id = $1 and t.state = 'running'
       returning 1
@@ -1367,6 +1445,7 @@ $$;
 
 -- The batched heartbeat of one worker. Returns only the runs that were not
 -- extended: 'cancelled' (their lease is released here) or 'lost'.
+-- Errors: 22023 (worker_id, run_ids, extend_by), 42704 unknown queue.
 create or replace function teguh.extend_claims(p_queue_name text, p_worker_id text, p_run_ids uuid[], p_extend_by integer)
 returns table (run_id uuid, status text)
 language plpgsql as $$
@@ -1388,7 +1467,7 @@ begin
        order by r.run_id
          for no key update skip locked
     ), extended as (
-      update teguh.%1$I r set expires_at = $3
+      update teguh.%1$I r set expires_at = case when r.expires_at = 'infinity' then r.expires_at else $3 end
         from mine, teguh.%2$I t
        where r.run_id = mine.run_id
          and t.task_id = r.task_id and t.current_run_id = r.run_id and t.state = 'running'
@@ -1432,6 +1511,9 @@ begin
 end
 $$;
 
+-- Records step p_step_name's result for an active run (upsert), and
+-- extends its lease by p_extend_claim_by when given.
+-- Errors: 22023 (step_name, extend_claim_by), 42704, AB001, AB002.
 create or replace function teguh.set_task_checkpoint_state(
   p_queue_name           text,
   p_task_id         uuid,
@@ -1459,6 +1541,8 @@ begin
 end
 $$;
 
+-- One checkpoint's state, null when there is none.
+-- Errors: 42704 unknown queue.
 create or replace function teguh.get_task_checkpoint_state(p_queue_name text, p_task_id uuid, p_checkpoint_name text)
 returns jsonb
 language plpgsql as $$
@@ -1472,6 +1556,8 @@ begin
 end
 $$;
 
+-- Every checkpoint of a task, in name order.
+-- Errors: 42704, AB001 when p_run_id is given and the task was cancelled.
 create or replace function teguh.get_task_checkpoint_states(p_queue_name text, p_task_id uuid, p_run_id uuid)
 returns table (checkpoint_name text, state jsonb)
 language plpgsql as $$
@@ -1512,6 +1598,11 @@ language sql as $$
   select pg_advisory_xact_lock(hashtext('teguh.event.' || p_queue_name), hashtext(p_event_name))
 $$;
 
+-- Returns event p_event_name's payload to an active run (recording it as
+-- checkpoint p_step_name), or suspends the run until it is emitted or
+-- p_timeout seconds pass; timed_out tells a timeout from a null payload.
+-- Errors: 22023 (step_name, event_name, timeout), 42704, AB001, AB002,
+-- 0A000 outside READ COMMITTED.
 create or replace function teguh.wait_event(
   p_queue_name      text,
   p_task_id    uuid,
@@ -1577,6 +1668,8 @@ begin
 end
 $$;
 
+-- wait_event without timed_out (the Go reference's columns).
+-- Errors: as wait_event.
 create or replace function teguh.await_event(
   p_queue_name      text,
   p_task_id    uuid,
@@ -1590,6 +1683,9 @@ language sql as $$
     from teguh.wait_event(p_queue_name, p_task_id, p_run_id, p_step_name, p_event_name, p_timeout) w
 $$;
 
+-- Records event p_event_name (first write wins) and wakes the tasks
+-- waiting for it. Errors: 22023 (event_name), 42704, 0A000 outside READ
+-- COMMITTED.
 create or replace function teguh.emit_event(p_queue_name text, p_event_name text, p_payload jsonb default null)
 returns void
 language plpgsql as $$
@@ -1658,6 +1754,9 @@ begin
 end
 $$;
 
+-- Cancels a task that has not finished (a finished one is left as is): it
+-- is never claimed again, its worker's next call raises AB001.
+-- Errors: 42704 unknown queue, P0002 unknown task.
 create or replace function teguh.cancel_task(p_queue_name text, p_task_id uuid) returns void
 language plpgsql as $$
 declare
@@ -1676,6 +1775,10 @@ begin
 end
 $$;
 
+-- Runs a failed task again in place (a new run and attempt, created =
+-- true), or, with {"spawn_new": true}, any task as a new task.
+-- Errors: 22023 (options, spawn_new, max_attempts), 42704, P0002,
+-- 55000 in place on a task that is not failed.
 create or replace function teguh.retry_task(p_queue_name text, p_task_id uuid, p_options jsonb default '{}')
 returns table (task_id uuid, run_id uuid, attempt integer, created boolean)
 language plpgsql as $$
@@ -1735,10 +1838,13 @@ begin
                  'p_' || p_queue_name)
     using p_task_id, v_run, v_task.attempts + 1, v_task.priority, teguh.current_time();
   perform teguh._notify(p_queue_name);
-  return query select p_task_id, v_run, v_task.attempts + 1, false;
+  -- created: a new run was created (the Go reference's convention)
+  return query select p_task_id, v_run, v_task.attempts + 1, true;
 end
 $$;
 
+-- A task's state, attempts, result and cancellation time; no row for an
+-- unknown task. Errors: 42704 unknown queue.
 create or replace function teguh.get_task_result(p_queue_name text, p_task_id uuid)
 returns table (task_id uuid, state text, attempts integer, completed_payload jsonb, cancelled_at timestamptz)
 language plpgsql as $$
@@ -1761,8 +1867,9 @@ begin
 end
 $$;
 
--- A task's details; archived is true for a task found in the queue's
--- archive (see teguh.set_queue_policy). No row for an unknown task.
+-- Everything about one task; no row for an unknown task. archived is true
+-- for a task found in the queue's archive (see teguh.set_queue_policy).
+-- Errors: 42704 unknown queue.
 create or replace function teguh.get_task(p_queue_name text, p_task_id uuid)
 returns table (task_id uuid, task_name text, state text, attempts integer, max_attempts integer, priority integer,
                params jsonb, headers jsonb, retry_strategy jsonb, idempotency_key text, created_at timestamptz,
@@ -1822,11 +1929,48 @@ begin
 end
 $$;
 
+-- When each queue was last ticked: the ticker NOTIFYs work that fell due since.
+create table if not exists teguh.queues_ticks (
+  queue_name text        primary key references teguh.queues (queue_name) on delete cascade,
+  ticked_at  timestamptz not null
+);
+
+-- Sends one NOTIFY on the queue's channel when a run fell due since the
+-- queue's last tick (a sleep, a delayed retry or spawn, an event timeout), so
+-- that a worker that only polls now and then (the Go client every 30 s) is
+-- woken; returns whether it notified. Never waits: when another ticker holds
+-- the queue's tick row, that one notifies.
+create or replace function teguh._notify_due(p_queue_name text, p_now timestamptz) returns boolean
+language plpgsql as $$
+declare
+  v_last timestamptz;
+  v_due  boolean;
+begin
+  insert into teguh.queues_ticks (queue_name, ticked_at) values (p_queue_name, '-infinity')
+  on conflict (queue_name) do nothing;
+  select t.ticked_at into v_last from teguh.queues_ticks t where t.queue_name = p_queue_name for update skip locked;
+  if not found then
+    return false;
+  end if;
+  update teguh.queues_ticks t set ticked_at = p_now where t.queue_name = p_queue_name;
+  -- one probe of the due index
+  execute format('select exists (select 1 from teguh.%I where available_at > $1 and available_at <= $2)',
+                 'p_' || p_queue_name)
+    into v_due using v_last, p_now;
+  if v_due then
+    perform teguh._notify(p_queue_name);
+  end if;
+  return v_due;
+end
+$$;
+
 -- Recovers expired leases and enforces cancellation deadlines, for one queue
--- or all; returns how many tasks it moved. Sleeps, delayed spawns and event
--- timeouts need no ticker. Each queue's maintenance runs in its own
+-- or all, and NOTIFYs each queue whose work fell due since its last tick;
+-- returns how many tasks it moved. Sleeps, delayed spawns and event timeouts
+-- need no ticker to be claimable. Each queue's maintenance runs in its own
 -- exception block: a queue that fails is named in a WARNING and rolled back
 -- alone, and the other queues are ticked all the same.
+-- Errors: 22023 an invalid queue name, 42704 unknown queue.
 create or replace function teguh.ticker(p_queue_name text default null) returns integer
 language plpgsql as $$
 declare
@@ -1845,6 +1989,7 @@ begin
       v_count := v_count + teguh._enforce_deadlines(v_queue, v_now, 1000);
       perform teguh._fire_schedules(v_queue, v_now, 1000);
       perform teguh._apply_retention(v_queue, v_now, 1000);
+      perform teguh._notify_due(v_queue, v_now);
     exception when others then
       raise warning 'teguh.ticker: queue "%" failed and was skipped: % (SQLSTATE %)', v_queue, sqlerrm, sqlstate;
     end;
@@ -1854,15 +1999,17 @@ end
 $$;
 
 -- The earliest time something on the queue falls due: a delayed, retrying or
--- sleeping run, an event timeout, a lease expiry or a cancellation deadline.
--- May lie in the past (something is due now); null when nothing is pending.
+-- sleeping run, an event timeout, a lease expiry, a cancellation deadline or
+-- the next slot of an active schedule. May lie in the past (something is due now); null when nothing is pending.
+-- Errors: 42704 unknown queue.
 create or replace function teguh.next_wake_at(p_queue_name text) returns timestamptz
 language plpgsql as $$
 declare
   v_at timestamptz;
 begin
   perform teguh._assert_queue(p_queue_name);
-  execute format('select least((select min(available_at) from teguh.%I), (select min(expires_at) from teguh.%I),
+  execute format('select least((select min(available_at) from teguh.%I),
+                               (select min(expires_at) from teguh.%I where expires_at < ''infinity''),
                                (select min(cancel_at) from teguh.%I),
                                (select min(s.next_run_at) from teguh.schedules s where s.queue_name = $1 and not s.paused))',
                  'p_' || p_queue_name, 'r_' || p_queue_name, 't_' || p_queue_name)
@@ -1883,6 +2030,7 @@ $$;
 -- tasks created before the cut-off; finished_at decides.
 -- p_strategy "archive" moves them to the queue's archive instead (see
 -- teguh.set_queue_policy); null follows the queue's cleanup policy.
+-- Errors: 22023 (ttl_seconds, limit, strategy), 42704 unknown queue.
 drop function if exists teguh.cleanup_tasks(text, integer, integer);  -- gained p_strategy
 create or replace function teguh.cleanup_tasks(p_queue_name text, p_ttl_seconds integer, p_limit integer default 1000,
                                                p_strategy text default null)
@@ -1926,6 +2074,7 @@ $$;
 -- tasks and 10000 events a call), or one queue's; one row per queue. A
 -- queue that fails is rolled back alone: its row has error set (and a
 -- WARNING names it) and the other queues are cleaned all the same.
+-- Errors: 22023 an invalid queue name, 42704 unknown queue.
 create or replace function teguh.cleanup_all_queues(p_queue_name text default null)
 returns table (queue_name text, tasks_deleted integer, events_deleted integer, error text)
 language plpgsql as $$
@@ -1959,9 +2108,10 @@ begin
 end
 $$;
 
--- Task counts by state, per queue or for one. A queue whose counts cannot be
--- read gets a row with null counts and error set (and a WARNING); the other
--- queues are counted all the same.
+-- Task counts by state, the oldest due run's wait and the leases in flight,
+-- per queue or for one. A queue whose counts cannot be read gets a row with
+-- null counts and error set (and a WARNING); the other queues are counted
+-- all the same. Errors: 22023 an invalid queue name, 42704 unknown queue.
 create or replace function teguh.queue_stats(p_queue_name text default null)
 returns table (queue_name text, pending bigint, running bigint, sleeping bigint, completed bigint, failed bigint,
                cancelled bigint, oldest_pending_seconds double precision, in_flight bigint, error text)
@@ -3058,11 +3208,242 @@ end
 $$;
 
 -- ---------------------------------------------------------------------------
+-- Switching from the Go reference's schema
+-- ---------------------------------------------------------------------------
+
+-- `teguh install` (teguh.schema.install) finds the Go reference's schema in
+-- schema teguh (teguh.queues without teguh.version()), renames that schema,
+-- applies this file and calls _import_go_reference, all in one transaction:
+-- any error leaves the database as it was.
+
+-- The reference's retry strategy with its defaults spelled out: none when
+-- absent, fixed 60 s, exponential from 30 s by 2 up to a day.
+create or replace function teguh._import_retry_strategy(p_value jsonb) returns jsonb
+language plpgsql as $$
+declare
+  v_kind text;
+begin
+  if jsonb_typeof(p_value) is distinct from 'object' then
+    return jsonb_build_object('kind', 'none');
+  end if;
+  p_value := jsonb_strip_nulls(p_value);
+  v_kind := coalesce(p_value->>'kind', 'none');
+  if v_kind = 'fixed' then
+    return teguh._normalize_retry_strategy(jsonb_build_object(
+      'kind', 'fixed', 'base_seconds', coalesce(p_value->'base_seconds', '60')));
+  elsif v_kind = 'exponential' then
+    return teguh._normalize_retry_strategy(jsonb_build_object(
+      'kind', 'exponential', 'base_seconds', coalesce(p_value->'base_seconds', '30'),
+      'factor', coalesce(p_value->'factor', '2'), 'max_seconds', coalesce(p_value->'max_seconds', '86400')));
+  end if;
+  return jsonb_build_object('kind', 'none');
+end
+$$;
+
+-- The reference's cancellation policy, keeping the deadlines teguh accepts.
+create or replace function teguh._import_cancellation(p_value jsonb) returns jsonb
+language sql immutable as $$
+  select nullif(jsonb_strip_nulls(jsonb_build_object(
+           'max_delay', case when jsonb_typeof(p_value->'max_delay') = 'number'
+                              and (p_value->>'max_delay')::numeric > 0 then p_value->'max_delay' end,
+           'max_duration', case when jsonb_typeof(p_value->'max_duration') = 'number'
+                                 and (p_value->>'max_duration')::numeric > 0 then p_value->'max_duration' end)),
+         '{}'::jsonb)
+  from (select case when jsonb_typeof(p_value) = 'object' then p_value end) v(p_value)
+$$;
+
+-- Carries the Go reference's queues, set aside in schema p_schema, over to
+-- teguh: queues, tasks in every state, leases, sleeps, event waits, committed
+-- checkpoints and emitted events; then drops p_schema. Returns the number of
+-- queues. Attempts count failed runs (the reference also counted wakes); the
+-- run sequence the Go client sees goes on from the reference's.
+-- Errors: 55000 a queue or table it cannot carry over, 2BP01 an object of
+-- the user's depends on the reference's schema.
+create or replace function teguh._import_go_reference(p_schema text) returns integer
+language plpgsql as $$
+declare
+  v_queue   record;
+  v_missing text;
+  v_count   integer := 0;
+  v_now     timestamptz := teguh.current_time();
+  v_detail  text;
+  v_prefix  text;
+  v_function regprocedure;
+begin
+  -- check everything first, so that a refusal names the first problem only
+  for v_queue in execute format('select q.queue_name from %I.queues q order by q.queue_name', p_schema) loop
+    if v_queue.queue_name !~ '^[a-z][a-z0-9_]*$' or octet_length(v_queue.queue_name) > 55 then
+      raise exception 'cannot carry queue "%" of the Go reference''s schema over to teguh: teguh queue names match ^[a-z][a-z0-9_]*$ and have at most 55 bytes',
+                      v_queue.queue_name
+        using errcode = '55000', hint = 'Drain and drop that queue with the Go reference first. Nothing was changed.';
+    end if;
+    select string_agg(format('%s_%s.%s', r.prefix, v_queue.queue_name, r.col), ', ') into v_missing
+      from (values ('t', 'task_id'), ('t', 'task_name'), ('t', 'params'), ('t', 'headers'), ('t', 'retry_strategy'),
+                   ('t', 'max_attempts'), ('t', 'cancellation'), ('t', 'enqueue_at'), ('t', 'first_started_at'),
+                   ('t', 'state'), ('t', 'last_attempt_run'), ('t', 'completed_payload'), ('t', 'cancelled_at'),
+                   ('r', 'run_id'), ('r', 'task_id'), ('r', 'attempt'), ('r', 'state'), ('r', 'claimed_by'),
+                   ('r', 'claim_expires_at'), ('r', 'available_at'), ('r', 'wake_event'), ('r', 'event_payload'),
+                   ('r', 'started_at'), ('r', 'completed_at'), ('r', 'failed_at'), ('r', 'failure_reason'),
+                   ('r', 'created_at'), ('c', 'task_id'), ('c', 'checkpoint_name'), ('c', 'state'),
+                   ('c', 'updated_at'), ('e', 'event_name'), ('e', 'payload'), ('e', 'emitted_at'),
+                   ('w', 'run_id'), ('w', 'step_name'), ('w', 'event_name'), ('w', 'timeout_at'),
+                   ('w', 'created_at')) r(prefix, col)
+     where not exists (
+       select 1 from pg_attribute a
+        where a.attrelid = to_regclass(format('%I.%I', p_schema, r.prefix || '_' || v_queue.queue_name))
+          and a.attname = r.col and a.attnum > 0 and not a.attisdropped);
+    if v_missing is not null then
+      raise exception 'cannot carry queue "%" of the Go reference''s schema over to teguh: missing %', v_queue.queue_name, v_missing
+        using errcode = '55000', hint = 'This is not a schema teguh knows how to migrate. Nothing was changed.';
+    end if;
+  end loop;
+
+  -- nothing may commit into the reference's tables once they are copied
+  execute format('lock table %I.queues in access exclusive mode', p_schema);
+  for v_queue in execute format('select q.queue_name from %I.queues q order by q.queue_name', p_schema) loop
+    execute format('lock table %1$I.%2$I, %1$I.%3$I, %1$I.%4$I, %1$I.%5$I, %1$I.%6$I in access exclusive mode',
+                   p_schema, 't_' || v_queue.queue_name, 'r_' || v_queue.queue_name, 'w_' || v_queue.queue_name,
+                   'c_' || v_queue.queue_name, 'e_' || v_queue.queue_name);
+  end loop;
+
+  for v_queue in execute format('select q.queue_name, to_jsonb(q) as q from %I.queues q order by q.queue_name', p_schema)
+  loop
+    perform teguh.create_queue(v_queue.queue_name);
+    update teguh.queues
+       set created_at = coalesce((v_queue.q->>'created_at')::timestamptz, created_at),
+           cleanup_ttl_seconds = coalesce(extract(epoch from (v_queue.q->>'cleanup_ttl')::interval)::integer,
+                                          cleanup_ttl_seconds)
+     where queue_name = v_queue.queue_name;
+
+    -- tasks: the current run is the task's last_attempt_run (else its latest)
+    execute format($q$
+      insert into teguh.%2$I (task_id, task_name, params, headers, retry_strategy, max_attempts, priority,
+                              cancellation, idempotency_key, state, attempts, current_run_id, created_at,
+                              available_at, first_started_at, finished_at, cancel_at, completed_payload,
+                              last_failure, cancelled_at, claims)
+      select t.task_id, t.task_name, coalesce(t.params, 'null'::jsonb),
+             case when jsonb_typeof(t.headers) = 'object' then t.headers else '{}'::jsonb end,
+             teguh._import_retry_strategy(t.retry_strategy),
+             coalesce(greatest(t.max_attempts, 1), 2147483647),  -- none: unlimited, as on the reference
+             0, x.cancellation, to_jsonb(t)->>'idempotency_key', s.state, s.attempts,
+             coalesce(cur.run_id, teguh.portable_uuidv7()), t.enqueue_at, t.enqueue_at, t.first_started_at,
+             case when s.state in ('completed', 'failed', 'cancelled')
+                  then coalesce(cur.completed_at, cur.failed_at, t.cancelled_at, cur.created_at, t.enqueue_at) end,
+             case when s.state not in ('completed', 'failed', 'cancelled') then
+               case when t.first_started_at is null
+                    then t.enqueue_at + make_interval(secs => (x.cancellation->>'max_delay')::double precision)
+                    else t.first_started_at + make_interval(secs => (x.cancellation->>'max_duration')::double precision)
+               end
+             end,
+             t.completed_payload, lf.failure_reason, t.cancelled_at,
+             coalesce(cur.attempt, 1) - case when cur.started_at is null then 1 else 0 end
+        from %1$I.%3$I t
+        left join lateral (
+          select r.* from %1$I.%4$I r where r.task_id = t.task_id
+           order by r.run_id = t.last_attempt_run desc nulls last, r.attempt desc, r.created_at desc limit 1
+        ) cur on true
+        left join lateral (
+          select count(*)::integer as n from %1$I.%4$I r where r.task_id = t.task_id and r.state = 'failed'
+        ) f on true
+        left join lateral (
+          select r.failure_reason from %1$I.%4$I r where r.task_id = t.task_id and r.state = 'failed'
+           order by r.attempt desc, r.failed_at desc limit 1
+        ) lf on true
+        cross join lateral (select teguh._import_cancellation(t.cancellation) as cancellation) x
+        cross join lateral (
+          select case when t.state in ('completed', 'failed', 'cancelled') then t.state
+                      when cur.state = 'running' then 'running'
+                      when cur.started_at is not null then 'sleeping'  -- a run that ran, then slept or waited
+                      else 'pending' end as state,
+                 f.n + case when cur.started_at is not null and cur.state <> 'failed' then 1 else 0 end as attempts
+        ) s$q$,
+      p_schema, 't_' || v_queue.queue_name, 't_' || v_queue.queue_name, 'r_' || v_queue.queue_name);
+
+    -- runs waiting to be claimed: new attempts, sleeps, woken runs, event-wait timeouts
+    execute format($q$
+      insert into teguh.%2$I (task_id, run_id, attempt, priority, available_at, wake_event, event_payload, timeout_step)
+      select t.task_id, t.current_run_id, t.attempts + case when t.state = 'pending' then 1 else 0 end, 0,
+             r.available_at, r.wake_event, r.event_payload, w.step_name
+        from teguh.%3$I t
+        join %1$I.%4$I r on r.run_id = t.current_run_id
+        left join lateral (
+          select w.step_name from %1$I.%5$I w
+           where r.state = 'sleeping' and w.run_id = r.run_id and w.event_name = r.wake_event
+           order by w.created_at desc limit 1
+        ) w on true
+       where t.state in ('pending', 'sleeping') and r.state in ('pending', 'sleeping') and r.available_at < 'infinity'
+       order by r.available_at$q$,
+      p_schema, 'p_' || v_queue.queue_name, 't_' || v_queue.queue_name, 'r_' || v_queue.queue_name,
+      'w_' || v_queue.queue_name);
+
+    execute format($q$
+      insert into teguh.%2$I (task_id, run_id, attempt, step_name, event_name, timeout_at, created_at)
+      select distinct on (t.task_id) t.task_id, t.current_run_id, t.attempts, w.step_name, w.event_name,
+             w.timeout_at, w.created_at
+        from teguh.%3$I t
+        join %1$I.%4$I r on r.run_id = t.current_run_id and r.state = 'sleeping'
+        join %1$I.%5$I w on w.run_id = r.run_id and w.event_name = r.wake_event
+       where t.state = 'sleeping'
+       order by t.task_id, w.created_at desc$q$,
+      p_schema, 'w_' || v_queue.queue_name, 't_' || v_queue.queue_name, 'r_' || v_queue.queue_name,
+      'w_' || v_queue.queue_name);
+
+    -- leases: a claim without expiry (claim_timeout 0) never expires here either
+    execute format($q$
+      insert into teguh.%2$I (run_id, task_id, attempt, worker_id, claimed_at, expires_at)
+      select t.current_run_id, t.task_id, t.attempts, coalesce(nullif(r.claimed_by, ''), 'go-reference'),
+             coalesce(r.started_at, $1), coalesce(r.claim_expires_at, 'infinity')
+        from teguh.%3$I t join %1$I.%4$I r on r.run_id = t.current_run_id
+       where t.state = 'running'$q$,
+      p_schema, 'r_' || v_queue.queue_name, 't_' || v_queue.queue_name, 'r_' || v_queue.queue_name)
+      using v_now;
+
+    execute format($q$
+      insert into teguh.%2$I (task_id, checkpoint_name, state, timed_out, owner_run, updated_at)
+      select c.task_id, c.checkpoint_name, c.state, false, (to_jsonb(c)->>'owner_run_id')::uuid, c.updated_at
+        from %1$I.%3$I c
+       where coalesce(to_jsonb(c)->>'status', 'committed') = 'committed'
+         and exists (select 1 from teguh.%4$I t where t.task_id = c.task_id)$q$,
+      p_schema, 'c_' || v_queue.queue_name, 'c_' || v_queue.queue_name, 't_' || v_queue.queue_name);
+
+    -- a null payload marks an event the reference has not seen emitted yet
+    execute format('insert into teguh.%I (event_name, payload, emitted_at)
+                    select e.event_name, e.payload, e.emitted_at from %I.%I e where e.payload is not null',
+                   'e_' || v_queue.queue_name, p_schema, 'e_' || v_queue.queue_name);
+
+    perform teguh._notify(v_queue.queue_name);
+    v_count := v_count + 1;
+  end loop;
+
+  -- drop the reference's objects one by one, never cascading to the user's
+  begin
+    for v_queue in execute format('select q.queue_name from %I.queues q', p_schema) loop
+      foreach v_prefix in array array['i_', 'w_', 'e_', 'c_', 'r_', 't_'] loop
+        execute format('drop table if exists %I.%I', p_schema, v_prefix || v_queue.queue_name);
+      end loop;
+    end loop;
+    execute format('drop table %I.queues', p_schema);
+    for v_function in select p.oid::regprocedure from pg_proc p where p.pronamespace = p_schema::regnamespace loop
+      execute format('drop function %s', v_function);
+    end loop;
+    execute format('drop schema %I', p_schema);
+  exception when dependent_objects_still_exist then
+    get stacked diagnostics v_detail = pg_exception_detail;
+    raise exception 'cannot replace the Go reference''s schema: %', sqlerrm
+      using errcode = '2BP01', detail = v_detail,
+            hint = 'Drop or move what depends on it (or what else lives in schema teguh), then run teguh install again. Nothing was changed.';
+  end;
+  return v_count;
+end
+$$;
+
+-- ---------------------------------------------------------------------------
 -- pg_cron
 -- ---------------------------------------------------------------------------
 
 -- Schedules the ticker and cleanup with pg_cron when it is installed here.
 -- pg_cron 1.5+ runs the ticker every second, older versions every minute.
+-- No errors: a notice when pg_cron is not installed.
 create or replace function teguh.start() returns void
 language plpgsql as $$
 declare
@@ -3082,6 +3463,8 @@ begin
 end
 $$;
 
+-- Unschedules the pg_cron jobs teguh.start() created (a notice without
+-- pg_cron). No errors.
 create or replace function teguh.stop() returns void
 language plpgsql as $$
 begin
@@ -3092,6 +3475,83 @@ begin
   execute $q$select cron.unschedule(jobid) from cron.job where jobname in ('teguh_ticker', 'teguh_cleanup')$q$;
 end
 $$;
+
+-- ---------------------------------------------------------------------------
+-- Descriptions for psql's \df+ (the comments above each function say more)
+-- ---------------------------------------------------------------------------
+
+comment on function teguh.version() is 'The installed teguh schema version.';
+comment on function teguh.current_time() is 'The engine''s clock: teguh.fake_now when set, else the statement time.';
+comment on function teguh.portable_uuidv7() is 'A version 7 UUID on the engine''s clock.';
+comment on function teguh.create_queue(text) is 'Creates a queue (idempotent). Errors: 22023.';
+comment on function teguh.drop_queue(text) is 'Drops a queue and everything in it (no-op when missing). Errors: 22023.';
+comment on function teguh.list_queues() is 'Every queue with its creation time.';
+comment on function teguh.spawn_task(text, text, jsonb, jsonb) is
+  'Creates a task (idempotency_key: the existing one, created = false). Errors: 22023, 42704.';
+comment on function teguh.spawn_tasks(text, text, jsonb, jsonb) is
+  'Spawns one task per element of a JSON array, atomically. Errors: 22023, 42704.';
+comment on function teguh.claim_task(text, text, integer, integer) is
+  'Leases ready runs (claim_timeout 0: never expires); attempt is the Go client''s run sequence. Errors: 22023, 42704.';
+comment on function teguh.claim_runs(text, text, integer, integer) is
+  'claim_task whose attempt is the attempt number a resume keeps (the Python worker''s). Errors: 22023, 42704.';
+comment on function teguh.complete_runs(text, uuid[], jsonb[]) is
+  'Completes many runs; returns those cancelled or lost. Errors: 22023, 42704.';
+comment on function teguh.complete_run(text, uuid, jsonb) is 'Completes an active run. Errors: 42704, AB001, AB002.';
+comment on function teguh.fail_run(text, uuid, jsonb, timestamptz) is
+  'Fails an active run: retries by the strategy (or at retry_at) or fails the task ("retryable": false: now). Errors: 22023, 42704, AB001, AB002.';
+comment on function teguh.release_run(text, uuid, timestamptz, jsonb) is
+  'Hands a run back as pending without using an attempt (reason: its last_failure). Errors: 22023, 42704, AB001, AB002.';
+comment on function teguh.schedule_run(text, uuid, timestamptz) is
+  'Durable sleep: the run is claimable again at wake_at, same run and attempt. Errors: 22023, 42704, AB001, AB002.';
+comment on function teguh.extend_claim(text, uuid, integer) is
+  'Heartbeat: lease = now + extend_by. Errors: 22023, 42704, AB001, AB002.';
+comment on function teguh.extend_claims(text, text, uuid[], integer) is
+  'Batched heartbeat; returns the runs cancelled or lost. Errors: 22023, 42704.';
+comment on function teguh.set_task_checkpoint_state(text, uuid, text, jsonb, uuid, integer) is
+  'Records a step''s result for an active run. Errors: 22023, 42704, AB001, AB002.';
+comment on function teguh.get_task_checkpoint_state(text, uuid, text) is 'One checkpoint''s state, or null. Errors: 42704.';
+comment on function teguh.get_task_checkpoint_states(text, uuid, uuid) is 'A task''s checkpoints. Errors: 42704, AB001.';
+comment on function teguh.wait_event(text, uuid, uuid, text, text, integer) is
+  'An event''s payload, or suspends until it is emitted or times out (timed_out). Errors: 22023, 42704, AB001, AB002, 0A000.';
+comment on function teguh.await_event(text, uuid, uuid, text, text, integer) is
+  'wait_event without timed_out (the Go reference''s columns). Errors: as wait_event.';
+comment on function teguh.emit_event(text, text, jsonb) is
+  'Records an event (first write wins) and wakes its waiters. Errors: 22023, 42704, 0A000.';
+comment on function teguh.cancel_task(text, uuid) is 'Cancels an unfinished task. Errors: 42704, P0002.';
+comment on function teguh.retry_task(text, uuid, jsonb) is
+  'Retries a failed task in place (created = true), or any task as a new one (spawn_new). Errors: 22023, 42704, P0002, 55000.';
+comment on function teguh.get_task_result(text, uuid) is 'A task''s state, attempts and result. Errors: 42704.';
+comment on function teguh.get_task(text, uuid) is 'Everything about a task, live or archived (archived). Errors: 42704.';
+comment on function teguh.list_tasks(text, jsonb, uuid, integer) is
+  'A page of a queue''s tasks, newest first, filtered; keyset pagination by task_id. Errors: 22023, 42704.';
+comment on function teguh.locate_task(uuid) is 'The queue that holds a task (live or archived), or null.';
+comment on function teguh.ticker(text) is
+  'Recovers expired leases, enforces deadlines, fires due schedules, applies retention, NOTIFYs queues whose work fell due. Errors: 22023, 42704.';
+comment on function teguh.next_wake_at(text) is 'When something on the queue falls due next, or null. Errors: 42704.';
+comment on function teguh.cleanup_tasks(text, integer, integer, text) is
+  'Deletes (or archives, by strategy or the queue policy) up to limit tasks finished more than ttl_seconds ago. Errors: 22023, 42704.';
+comment on function teguh.cleanup_all_queues(text) is
+  'Cleans up finished tasks and old events by each queue''s TTL. Errors: 42704.';
+comment on function teguh.queue_stats(text) is 'Task counts by state and leases in flight, per queue. Errors: 42704.';
+comment on function teguh.set_queue_policy(text, jsonb) is
+  'Merges keys into a queue''s policy (retention, cleanup, paused, defaults, lease_timeout); returns it. Errors: 22023, 42704.';
+comment on function teguh.get_queue_policy(text) is 'A queue''s policy, defaults included. Errors: 42704.';
+comment on function teguh.create_schedule(text, text, text, text, jsonb, jsonb) is
+  'Creates or updates a cron schedule fired by the ticker; returns its next slot. Errors: 22023, 42704.';
+comment on function teguh.drop_schedule(text, text) is 'Drops a schedule; true when it existed. Errors: 42704.';
+comment on function teguh.list_schedules(text) is 'The schedules of a queue, or of all. Errors: 42704.';
+comment on function teguh.pause_schedule(text, text) is 'Stops a schedule firing until resumed. Errors: 42704, P0002.';
+comment on function teguh.resume_schedule(text, text) is
+  'Fires a paused schedule again from now on. Errors: 42704, P0002.';
+comment on function teguh.register_worker(text, text[], text, integer, integer) is
+  'Registers (or refreshes) a worker serving queues, present for ttl_seconds. Errors: 22023, 42704.';
+comment on function teguh.worker_heartbeat(text, integer) is
+  'Renews a worker''s presence; false when it is not registered. Errors: 22023.';
+comment on function teguh.unregister_worker(text) is 'Removes a worker''s registration; true when it was registered.';
+comment on function teguh.list_workers(text) is 'The workers present, all or serving a queue. Errors: 42704.';
+comment on function teguh.queue_workers(text) is 'How many present workers serve each queue. Errors: 42704.';
+comment on function teguh.start() is 'Schedules the ticker and cleanup with pg_cron, when installed.';
+comment on function teguh.stop() is 'Unschedules teguh''s pg_cron jobs.';
 
 -- ---------------------------------------------------------------------------
 -- Upgrade: complete every existing queue's objects, regenerate its functions

@@ -63,3 +63,29 @@ begin
   end loop;
 end
 $$;
+
+-- gocompat (issue 8 section 5): the Go client's scenarios.
+-- list_queues() also returns created_at: a changed result type needs a drop.
+drop function if exists teguh.list_queues();
+-- The run sequence claim_task reports (claims per task, resumes included)
+-- and the claim functions that take p_run_seq: drop the four-argument ones,
+-- teguh.sql regenerates every queue's functions.
+do $$
+declare
+  v_queue    text;
+  v_function regprocedure;
+begin
+  for v_queue in select queue_name from teguh.queues loop
+    execute format('alter table teguh.%I add column if not exists claims integer not null default 0', 't_' || v_queue);
+  end loop;
+  for v_function in
+    select p.oid::regprocedure
+      from pg_proc p
+     where p.pronamespace = 'teguh'::regnamespace
+       and p.proname like '\_claim\_%'
+       and p.proargtypes = '25 23 23 1184'::oidvector
+  loop
+    execute format('drop function %s', v_function);
+  end loop;
+end
+$$;

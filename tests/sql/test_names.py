@@ -68,7 +68,7 @@ def assert_works(conn: psycopg.Connection[Any], queue: str) -> None:
 
 # Tables that are not per queue, with their keys and indexes (see the header of
 # teguh.sql): their names never have the <kind>_<queue> form's short kind.
-GLOBAL_TABLES = ["queues", "queue_policies", "schedules", "workers"]
+GLOBAL_TABLES = ["queues", "queues_ticks", "queue_policies", "schedules", "workers"]
 
 
 def test_every_generated_name_is_kind_underscore_queue(eng: Engine) -> None:
