@@ -2025,13 +2025,16 @@ begin
 end
 $$;
 
+-- cleanup_tasks gained p_strategy: drop the three-argument version an earlier
+-- schema 2 install created (a positional call would be ambiguous).
+drop function if exists teguh.cleanup_tasks(text, integer, integer);
+
 -- Deletes up to p_limit terminal tasks that finished more than p_ttl_seconds
 -- ago. Task ids are time-ordered (v7), so the primary key bounds the scan to
 -- tasks created before the cut-off; finished_at decides.
 -- p_strategy "archive" moves them to the queue's archive instead (see
 -- teguh.set_queue_policy); null follows the queue's cleanup policy.
 -- Errors: 22023 (ttl_seconds, limit, strategy), 42704 unknown queue.
-drop function if exists teguh.cleanup_tasks(text, integer, integer);  -- gained p_strategy
 create or replace function teguh.cleanup_tasks(p_queue_name text, p_ttl_seconds integer, p_limit integer default 1000,
                                                p_strategy text default null)
 returns integer
