@@ -61,10 +61,19 @@
 --   workers:  register_worker, worker_heartbeat, unregister_worker, list_workers, queue_workers
 --   schedules: create_schedule, drop_schedule, list_schedules, pause_schedule, resume_schedule
 --   misc:     version, portable_uuidv7, current_time
+--   security: grant_role, grant_producer, grant_worker, grant_monitor, grant_admin, revoke_role,
+--             allow_fake_time (schema owner only, like start and stop)
+--
+-- Security (last section, docs/security.md): the owner of schema teguh owns
+-- every object in it; application roles only EXECUTE the public functions of
+-- their kind, which run as the owner (security definer); every function pins
+-- search_path = pg_catalog, pg_temp (but the two per-task uuid functions,
+-- schema-qualified throughout). Tables: teguh.settings, teguh.role_grants.
 --
 -- Errors: 22023 invalid argument (COLUMN names it), 42704 unknown queue,
 -- P0002 unknown task, AB001 task cancelled, AB002 run not active,
--- 55000 task in the wrong state.
+-- 55000 task in the wrong state, 42501 insufficient privilege (a function
+-- of another kind of role, or teguh.fake_now set where fake time is not allowed).
 
 create schema if not exists teguh;
 
@@ -82,27 +91,67 @@ create table if not exists teguh.queues (
 create or replace function teguh.version() returns text
 language sql immutable as $$ select '2'::text $$;
 
--- The engine's clock: the teguh.fake_now setting when set (tests), else the
--- statement's start time (stable, so it can drive index conditions).
--- Errors: 22007/22008 when teguh.fake_now does not parse.
+-- The engine's clock: the statement's start time (stable, so it can drive
+-- index conditions), or the teguh.fake_now setting when the schema owner has
+-- allowed fake time in this database (teguh.allow_fake_time(), test
+-- databases). Raises 42501 when teguh.fake_now is set but fake time is not
+-- allowed, 22023 (COLUMN teguh.fake_now) when it does not parse: a session
+-- that believes its clock is fake never silently runs on real time.
 create or replace function teguh.current_time() returns timestamptz
-language sql stable as $$
-  select coalesce(nullif(current_setting('teguh.fake_now', true), '')::timestamptz,
-                  statement_timestamp())
+language plpgsql stable as $$
+declare
+  v_fake text := current_setting('teguh.fake_now', true);
+begin
+  if v_fake is null or v_fake = '' then
+    return statement_timestamp();
+  end if;
+  return teguh._fake_now(v_fake);
+end
+$$;
+
+-- teguh.fake_now as a timestamp, if the schema owner allowed fake time.
+create or replace function teguh._fake_now(p_value text) returns timestamptz
+language plpgsql stable as $$
+declare
+  v_at timestamptz;
+begin
+  if not exists (select 1 from teguh.settings s where s.name = 'allow_fake_time' and s.value = 'on') then
+    raise exception 'teguh.fake_now is set (%) but fake time is not allowed in database %',
+                    quote_literal(p_value), current_database()
+      using errcode = '42501',
+            hint = 'Reset teguh.fake_now, or have the owner of schema teguh run select teguh.allow_fake_time(true) (test databases only).';
+  end if;
+  begin
+    v_at := p_value::timestamptz;
+  exception when data_exception then
+    v_at := null;
+  end;
+  if v_at is null or not isfinite(v_at) then
+    raise exception 'invalid teguh.fake_now: expected a finite timestamp with time zone, got %', quote_literal(p_value)
+      using errcode = '22023', column = 'teguh.fake_now';
+  end if;
+  return v_at;
+end
 $$;
 
 -- A version 7 UUID for the given instant: 48 bits of Unix milliseconds, then
 -- random bits from gen_random_uuid() (core since PostgreSQL 13, drawn from the
 -- same strong random source as pgcrypto's gen_random_bytes).
+--
+-- This function and portable_uuidv7() run once per spawned task, so unlike
+-- every other function they do not pin search_path (a SET clause costs a few
+-- microseconds per call): every name in them is schema-qualified instead,
+-- operators included, so no search_path can redirect them.
 create or replace function teguh._uuidv7_at(p_at timestamptz) returns uuid
 language plpgsql volatile as $$
 declare
-  v_bytes bytea := uuid_send(gen_random_uuid());
+  v_bytes pg_catalog.bytea := pg_catalog.uuid_send(pg_catalog.gen_random_uuid());
+  v_ms    bigint           := pg_catalog.floor(extract(epoch from p_at) operator(pg_catalog.*) 1000)::bigint;
 begin
-  v_bytes := overlay(v_bytes placing substring(int8send(floor(extract(epoch from p_at) * 1000)::bigint) from 3)
-                     from 1 for 6);
-  v_bytes := set_byte(v_bytes, 6, (get_byte(v_bytes, 6) & 15) | 112);
-  return encode(v_bytes, 'hex')::uuid;
+  v_bytes := overlay(v_bytes placing substring(pg_catalog.int8send(v_ms) from 3) from 1 for 6);
+  v_bytes := pg_catalog.set_byte(v_bytes, 6,
+                                 (pg_catalog.get_byte(v_bytes, 6) operator(pg_catalog.&) 15) operator(pg_catalog.|) 112);
+  return pg_catalog.encode(v_bytes, 'hex')::pg_catalog.uuid;
 end
 $$;
 
@@ -115,7 +164,8 @@ $$;
 
 -- A version 7 UUID (portable_uuidv7): ids follow teguh.current_time() so that
 -- fake time and id order agree; the native uuidv7() is used where the server
--- has one and time is real. No errors.
+-- has one and time is real. Schema-qualified throughout instead of a pinned
+-- search_path (see above). Errors: those of teguh.current_time().
 do $$
 begin
   if to_regprocedure('pg_catalog.uuidv7()') is not null then
@@ -123,7 +173,7 @@ begin
       create or replace function teguh.portable_uuidv7() returns uuid
       language plpgsql volatile as $b$
       begin
-        if coalesce(current_setting('teguh.fake_now', true), '') <> '' then
+        if pg_catalog.current_setting('teguh.fake_now', true) operator(pg_catalog.<>) '' then
           return teguh._uuidv7_at(teguh.current_time());
         end if;
         return pg_catalog.uuidv7();
@@ -135,10 +185,10 @@ begin
       create or replace function teguh.portable_uuidv7() returns uuid
       language plpgsql volatile as $b$
       begin
-        if coalesce(current_setting('teguh.fake_now', true), '') <> '' then
+        if pg_catalog.current_setting('teguh.fake_now', true) operator(pg_catalog.<>) '' then
           return teguh._uuidv7_at(teguh.current_time());
         end if;
-        return teguh._uuidv7_at(clock_timestamp());
+        return teguh._uuidv7_at(pg_catalog.clock_timestamp());
       end
       $b$
     $f$;
@@ -895,6 +945,7 @@ begin
   perform teguh._create_queue_tables(p_queue_name);
   perform teguh._create_queue_functions(p_queue_name);
   insert into teguh.queues (queue_name) values (p_queue_name) on conflict do nothing;
+  perform teguh._secure_functions();  -- the queue's new functions
 end
 $$;
 
@@ -3444,38 +3495,68 @@ $$;
 -- pg_cron
 -- ---------------------------------------------------------------------------
 
--- Schedules the ticker and cleanup with pg_cron when it is installed here.
--- pg_cron 1.5+ runs the ticker every second, older versions every minute.
--- No errors: a notice when pg_cron is not installed.
-create or replace function teguh.start() returns void
+-- Schedules the ticker (every second on pg_cron 1.5+, every minute before)
+-- and an hourly cleanup with pg_cron when it is installed here; replaces
+-- teguh's jobs scheduled earlier, whoever they ran as. The jobs run as
+-- p_run_as, by default the owner of schema teguh, which must not be a
+-- superuser (42501) and must be able to log in (pg_cron connects as it);
+-- the role is granted the 'maintenance' privileges. Not granted to
+-- application roles: the schema owner or a superuser calls it.
+-- Raises 22023 (COLUMN run_as) for an unknown role, 42501 for a superuser.
+create or replace function teguh.start(p_run_as text default null) returns void
 language plpgsql as $$
 declare
   v_version text;
+  v_role    text := p_run_as;
+  v_super   boolean;
+  v_jobs    text[][] := array[['teguh_ticker', null, 'select teguh.ticker()'],
+                              ['teguh_cleanup', '17 * * * *', 'select teguh.cleanup_all_queues()']];
+  v_job     text[];
 begin
-  select extversion into v_version from pg_extension where extname = 'pg_cron';
+  select e.extversion into v_version from pg_catalog.pg_extension e where e.extname = 'pg_cron';
   if v_version is null then
     raise notice 'teguh.start(): pg_cron is not installed in this database, nothing scheduled; workers run the ticker themselves';
     return;
   end if;
-  execute 'select cron.schedule($1, $2, $3)'
-    using 'teguh_ticker',
-          case when string_to_array(split_part(v_version, '-', 1), '.')::int[] >= array[1, 5]
-               then '1 seconds' else '* * * * *' end,
-          'select teguh.ticker()';
-  execute 'select cron.schedule($1, $2, $3)' using 'teguh_cleanup', '17 * * * *', 'select teguh.cleanup_all_queues()';
+  if v_role is null then
+    select pg_catalog.pg_get_userbyid(n.nspowner) into v_role from pg_catalog.pg_namespace n where n.nspname = 'teguh';
+  end if;
+  select r.rolsuper into v_super from pg_catalog.pg_roles r where r.rolname = v_role;
+  if v_super is null then
+    perform teguh._invalid('run_as', format('no role named %s', quote_literal(v_role)));
+  end if;
+  if v_super then
+    raise exception 'teguh.start(): the pg_cron jobs would run as %, a superuser', quote_ident(v_role)
+      using errcode = '42501',
+            hint = 'Pass a role that is not a superuser and can log in, e.g. create role teguh_cron login; '
+                   'select teguh.start(''teguh_cron''); (docs/security.md)';
+  end if;
+  perform teguh._grant_kind(v_role, 'maintenance');
+  perform teguh.stop();
+  v_jobs[1][2] := case when string_to_array(split_part(v_version, '-', 1), '.')::int[] >= array[1, 5]
+                       then '1 seconds' else '* * * * *' end;
+  foreach v_job slice 1 in array v_jobs loop
+    if v_role = current_user then
+      -- pg_cron runs a job as the role that scheduled it
+      perform cron.schedule(v_job[1], v_job[2], v_job[3]);
+    else
+      -- another role: pg_cron lets a superuser (or whom it grants) name it
+      perform cron.schedule_in_database(v_job[1], v_job[2], v_job[3], current_database(), v_role);
+    end if;
+  end loop;
 end
 $$;
 
--- Unschedules the pg_cron jobs teguh.start() created (a notice without
--- pg_cron). No errors.
+-- Unschedules the jobs teguh.start() scheduled, whoever they run as (a
+-- notice without pg_cron). No errors.
 create or replace function teguh.stop() returns void
 language plpgsql as $$
 begin
-  if not exists (select 1 from pg_extension where extname = 'pg_cron') then
+  if not exists (select 1 from pg_catalog.pg_extension e where e.extname = 'pg_cron') then
     raise notice 'teguh.stop(): pg_cron is not installed in this database, nothing to unschedule';
     return;
   end if;
-  execute $q$select cron.unschedule(jobid) from cron.job where jobname in ('teguh_ticker', 'teguh_cleanup')$q$;
+  perform cron.unschedule(j.jobid) from cron.job j where j.jobname in ('teguh_ticker', 'teguh_cleanup');
 end
 $$;
 
@@ -3484,7 +3565,8 @@ $$;
 -- ---------------------------------------------------------------------------
 
 comment on function teguh.version() is 'The installed teguh schema version.';
-comment on function teguh.current_time() is 'The engine''s clock: teguh.fake_now when set, else the statement time.';
+comment on function teguh.current_time() is
+  'The engine''s clock: teguh.fake_now where the owner allowed fake time, else the statement time. Errors: 22023, 42501.';
 comment on function teguh.portable_uuidv7() is 'A version 7 UUID on the engine''s clock.';
 comment on function teguh.create_queue(text) is 'Creates a queue (idempotent). Errors: 22023.';
 comment on function teguh.drop_queue(text) is 'Drops a queue and everything in it (no-op when missing). Errors: 22023.';
@@ -3553,7 +3635,8 @@ comment on function teguh.worker_heartbeat(text, integer) is
 comment on function teguh.unregister_worker(text) is 'Removes a worker''s registration; true when it was registered.';
 comment on function teguh.list_workers(text) is 'The workers present, all or serving a queue. Errors: 42704.';
 comment on function teguh.queue_workers(text) is 'How many present workers serve each queue. Errors: 42704.';
-comment on function teguh.start() is 'Schedules the ticker and cleanup with pg_cron, when installed.';
+comment on function teguh.start(text) is
+  'Schedules the ticker and cleanup with pg_cron, when installed, as run_as (never a superuser). Errors: 22023, 42501.';
 comment on function teguh.stop() is 'Unschedules teguh''s pg_cron jobs.';
 
 -- ---------------------------------------------------------------------------
@@ -3561,3 +3644,314 @@ comment on function teguh.stop() is 'Unschedules teguh''s pg_cron jobs.';
 -- ---------------------------------------------------------------------------
 
 select teguh._create_queue_tables(queue_name), teguh._create_queue_functions(queue_name) from teguh.queues;
+
+-- ---------------------------------------------------------------------------
+-- Security: keep this section LAST, it secures every function defined above
+-- ---------------------------------------------------------------------------
+--
+-- One role, the owner of schema teguh, owns every object in it: tables, the
+-- per-queue tables and functions (create_queue runs as the owner), and the
+-- functions. Application roles get USAGE on the schema and EXECUTE on the
+-- public functions of their kind (teguh.grant_role), never a privilege on a
+-- table nor CREATE on the schema: they cannot own, alter or hang a trigger
+-- on anything the owner or a superuser later runs. Every function has its
+-- search_path pinned to pg_catalog, pg_temp (objects of schema public or of
+-- a session's search_path are never resolved) and every public function but
+-- start/stop runs as the owner (security definer). docs/security.md.
+
+create table if not exists teguh.settings (
+  name  text primary key,
+  value text not null
+);
+
+-- Which kind of privileges each role was granted; re-applied on every
+-- install, so a function a migration drops and recreates keeps its grants.
+create table if not exists teguh.role_grants (
+  role_name  text        not null,
+  kind       text        not null,
+  granted_at timestamptz not null default now(),
+  primary key (role_name, kind)
+);
+
+-- The public functions each kind of role may execute ('owner': nobody but
+-- the schema owner and superusers). Every public function is listed here
+-- (tests/sql/test_security.py checks it).
+create or replace function teguh._role_functions()
+returns table (kind text, function_name text)
+language sql immutable as $$
+  with kinds(kind, names) as (values
+    ('producer',    array['spawn_task', 'spawn_tasks', 'get_task_result']),
+    -- a worker also hands runs back, registers its presence and syncs the
+    -- schedules its application declares
+    ('worker',      array['spawn_task', 'spawn_tasks', 'get_task_result', 'get_task', 'claim_task', 'claim_runs',
+                          'complete_run', 'complete_runs', 'fail_run', 'schedule_run', 'extend_claim', 'extend_claims',
+                          'set_task_checkpoint_state', 'get_task_checkpoint_state', 'get_task_checkpoint_states',
+                          'await_event', 'wait_event', 'emit_event', 'next_wake_at', 'ticker',
+                          'release_run', 'register_worker', 'worker_heartbeat', 'unregister_worker',
+                          'get_queue_policy', 'create_schedule', 'list_schedules', 'drop_schedule']),
+    ('monitor',     array['queue_stats', 'get_task', 'get_task_result', 'next_wake_at',
+                          'list_tasks', 'locate_task', 'list_schedules', 'get_queue_policy', 'list_workers',
+                          'queue_workers']),
+    ('admin',       array['create_queue', 'drop_queue', 'cancel_task', 'retry_task', 'emit_event', 'cleanup_tasks',
+                          'cleanup_all_queues', 'ticker', 'queue_stats', 'get_task', 'get_task_result',
+                          'next_wake_at',
+                          'set_queue_policy', 'get_queue_policy', 'create_schedule', 'drop_schedule',
+                          'list_schedules', 'pause_schedule', 'resume_schedule', 'list_tasks', 'locate_task',
+                          'list_workers', 'queue_workers']),
+    ('maintenance', array['ticker', 'cleanup_tasks', 'cleanup_all_queues']),
+    ('owner',       array['start', 'stop', 'allow_fake_time', 'grant_role', 'grant_producer', 'grant_worker',
+                          'grant_monitor', 'grant_admin', 'revoke_role']),
+    -- every kind but owner also gets these
+    ('common',      array['version', 'current_time', 'portable_uuidv7', '_uuidv7_at', 'list_queues'])
+  )
+  select k.kind, f.name from kinds k, unnest(k.names) as f(name)
+$$;
+
+create or replace function teguh._schema_owner() returns text
+language sql stable as $$
+  select pg_catalog.pg_get_userbyid(n.nspowner) from pg_catalog.pg_namespace n where n.nspname = 'teguh'
+$$;
+
+-- Pins search_path on every function of schema teguh (but the two uuid
+-- functions, schema-qualified throughout), makes the public ones (but
+-- start/stop, which pg_cron needs to see the caller, and portable_uuidv7,
+-- which reads nothing) security definer
+-- and takes EXECUTE away from PUBLIC. Functions (re)created since the last
+-- call need it: create_queue and the end of this file call it.
+create or replace function teguh._secure_functions() returns void
+language plpgsql as $$
+declare
+  v_function record;
+begin
+  for v_function in
+    select p.oid::regprocedure as signature, p.proname, p.prosecdef, p.proconfig, p.proacl
+      from pg_catalog.pg_proc p
+     where p.pronamespace = 'teguh'::regnamespace and p.prokind in ('f', 'p')
+  loop
+    if v_function.proname in ('portable_uuidv7', '_uuidv7_at') then
+      null;  -- hot, and schema-qualified throughout instead
+    elsif not coalesce('search_path=pg_catalog, pg_temp' = any (v_function.proconfig), false) then
+      execute format('alter routine %s set search_path = pg_catalog, pg_temp', v_function.signature);
+    end if;
+    if not v_function.prosecdef and left(v_function.proname, 1) <> '_'
+       and v_function.proname not in ('start', 'stop', 'portable_uuidv7') then
+      execute format('alter routine %s security definer', v_function.signature);
+    end if;
+    if v_function.proacl is null or exists (select 1 from aclexplode(v_function.proacl) a where a.grantee = 0) then
+      execute format('revoke all on routine %s from public', v_function.signature);
+    end if;
+  end loop;
+end
+$$;
+
+-- Grants p_role what its kinds allow (all its kinds when p_kind is null).
+create or replace function teguh._apply_grants(p_role text, p_kind text default null) returns void
+language plpgsql as $$
+declare
+  v_function regprocedure;
+begin
+  execute format('grant usage on schema teguh to %I', p_role);
+  for v_function in
+    select p.oid::regprocedure
+      from pg_catalog.pg_proc p
+     where p.pronamespace = 'teguh'::regnamespace
+       and p.proname in (select f.function_name from teguh._role_functions() f
+                          where f.kind = 'common'
+                             or f.kind in (select g.kind from teguh.role_grants g
+                                            where g.role_name = p_role and (p_kind is null or g.kind = p_kind)))
+  loop
+    execute format('grant execute on routine %s to %I', v_function, p_role);
+  end loop;
+end
+$$;
+
+create or replace function teguh._grant_kind(p_role text, p_kind text) returns void
+language plpgsql as $$
+begin
+  if p_kind is null or p_kind = 'common' or p_kind = 'owner'
+     or not exists (select 1 from teguh._role_functions() f where f.kind = p_kind) then
+    perform teguh._invalid('kind', format('expected producer, worker, monitor, admin or maintenance, got %s',
+                                          coalesce(quote_literal(p_kind), 'null')));
+  end if;
+  if p_role is null or to_regrole(quote_ident(p_role)) is null then
+    perform teguh._invalid('role', format('no role named %s', coalesce(quote_literal(p_role), 'null')));
+  end if;
+  if p_role = teguh._schema_owner() then
+    return;  -- the owner may do everything already
+  end if;
+  insert into teguh.role_grants (role_name, kind) values (p_role, p_kind) on conflict do nothing;
+  perform teguh._apply_grants(p_role, p_kind);
+end
+$$;
+
+-- Grants p_role (a login role or a group role) the privileges of a kind of
+-- role: 'producer' (spawn, read results), 'worker' (run tasks), 'monitor'
+-- (read-only), 'admin' (manage queues and tasks) or 'maintenance' (ticker,
+-- cleanup). Covers queues created later; survives upgrades. Raises 22023
+-- (COLUMN kind or role). The schema owner and superusers only.
+create or replace function teguh.grant_role(p_role text, p_kind text) returns void
+language plpgsql as $$
+begin
+  perform teguh._grant_kind(p_role, p_kind);
+end
+$$;
+
+-- grant_role(p_role, 'producer'). Errors: 22023 (role).
+create or replace function teguh.grant_producer(p_role text) returns void
+language sql as $$ select teguh._grant_kind(p_role, 'producer') $$;
+
+-- grant_role(p_role, 'worker'). Errors: 22023 (role).
+create or replace function teguh.grant_worker(p_role text) returns void
+language sql as $$ select teguh._grant_kind(p_role, 'worker') $$;
+
+-- grant_role(p_role, 'monitor'). Errors: 22023 (role).
+create or replace function teguh.grant_monitor(p_role text) returns void
+language sql as $$ select teguh._grant_kind(p_role, 'monitor') $$;
+
+-- grant_role(p_role, 'admin'). Errors: 22023 (role).
+create or replace function teguh.grant_admin(p_role text) returns void
+language sql as $$ select teguh._grant_kind(p_role, 'admin') $$;
+
+-- Takes back from p_role one kind of privileges (all of teguh's when p_kind
+-- is null), keeping what its other kinds allow. The role can then be dropped
+-- once it holds nothing else. The schema owner and superusers only.
+create or replace function teguh.revoke_role(p_role text, p_kind text default null) returns void
+language plpgsql as $$
+declare
+  v_function regprocedure;
+begin
+  if p_role is null or to_regrole(quote_ident(p_role)) is null then
+    perform teguh._invalid('role', format('no role named %s', coalesce(quote_literal(p_role), 'null')));
+  end if;
+  delete from teguh.role_grants g where g.role_name = p_role and (p_kind is null or g.kind = p_kind);
+  for v_function in
+    select p.oid::regprocedure from pg_catalog.pg_proc p where p.pronamespace = 'teguh'::regnamespace
+  loop
+    execute format('revoke all on routine %s from %I', v_function, p_role);
+  end loop;
+  if exists (select 1 from teguh.role_grants g where g.role_name = p_role) then
+    perform teguh._apply_grants(p_role);
+  else
+    execute format('revoke all on schema teguh from %I', p_role);
+  end if;
+end
+$$;
+
+-- Allows (or forbids again) the teguh.fake_now setting to move the engine's
+-- clock in this database: for test databases only, since any session could
+-- then expire others' leases or age their results. The schema owner only.
+create or replace function teguh.allow_fake_time(p_allowed boolean default true) returns void
+language plpgsql as $$
+begin
+  if p_allowed is null then
+    perform teguh._invalid('allowed', 'expected true or false, got null');
+  end if;
+  insert into teguh.settings (name, value) values ('allow_fake_time', case when p_allowed then 'on' else 'off' end)
+  on conflict (name) do update set value = excluded.value;
+end
+$$;
+
+-- Run by every install and upgrade: one owner for everything in the schema,
+-- no CREATE on it and no table privilege for anybody else (so nobody can hang
+-- a trigger, rule or policy on a queue table), functions secured, and the
+-- recorded grants applied again (functions a migration recreated lost them).
+create or replace function teguh._secure_schema() returns void
+language plpgsql as $$
+declare
+  v_owner  text := teguh._schema_owner();
+  v_object record;
+begin
+  for v_object in
+    select c.oid::regclass as name, c.relkind
+      from pg_catalog.pg_class c
+     where c.relnamespace = 'teguh'::regnamespace and c.relkind in ('r', 'p', 'v', 'm', 'f', 'S')
+       and pg_catalog.pg_get_userbyid(c.relowner) <> v_owner
+       and not (c.relkind = 'S' and exists (select 1 from pg_catalog.pg_depend d
+                                             where d.objid = c.oid and d.classid = 'pg_class'::regclass
+                                               and d.deptype in ('a', 'i')))
+  loop
+    raise notice 'teguh: % now belongs to %, the owner of schema teguh', v_object.name, v_owner;
+    begin
+      execute format('alter %s %s owner to %I',
+                     case v_object.relkind when 'v' then 'view' when 'm' then 'materialized view'
+                                           when 'S' then 'sequence' when 'f' then 'foreign table' else 'table' end,
+                     v_object.name, v_owner);
+    exception when insufficient_privilege then
+      raise exception 'teguh: cannot hand % to %, the owner of schema teguh: %', v_object.name, v_owner, sqlerrm
+        using errcode = '42501', hint = 'Run the install (teguh install) as a superuser once.';
+    end;
+  end loop;
+  for v_object in
+    select p.oid::regprocedure as name from pg_catalog.pg_proc p
+     where p.pronamespace = 'teguh'::regnamespace and pg_catalog.pg_get_userbyid(p.proowner) <> v_owner
+  loop
+    begin
+      execute format('alter routine %s owner to %I', v_object.name, v_owner);
+    exception when insufficient_privilege then
+      raise exception 'teguh: cannot hand % to %, the owner of schema teguh: %', v_object.name, v_owner, sqlerrm
+        using errcode = '42501', hint = 'Run the install (teguh install) as a superuser once.';
+    end;
+  end loop;
+
+  -- nobody but the owner creates objects in the schema
+  for v_object in
+    select case when a.grantee = 0 then 'public' else quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) end as grantee
+      from pg_catalog.pg_namespace n, aclexplode(n.nspacl) a
+     where n.nspname = 'teguh' and a.privilege_type = 'CREATE' and a.grantee <> n.nspowner
+  loop
+    raise notice 'teguh: revoking CREATE on schema teguh from % (queues are created through teguh.create_queue)',
+                 v_object.grantee;
+    execute format('revoke create on schema teguh from %s', v_object.grantee);
+  end loop;
+  -- application roles work through the functions, never on the tables
+  for v_object in
+    select distinct c.oid::regclass as name,
+           case when a.grantee = 0 then 'public' else quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) end as grantee
+      from pg_catalog.pg_class c, aclexplode(c.relacl) a
+     where c.relnamespace = 'teguh'::regnamespace and a.grantee <> c.relowner
+  loop
+    raise notice 'teguh: revoking the privileges of % on % (roles use the functions: docs/security.md)',
+                 v_object.grantee, v_object.name;
+    execute format('revoke all on %s from %s', v_object.name, v_object.grantee);
+  end loop;
+  -- objects only their owner can add; an earlier version let other roles own
+  -- queue tables: say so rather than silently keep what they hung on them
+  for v_object in
+    select format('trigger %I on %s', t.tgname, t.tgrelid::regclass) as what
+      from pg_catalog.pg_trigger t join pg_catalog.pg_class c on c.oid = t.tgrelid
+     where c.relnamespace = 'teguh'::regnamespace and not t.tgisinternal
+    union all
+    select format('rule %I on %s', r.rulename, r.ev_class::regclass)
+      from pg_catalog.pg_rewrite r join pg_catalog.pg_class c on c.oid = r.ev_class
+     where c.relnamespace = 'teguh'::regnamespace and r.rulename <> '_RETURN'
+    union all
+    select format('policy %I on %s', p.polname, p.polrelid::regclass)
+      from pg_catalog.pg_policy p join pg_catalog.pg_class c on c.oid = p.polrelid
+     where c.relnamespace = 'teguh'::regnamespace
+    union all
+    select format('view %s', c.oid::regclass)
+      from pg_catalog.pg_class c where c.relnamespace = 'teguh'::regnamespace and c.relkind in ('v', 'm')
+  loop
+    raise warning 'teguh: unexpected % in schema teguh: it runs with the rights of whoever touches it (the owner, a superuser, pg_cron): drop it unless you created it',
+                  v_object.what;
+  end loop;
+
+  perform teguh._secure_functions();
+  delete from teguh.role_grants g where to_regrole(quote_ident(g.role_name)) is null;
+  for v_object in select distinct g.role_name from teguh.role_grants g loop
+    perform teguh._apply_grants(v_object.role_name);
+  end loop;
+end
+$$;
+
+-- descriptions for psql's \df+
+comment on function teguh.grant_role(text, text) is
+  'Grants a role the functions of a kind: producer, worker, monitor, admin, maintenance. Errors: 22023.';
+comment on function teguh.grant_producer(text) is 'grant_role(role, ''producer''). Errors: 22023.';
+comment on function teguh.grant_worker(text) is 'grant_role(role, ''worker''). Errors: 22023.';
+comment on function teguh.grant_monitor(text) is 'grant_role(role, ''monitor''). Errors: 22023.';
+comment on function teguh.grant_admin(text) is 'grant_role(role, ''admin''). Errors: 22023.';
+comment on function teguh.revoke_role(text, text) is 'Takes back one kind, or all of teguh''s privileges. Errors: 22023.';
+comment on function teguh.allow_fake_time(boolean) is 'Lets teguh.fake_now move the clock here (tests). Errors: 22023.';
+
+select teguh._secure_schema();

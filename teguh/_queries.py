@@ -146,7 +146,7 @@ QUEUE_STATS: LiteralString = (
     "select queue_name, pending, running, sleeping, completed, failed, cancelled,"
     " oldest_pending_seconds, in_flight from teguh.queue_stats(%s)"
 )
-START_CRON: LiteralString = "select teguh.start()"
+START_CRON: LiteralString = "select teguh.start(%s)"
 STOP_CRON: LiteralString = "select teguh.stop()"
 CURRENT_TIME: LiteralString = "select teguh.current_time()"
 

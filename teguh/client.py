@@ -555,9 +555,17 @@ class Client(AdminMethods):
         """Return task counts by state, per queue (or for one queue)."""
         return [QueueStats(*row) for row in self._run(Q.QUEUE_STATS, (queue,), conn)]
 
-    def start_cron(self, *, conn: Conn | None = None) -> None:
-        """Schedule the ticker and cleanup with pg_cron (``teguh.start()``)."""
-        self._run(Q.START_CRON, (), conn)
+    def start_cron(self, run_as: str | None = None, *, conn: Conn | None = None) -> None:
+        """Schedule the ticker and cleanup with pg_cron (``teguh.start()``).
+
+        The jobs run as ``run_as``, by default the owner of schema ``teguh``;
+        never as a superuser (see docs/security.md).
+        """
+        if run_as is not None and not isinstance(run_as, str):
+            raise TypeError(
+                f"run_as must be a role name (str) or None, got {type(run_as).__name__}"
+            )
+        self._run(Q.START_CRON, (run_as,), conn)
 
     def stop_cron(self, *, conn: Conn | None = None) -> None:
         """Unschedule the pg_cron jobs (``teguh.stop()``)."""

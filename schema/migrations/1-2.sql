@@ -89,3 +89,41 @@ begin
   end loop;
 end
 $$;
+
+-- security (issue 8 §2): teguh.start() takes an optional role to run the
+-- pg_cron jobs as; the version-1 start() would make a call without argument
+-- ambiguous. Everything else (owner, grants, security definer functions,
+-- revoking CREATE on the schema and table privileges that version 1's docs
+-- prescribed) is done by teguh.sql's last section on every install.
+drop function if exists teguh.start();
+
+-- Version 1's functions were executable by PUBLIC and its docs had roles
+-- granted USAGE on the schema (plus DML on the tables, and CREATE on the
+-- schema to create queues). Version 2 takes all of that away (teguh.sql's
+-- last section) and grants functions by kind of role: keep those roles
+-- working by recording them as 'worker' (and 'admin' when they could create
+-- queues); teguh.sql applies the grants. Narrow them afterwards with
+-- teguh.revoke_role/grant_role (docs/security.md).
+create table if not exists teguh.role_grants (
+  role_name  text        not null,
+  kind       text        not null,
+  granted_at timestamptz not null default now(),
+  primary key (role_name, kind)
+);
+do $$
+declare
+  v_grant record;
+begin
+  for v_grant in
+    select distinct pg_get_userbyid(a.grantee) as role_name,
+           case a.privilege_type when 'CREATE' then 'admin' else 'worker' end as kind
+      from pg_namespace n, aclexplode(n.nspacl) a
+     where n.nspname = 'teguh' and a.grantee <> n.nspowner and a.grantee <> 0
+  loop
+    raise notice 'teguh: role % keeps working as a teguh % (see docs/security.md to narrow it)',
+                 quote_ident(v_grant.role_name), v_grant.kind;
+    insert into teguh.role_grants (role_name, kind) values (v_grant.role_name, v_grant.kind)
+    on conflict do nothing;
+  end loop;
+end
+$$;
