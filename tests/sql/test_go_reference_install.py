@@ -53,22 +53,18 @@ def refdb(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
         conn.execute(f'drop database if exists "{name}" with (force)')
 
 
-def install(ref: psycopg.Connection[Any]) -> list[str]:
-    """`schema.install` on real time, then fake time allowed and set again.
+def without_fake_time(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("select set_config('teguh.fake_now', '', false)")
 
-    teguh honours teguh.fake_now only where its owner allowed fake time, which
-    cannot be done before teguh is installed (docs/security.md).
-    """
-    row = ref.execute("select current_setting('teguh.fake_now', true)").fetchone()
-    ref.execute("reset teguh.fake_now")
-    try:
-        return schema.install(ref)
-    finally:
-        if ref.execute("select to_regprocedure('teguh.allow_fake_time(boolean)')").fetchone() != (
-            None,
-        ):
-            ref.execute("select teguh.allow_fake_time(true)")
-        ref.execute("select set_config('teguh.fake_now', %s, false)", (row[0] if row else "",))
+
+def install_keeping_fake_time(conn: psycopg.Connection[Any], now: datetime) -> list[str]:
+    """Switch to teguh, then let the test's clock go on (teguh honours fake time only
+    where the database owner allowed it: docs/security.md)."""
+    without_fake_time(conn)
+    applied = schema.install(conn)
+    conn.execute("select teguh.allow_fake_time(true)")
+    conn.execute("select set_config('teguh.fake_now', %s, false)", (now.isoformat(),))
+    return applied
 
 
 class Ref:
@@ -165,7 +161,7 @@ def test_install_migrates_the_go_reference_in_place(refdb: psycopg.Connection[An
     created = dict(refdb.execute("select queue_name, created_at from teguh.queues").fetchall())
     assert schema.installed_version(refdb) is None
 
-    applied = install(refdb)
+    applied = install_keeping_fake_time(refdb, ref.now)
 
     assert applied == ["go-reference", "teguh.sql"]
     assert schema.check(refdb) == schema.SCHEMA_VERSION
@@ -246,8 +242,9 @@ def test_a_failed_switch_leaves_the_reference_untouched(refdb: psycopg.Connectio
     before = fingerprint(refdb)
     rows = refdb.execute("select count(*) from teguh.t_jobs").fetchone()
 
+    without_fake_time(refdb)
     with pytest.raises(psycopg.errors.DependentObjectsStillExist) as info:
-        install(refdb)
+        schema.install(refdb)
 
     assert "cannot replace the Go reference's schema" in str(info.value)
     assert "Nothing was changed" in (info.value.diag.message_hint or "")
@@ -263,8 +260,9 @@ def test_a_queue_teguh_cannot_name_is_refused_before_any_change(
     refdb.execute("select teguh.create_queue('Orders-EU')")
     before = fingerprint(refdb)
 
+    without_fake_time(refdb)
     with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match='"Orders-EU"'):
-        install(refdb)
+        schema.install(refdb)
 
     assert fingerprint(refdb) == before
     assert refdb.execute("select queue_name from teguh.queues").fetchall() == [("Orders-EU",)]
