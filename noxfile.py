@@ -138,6 +138,13 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session
+def chaos(session: nox.Session) -> None:
+    """Kill workers and restart the server under load (``-- --quick`` for CI; tests/chaos)."""
+    session.install("-e", ".[dev]")
+    session.run("python", "-m", "tests.chaos", *session.posargs)
+
+
+@nox.session
 def docs(session: nox.Session) -> None:
     """Execute the code samples in docs/ (tests/docs)."""
     if not (ROOT / "tests" / "docs").is_dir():

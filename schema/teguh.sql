@@ -52,7 +52,7 @@
 --   queues:   create_queue, drop_queue, list_queues, queue_stats
 --   spawn:    spawn_task, spawn_tasks
 --   workers:  claim_task, claim_runs, complete_run, complete_runs, fail_run, schedule_run,
---             release_run, extend_claim, extend_claims
+--             release_run, extend_claim, extend_claims, hand_back_run
 --   steps:    set_task_checkpoint_state, get_task_checkpoint_state, get_task_checkpoint_states
 --   events:   await_event, wait_event, emit_event
 --   tasks:    cancel_task, retry_task, get_task_result, get_task, list_tasks, locate_task
@@ -3561,6 +3561,79 @@ end
 $$;
 
 -- ---------------------------------------------------------------------------
+-- Workers: runs no handler here can execute
+-- ---------------------------------------------------------------------------
+
+-- Hands a run whose task name has no handler on the calling worker back to
+-- the queue, claimable again after p_delay_seconds (no attempt consumed), and
+-- counts the hand-backs in the task's '$teguh:unhandled' checkpoint. The
+-- p_max_hand_backs-th hand-back fails the task instead (no retry: no handler
+-- would run it), with a reason naming the missing handler, and clears the
+-- count so that retry_task gives it a full allowance again. A null
+-- p_max_hand_backs never fails it. Returns 'handed_back' or 'failed'.
+-- Raises 22023 on a bad argument, AB001/AB002 when the run is not active.
+create or replace function teguh.hand_back_run(
+  p_queue_name      text,
+  p_run_id          uuid,
+  p_delay_seconds   double precision,
+  p_max_hand_backs  integer default null,
+  p_worker_id       text    default null
+) returns text
+language plpgsql as $$
+declare
+  v_task    record;
+  v_now     timestamptz;
+  v_count   integer;
+  v_name    text;
+begin
+  perform teguh._assert_queue(p_queue_name);
+  perform teguh._check_seconds('delay_seconds', p_delay_seconds::numeric, 0, 86400);
+  if p_max_hand_backs is not null and p_max_hand_backs < 1 then
+    perform teguh._invalid('max_hand_backs', format('expected null or an integer >= 1, got %s', p_max_hand_backs));
+  end if;
+  v_now := teguh.current_time();
+  v_task := teguh._lock_run(p_queue_name, p_run_id);
+  execute format($q$select coalesce((c.state->>'count')::integer, 0) from teguh.%I c
+                     where c.task_id = $1 and c.checkpoint_name = '$teguh:unhandled'$q$, 'c_' || p_queue_name)
+    into v_count using v_task.o_task_id;
+  v_count := coalesce(v_count, 0) + 1;
+  if p_max_hand_backs is not null and v_count >= p_max_hand_backs then
+    execute format('select task_name from teguh.%I where task_id = $1', 't_' || p_queue_name)
+      into v_name using v_task.o_task_id;
+    execute format('delete from teguh.%I where run_id = $1', 'r_' || p_queue_name) using p_run_id;
+    execute format($q$update teguh.%I set state = 'failed', last_failure = $2, finished_at = $3, cancel_at = null
+                      where task_id = $1$q$, 't_' || p_queue_name)
+      using v_task.o_task_id,
+            jsonb_build_object(
+              'name', 'NoHandler',
+              'message', format('no worker has a handler for task %L: handed back %s times (last by worker %s)',
+                                v_name, v_count, coalesce(p_worker_id, 'unknown')),
+              'task_name', v_name,
+              'hand_backs', v_count),
+            v_now;
+    execute format($q$delete from teguh.%I where task_id = $1 and checkpoint_name = '$teguh:unhandled'$q$,
+                   'c_' || p_queue_name)
+      using v_task.o_task_id;
+    return 'failed';
+  end if;
+  -- lock order: t_ (held), p_ and r_ (release_run), then c_. Pending, not
+  -- sleeping: a handed-back task must not look like a durable sleep.
+  perform teguh.release_run(p_queue_name, p_run_id, v_now + make_interval(secs => p_delay_seconds),
+                            jsonb_build_object('name', 'HandedBack',
+                                               'message', format('worker %s has no handler for this task; handed back %s time(s)',
+                                                                 coalesce(p_worker_id, 'unknown'), v_count),
+                                               'hand_backs', v_count));
+  execute format($q$
+    insert into teguh.%I as c (task_id, checkpoint_name, state, timed_out, owner_run, updated_at)
+    values ($1, '$teguh:unhandled', jsonb_build_object('count', $2), false, $3, $4)
+    on conflict (task_id, checkpoint_name) do update set state = excluded.state, owner_run = excluded.owner_run,
+                                                         updated_at = excluded.updated_at$q$, 'c_' || p_queue_name)
+    using v_task.o_task_id, v_count, p_run_id, v_now;
+  return 'handed_back';
+end
+$$;
+
+-- ---------------------------------------------------------------------------
 -- Descriptions for psql's \df+ (the comments above each function say more)
 -- ---------------------------------------------------------------------------
 
@@ -3638,6 +3711,8 @@ comment on function teguh.queue_workers(text) is 'How many present workers serve
 comment on function teguh.start(text) is
   'Schedules the ticker and cleanup with pg_cron, when installed, as run_as (never a superuser). Errors: 22023, 42501.';
 comment on function teguh.stop() is 'Unschedules teguh''s pg_cron jobs.';
+comment on function teguh.hand_back_run(text, uuid, double precision, integer, text) is
+  'Hands back a run with no handler here; fails its task (NoHandler) at the max_hand_backs-th. Errors: 22023, 42704, AB001, AB002.';
 
 -- ---------------------------------------------------------------------------
 -- Upgrade: complete every existing queue's objects, regenerate its functions
@@ -3686,7 +3761,7 @@ language sql immutable as $$
     ('worker',      array['spawn_task', 'spawn_tasks', 'get_task_result', 'get_task', 'claim_task', 'claim_runs',
                           'complete_run', 'complete_runs', 'fail_run', 'schedule_run', 'extend_claim', 'extend_claims',
                           'set_task_checkpoint_state', 'get_task_checkpoint_state', 'get_task_checkpoint_states',
-                          'await_event', 'wait_event', 'emit_event', 'next_wake_at', 'ticker',
+                          'await_event', 'wait_event', 'emit_event', 'next_wake_at', 'ticker', 'hand_back_run',
                           'release_run', 'register_worker', 'worker_heartbeat', 'unregister_worker',
                           'get_queue_policy', 'create_schedule', 'list_schedules', 'drop_schedule']),
     ('monitor',     array['queue_stats', 'get_task', 'get_task_result', 'next_wake_at',

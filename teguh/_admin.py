@@ -206,7 +206,7 @@ class AdminMethods:
         """
         when = None if available_at is None else C.aware(available_at, "available_at")
         text = None if reason is None else C.dump(self.dumps, reason, "reason")
-        self._run(Q.HAND_BACK_RUN, (queue, run_id, when, text), conn)
+        self._run(Q.RELEASE_RUN_AT, (queue, run_id, when, text), conn)
 
     def register_worker(
         self,

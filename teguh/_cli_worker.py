@@ -33,6 +33,10 @@ __all__ = ["add_arguments", "load_tasks", "run"]
 logger = logging.getLogger("teguh.cli")
 
 
+# Exit status asking a process manager for a fresh worker (EX_TEMPFAIL).
+EXIT_RECYCLE = 75
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the ``worker`` subcommand's arguments."""
     p.add_argument(
@@ -79,6 +83,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--worker-id", metavar="ID", help="recorded on leases (host:pid:random)")
     p.add_argument(
         "--create-queue", action="store_true", help="create the queue if it does not exist"
+    )
+    p.add_argument(
+        "--recycle-when-stuck",
+        action="store_true",
+        help="exit with status 75 when hung handlers (cancelled or lost runs) hold every slot,"
+        " for a process manager to restart the worker",
     )
 
 
@@ -173,6 +183,7 @@ def run(args: argparse.Namespace, session: Session) -> int:
         batch_size=args.batch_size,
         worker_id=args.worker_id,
         shutdown_timeout=args.shutdown_timeout,
+        recycle_when_stuck=args.recycle_when_stuck,
     )
     for t in mine:
         worker.include(t)
@@ -217,7 +228,9 @@ def run(args: argparse.Namespace, session: Session) -> int:
             args.concurrency,
         )
         while not stop.wait(0.5):
-            pass
+            if worker.recycle_requested:
+                exit_code = EXIT_RECYCLE
+                break
         logger.info(
             "stopping: no new claims; waiting up to %gs for %d running handler(s) "
             "(signal again to exit at once)",

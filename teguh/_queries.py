@@ -55,18 +55,12 @@ CLAIM_TASK: LiteralString = (
     " max_attempts, headers::text, wake_event, event_payload::text"
     " from teguh.claim_runs(%s, %s, %s, %s)"
 )
-# The worker's claims commit asynchronously (the transaction-local setting
-# leaves the pooled session alone): a claim lost in a server crash only puts
-# the task back as it was, and a completion's durable commit flushes the WAL
-# of the claim before it, so nothing is lost. It saves a WAL flush per batch
-# on the dispatcher's path.
-WORKER_CLAIM_TASK: LiteralString = (
-    "select c.run_id, c.task_id, c.attempt, c.task_name, c.params::text,"
-    " c.retry_strategy::text, c.max_attempts, c.headers::text, c.wake_event,"
-    " c.event_payload::text"
-    " from set_config('synchronous_commit', 'off', true),"
-    " teguh.claim_runs(%s, %s, %s, %s) as c"
-)
+# The worker's claims commit synchronously, like every other write. An
+# asynchronous claim (synchronous_commit off) lost in a server crash left the
+# task claimable again with the same run id while its handler already ran:
+# two executions then passed every fence (checkpoints written twice). The
+# chaos suite (tests/chaos) restarts the server right after claims to check.
+WORKER_CLAIM_TASK: LiteralString = CLAIM_TASK
 COMPLETE_RUN: LiteralString = "select teguh.complete_run(%s, %s, %s::jsonb)"
 # Many completions in one statement; returns the runs it could not complete.
 COMPLETE_RUNS: LiteralString = (
@@ -76,11 +70,8 @@ FAIL_RUN: LiteralString = "select teguh.fail_run(%s, %s, %s::jsonb, %s)"
 SCHEDULE_RUN: LiteralString = "select teguh.schedule_run(%s, %s, %s)"
 # Releases a run at once (pending again, no attempt consumed).
 RELEASE_RUN: LiteralString = "select teguh.release_run(%s, %s)"
-# Hands a run back after a delay on the database clock: pending, not a
-# durable sleep, and no attempt consumed.
-DEFER_RUN: LiteralString = (
-    "select teguh.release_run(%s, %s, teguh.current_time() + make_interval(secs => %s))"
-)
+# Hands back a run with no handler here; fails its task after too many hand-backs.
+HAND_BACK_RUN: LiteralString = "select teguh.hand_back_run(%s, %s, %s, %s, %s)"
 EXTEND_CLAIM: LiteralString = "select teguh.extend_claim(%s, %s, %s)"
 EXTEND_CLAIMS: LiteralString = (
     "select run_id, status from teguh.extend_claims(%s, %s, %s::uuid[], %s)"
@@ -190,7 +181,7 @@ LIST_TASKS: LiteralString = (
     " headers::text, idempotency_key, created_at, first_started_at, finished_at,"
     " last_failure::text, cancelled_at from teguh.list_tasks(%s, %s::jsonb, %s, %s)"
 )
-HAND_BACK_RUN: LiteralString = "select teguh.release_run(%s, %s, %s, %s::jsonb)"
+RELEASE_RUN_AT: LiteralString = "select teguh.release_run(%s, %s, %s, %s::jsonb)"
 REGISTER_WORKER: LiteralString = "select teguh.register_worker(%s, %s, %s, %s, %s)"
 WORKER_HEARTBEAT: LiteralString = "select teguh.worker_heartbeat(%s, %s)"
 UNREGISTER_WORKER: LiteralString = "select teguh.unregister_worker(%s)"

@@ -24,7 +24,7 @@ from teguh.context import CANCELLED, COMPLETING, LOST, RunState
 from teguh.errors import RunNotActive, TaskCancelled, translate
 from teguh.records import Run
 
-__all__ = ["Recorder", "run_extra"]
+__all__ = ["Recorder", "failure_reason", "run_extra"]
 
 logger = logging.getLogger("teguh.worker")
 
@@ -99,11 +99,7 @@ class Recorder:
         run = state.run
         if state.status is not None:
             return
-        reason = {
-            "name": type(exc).__qualname__,
-            "message": str(exc),
-            "traceback": "".join(traceback.format_exception(exc)),
-        }
+        reason = failure_reason(exc)
         final = run.max_attempts is not None and run.attempt >= run.max_attempts
         logger.log(
             logging.ERROR if final else logging.WARNING,
@@ -118,8 +114,12 @@ class Recorder:
         text = C.dump(C.default_dumps, reason, "failure")
         self._record(state, Q.FAIL_RUN, (self._queue, run.run_id, text, None))
 
-    def hand_back(self, state: RunState, delay: float) -> None:
-        """Give a run this worker has no handler for back, after ``delay`` seconds."""
+    def hand_back(self, state: RunState, delay: float, max_hand_backs: int | None = None) -> None:
+        """Give a run this worker has no handler for back, after ``delay`` seconds.
+
+        The engine fails the task instead at its ``max_hand_backs``-th
+        hand-back (None: never), with a reason naming the missing handler.
+        """
         run = state.run
         logger.warning(
             "no handler for task %r on worker %s: handing run %s back for %.1fs",
@@ -129,7 +129,11 @@ class Recorder:
             delay,
             extra=run_extra(self._queue, run),
         )
-        self._record(state, Q.DEFER_RUN, (self._queue, run.run_id, delay))
+        self._record(
+            state,
+            Q.HAND_BACK_RUN,
+            (self._queue, run.run_id, delay, max_hand_backs, self._worker_id),
+        )
 
     def release(self, state: RunState) -> None:
         """Hand a still-running run back at once; its handler's later calls raise LeaseLost."""
@@ -198,6 +202,18 @@ class Recorder:
                     logger.error("could not record %d completions: %s", len(items), exc)
                     return
                 self.check_pool()
+            except psycopg.Error as exc:
+                # The database refused something in the batch (a result it
+                # cannot store, say): record run by run, so that only the
+                # culprit fails, with the database's own message.
+                logger.warning(
+                    "recording %d completions at once failed (%s): recording them one by one",
+                    len(items),
+                    exc,
+                )
+                for item in items:
+                    self._record(*item)
+                return
         for run_id, status in rows:
             state = states[run_id]
             extra = run_extra(self._queue, state.run)
@@ -238,4 +254,40 @@ class Recorder:
                     logger.error(
                         "could not record the outcome of run %s: %s", run.run_id, exc, extra=extra
                     )
+                    if query == Q.COMPLETE_RUN:
+                        self._fail_refused(state, exc)
                 return
+
+    def _fail_refused(self, state: RunState, exc: psycopg.Error) -> None:
+        """Fail a run whose result the database refused, with the database's message."""
+        reason = {
+            "name": "ResultRefused",
+            "message": _clean(f"the database refused the result: {exc}"),
+            "sqlstate": exc.sqlstate or "",
+        }
+        text = C.dump(C.default_dumps, reason, "failure")
+        self._record(state, Q.FAIL_RUN, (self._queue, state.run.run_id, text, None))
+
+
+def failure_reason(exc: BaseException) -> dict[str, str]:
+    """Describe ``exc`` as ``{"name", "message", "traceback"}``, whatever it holds.
+
+    Never raises: an exception whose ``__str__`` raises is described by its
+    class, and characters PostgreSQL cannot store (NUL, lone surrogates) are
+    escaped, so that the failure itself is always recorded.
+    """
+    name = type(exc).__qualname__
+    try:
+        message = str(exc)
+    except Exception as inner:  # a broken __str__ must not lose the failure
+        message = f"<{name}.__str__ raised {type(inner).__qualname__}>"
+    try:
+        trace = "".join(traceback.format_exception(exc))
+    except Exception:
+        trace = ""
+    return {"name": _clean(name), "message": _clean(message), "traceback": _clean(trace)}
+
+
+def _clean(text: str) -> str:
+    """Escape what a PostgreSQL text or jsonb value cannot hold (NUL, lone surrogates)."""
+    return text.replace("\x00", "\\u0000").encode("utf-8", "backslashreplace").decode("utf-8")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, LiteralString, ParamSpec, TypeVar
@@ -73,14 +74,38 @@ class RunState:
     ``"lost"``; once set the handler's next teguh call raises and the worker
     records nothing for the run. Set by the heartbeat thread, by the
     handler's own calls, or by `Worker.stop` when it releases the run.
+
+    ``lease_until`` is the `time.monotonic` time by which the lease surely
+    expires unless extended again: the send time of the last statement that
+    set it (claim, heartbeat, checkpoint) plus the lease. None: not tracked.
     """
 
-    __slots__ = ("_lock", "run", "status")
+    __slots__ = ("_lock", "lease_until", "marked_at", "reported", "run", "status")
 
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: Run, lease_until: float | None = None) -> None:
         self.run = run
         self.status: str | None = None
+        self.lease_until = lease_until
+        # monotonic time `status` was set; whether a hung handler was reported
+        self.marked_at: float | None = None
+        self.reported = False
         self._lock = threading.Lock()
+
+    def renewed(self, sent_at: float, seconds: float) -> None:
+        """Record a lease extension to ``seconds`` after ``sent_at`` (monotonic).
+
+        ``sent_at`` is taken before the statement was sent, so the recorded
+        expiry is never later than the database's.
+        """
+        until = sent_at + seconds
+        with self._lock:
+            if self.lease_until is None or until > self.lease_until:
+                self.lease_until = until
+
+    def lease_expired(self) -> bool:
+        """Whether the lease may have expired: no extension succeeded in time."""
+        until = self.lease_until
+        return until is not None and time.monotonic() >= until
 
     def mark(self, status: str) -> bool:
         """Record that the run is no longer ours; return whether this reason won.
@@ -91,8 +116,15 @@ class RunState:
         with self._lock:
             if self.status is None:
                 self.status = status
+                self.marked_at = time.monotonic()
                 return True
             return False
+
+    def abandoned_for(self) -> float:
+        """Seconds since the run was found cancelled or lost (0 while it is ours)."""
+        if self.status not in (CANCELLED, LOST) or self.marked_at is None:
+            return 0.0
+        return time.monotonic() - self.marked_at
 
 
 class TaskContext:
@@ -167,7 +199,9 @@ class TaskContext:
         call; the worker's heartbeat thread already extends leases.
         """
         secs = self._claim_timeout if extend_by is None else C.whole_seconds(extend_by, "extend_by")
+        sent_at = time.monotonic()
         self._execute(Q.EXTEND_CLAIM, (self.queue, self.run_id, secs))
+        self._state.renewed(sent_at, secs)
 
     # -- steps ----------------------------------------------------------------------
 
@@ -187,12 +221,15 @@ class TaskContext:
         if key in checkpoints:
             value: T = checkpoints[key]
             return value
+        self._guard_lease(key)
         result = fn(*args, **kwargs)
         text = C.dump(self.client.dumps, result, f"the result of step {key!r}")
+        sent_at = time.monotonic()
         self._execute(
             Q.SET_CHECKPOINT,
             (self.queue, self.task_id, key, text, self.run_id, self._claim_timeout),
         )
+        self._state.renewed(sent_at, self._claim_timeout)
         value = self.client.loads(text)
         checkpoints[key] = value
         return value
@@ -333,6 +370,20 @@ class TaskContext:
             raise TaskCancelled(f"task {self.task_id} was cancelled")
         if status is not None:
             raise LeaseLost(f"run {self.run_id} is no longer owned by this worker")
+
+    def _guard_lease(self, key: str) -> None:
+        """Refuse to run step ``key``'s body when the lease may have expired.
+
+        A worker frozen past its lease (SIGSTOP, a long pause, heartbeats
+        failing) may have been taken over: another run may already have run
+        this step and committed its checkpoint. Running the body again would
+        repeat its side effects before the checkpoint write is refused.
+        """
+        if self._state.lease_expired():
+            self._state.mark(LOST)
+            raise LeaseLost(
+                f"run {self.run_id} did not extend its lease in time; step {key!r} not started"
+            )
 
     def _translate(self, exc: psycopg.Error) -> BaseException:
         mapped = translate(exc)

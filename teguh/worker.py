@@ -38,7 +38,7 @@ import threading
 import time
 import types
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 from uuid import UUID
@@ -48,7 +48,7 @@ from psycopg_pool import ConnectionPool
 
 from teguh import _convert as C
 from teguh import _queries as Q
-from teguh._recorder import Recorder, run_extra
+from teguh._recorder import Recorder, failure_reason, run_extra
 from teguh.context import CANCELLED, LOST, RunState, TaskContext, bind, unbind
 from teguh.errors import LeaseLost, Suspend, TaskCancelled
 from teguh.tasks import Task
@@ -67,8 +67,32 @@ CATCH_ALL = "*"
 # In backlog mode (the last claim was full) the dispatcher waits up to this
 # long for half its slots to free before claiming, so claims stay batched.
 _BATCH_WINDOW = 0.005
-_RECONNECT_MAX = 5.0
+# Longest wait between attempts to reconnect the LISTEN session: after an
+# outage, the worker is back within about this long of the server.
+_RECONNECT_MAX = 1.0
 _CLAIM_ERROR_BACKOFF = 1.0
+# A query on the LISTEN session (ticker election, ticker) that takes longer
+# than this is abandoned with its connection: a frozen or half-open session
+# must not stall the dispatcher, hence the claims.
+_LISTEN_QUERY_TIMEOUT = 5.0
+# TCP keepalives on the LISTEN session: a peer that vanished without a reset
+# is noticed in about 11 s instead of the kernel's two hours; unacknowledged
+# data is given up after 10 s. Conninfo parameters of the same name win.
+_LISTEN_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
+# The dispatcher waits at most this long for a pool connection: while the
+# server is away it goes on noticing notifications, ticks and the stop flag.
+_POOL_WAIT = 2.0
+# The worker's own pool gives up a failed connection attempt after this long
+# (psycopg_pool backs off exponentially from 1 s until then); a waiting claim
+# starts a new attempt at once, so reconnection does not slow down with the
+# outage's length.
+_POOL_RECONNECT_TIMEOUT = 2.0
 
 
 class Worker:
@@ -84,7 +108,17 @@ class Worker:
     ``pool``: connections for claims and handlers; by default the worker
     opens its own, sized ``concurrency + 3``, from the client's conninfo.
     ``unknown_task_delay`` (s): how long a run of a task with no handler here
-    is handed back for before another worker may claim it.
+    is handed back for before another worker may claim it;
+    ``max_hand_backs``: the hand-back that fails such a task instead, with a
+    ``NoHandler`` reason naming the task (None: hand it back forever).
+
+    A handler still running ``claim_timeout`` seconds after its task was
+    cancelled (``max_duration`` included) or its lease lost is *hung*: it
+    holds a slot for nothing. Each is logged once as a warning and counted by
+    `hung_handlers`. With ``recycle_when_stuck``, a worker whose every slot
+    is held by a hung handler stops claiming and asks to be recycled
+    (`recycle_requested`; `run` returns, ``teguh worker`` exits with status
+    75 for its process manager to start a fresh one).
 
     Register handlers with `task`, `handle` or `include`; then `start` (in
     background threads) or `run` (blocks). `stop` shuts down gracefully.
@@ -104,6 +138,8 @@ class Worker:
         pool: ConnectionPool[Any] | None = None,
         ticker_interval: C.Duration = 5,
         unknown_task_delay: C.Duration = 5,
+        max_hand_backs: int | None = 100,
+        recycle_when_stuck: bool = False,
         shutdown_timeout: C.Duration = 30,
     ) -> None:
         if concurrency < 1:
@@ -131,6 +167,11 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.ticker_interval = C.seconds(ticker_interval, "ticker_interval")
         self.unknown_task_delay = C.seconds(unknown_task_delay, "unknown_task_delay")
+        if max_hand_backs is not None and max_hand_backs < 1:
+            raise ValueError(f"max_hand_backs must be None or >= 1, got {max_hand_backs}")
+        self.max_hand_backs = max_hand_backs
+        self.recycle_when_stuck = recycle_when_stuck
+        self._recycle = False
         self.shutdown_timeout = C.seconds(shutdown_timeout, "shutdown_timeout")
         self._pool_arg = pool
         self._pool: ConnectionPool[Any] | None = None
@@ -203,6 +244,18 @@ class Worker:
         return len(self._inflight)
 
     @property
+    def hung_handlers(self) -> int:
+        """How many slots are held by handlers hung after a cancellation or a lost lease."""
+        with self._lock:
+            states = list(self._inflight)
+        return sum(1 for s in states if s.abandoned_for() >= self.claim_timeout)
+
+    @property
+    def recycle_requested(self) -> bool:
+        """Whether the worker stopped claiming to be recycled (see ``recycle_when_stuck``)."""
+        return self._recycle
+
+    @property
     def is_running(self) -> bool:
         """Whether the worker is started and not stopping."""
         return self._running
@@ -236,6 +289,7 @@ class Worker:
                 max_size=size,
                 kwargs=self._connect_kwargs("teguh-worker"),
                 name=f"teguh-worker-{self.queue}",
+                reconnect_timeout=_POOL_RECONNECT_TIMEOUT,
                 open=True,
             )
             self._pool.wait(timeout=30.0)
@@ -377,9 +431,14 @@ class Worker:
 
     def _connect_listen(self) -> psycopg.Connection[Any]:
         kwargs = self._connect_kwargs("teguh-listen")
+        kwargs["connect_timeout"] = min(int(kwargs["connect_timeout"]), 5)
+        for key, value in _LISTEN_KEEPALIVES.items():
+            if key not in self.client.conninfo:
+                kwargs.setdefault(key, value)
         conn: psycopg.Connection[Any] = psycopg.Connection.connect(self.client.conninfo, **kwargs)
         try:
-            conn.execute(Q.listen(self.queue))
+            with _abort_after(conn, _LISTEN_QUERY_TIMEOUT):
+                conn.execute(Q.listen(self.queue))
         except BaseException:
             conn.close()
             raise
@@ -428,7 +487,9 @@ class Worker:
                         next_tick = now
                 if listen is not None and now >= next_tick:
                     try:
-                        if self._tick(listen):
+                        with _abort_after(listen, _LISTEN_QUERY_TIMEOUT):
+                            ticked = self._tick(listen)
+                        if ticked:
                             pending = True
                     except psycopg.OperationalError as exc:
                         listen = self._lost_listen(listen, exc)
@@ -556,7 +617,8 @@ class Worker:
         assert self._pool is not None
         assert self._executor is not None
         due_in: float | None = None
-        with self._pool.connection() as conn:
+        with self._pool.connection(timeout=_POOL_WAIT) as conn:
+            sent_at = time.monotonic()
             rows = conn.execute(
                 Q.WORKER_CLAIM_TASK,
                 (self.queue, self.worker_id, self.claim_timeout, want),
@@ -568,7 +630,7 @@ class Worker:
                 except Exception as exc:  # e.g. a custom json_loads rejecting the params
                     self._fail_unreadable(conn, row[0], exc)
                     continue
-                state = RunState(run)
+                state = RunState(run, lease_until=sent_at + self.claim_timeout)
                 with self._lock:
                     self._inflight.add(state)
                 self._executor.submit(self._execute, state)
@@ -582,7 +644,8 @@ class Worker:
     def _fail_unreadable(self, conn: psycopg.Connection[Any], run_id: UUID, exc: Exception) -> None:
         """Fail a claimed run whose row could not be decoded, so it is not stranded."""
         logger.error("cannot decode claimed run %s: %s", run_id, exc)
-        reason = {"name": type(exc).__qualname__, "message": f"cannot decode the run: {exc}"}
+        reason = failure_reason(exc)
+        reason["message"] = f"cannot decode the run: {reason['message']}"
         try:
             text = C.dump(C.default_dumps, reason, "reason")
             conn.execute(Q.FAIL_RUN, (self.queue, run_id, text, None))
@@ -598,7 +661,7 @@ class Worker:
         try:
             handler = self._handlers.get(run.task_name) or self._handlers.get(CATCH_ALL)
             if handler is None:
-                recorder.hand_back(state, self.unknown_task_delay)
+                recorder.hand_back(state, self.unknown_task_delay, self.max_hand_backs)
                 return
             assert self._pool is not None
             ctx = TaskContext(
@@ -659,8 +722,42 @@ class Worker:
         while not self._hb_stop.wait(self.heartbeat_interval):
             try:
                 self.heartbeat()
+            except psycopg.OperationalError as exc:  # the server is away: no traceback
+                logger.warning("heartbeat failed on queue %s: %s", self.queue, exc)
             except Exception:
                 logger.exception("heartbeat failed on queue %s", self.queue)
+            self._check_hung()
+
+    def _check_hung(self) -> None:
+        """Report hung handlers once each; ask for recycling when they hold every slot."""
+        with self._lock:
+            states = list(self._inflight)
+        hung = [s for s in states if s.abandoned_for() >= self.claim_timeout]
+        for state in hung:
+            if state.reported:
+                continue
+            state.reported = True
+            run = state.run
+            logger.warning(
+                "the handler of run %s (task %s, %s) still runs %.0fs after its task was %s:"
+                " it holds a slot until it returns",
+                run.run_id,
+                run.task_id,
+                run.task_name,
+                state.abandoned_for(),
+                state.status,
+                extra=run_extra(self.queue, run),
+            )
+        if self.recycle_when_stuck and len(hung) >= self.concurrency and not self._recycle:
+            self._recycle = True
+            logger.error(
+                "every slot of worker %s is held by a hung handler: it stops claiming and asks"
+                " to be recycled",
+                self.worker_id,
+                extra={"queue": self.queue, "worker_id": self.worker_id},
+            )
+            self._stopping.set()
+            self._poke()
 
     def heartbeat(self) -> int:
         """Extend every in-flight lease now; return how many runs were found gone.
@@ -671,7 +768,8 @@ class Worker:
             states = [s for s in self._inflight if s.status is None]
         if not states or self._pool is None:
             return 0
-        with self._pool.connection() as conn:
+        with self._pool.connection(timeout=_POOL_WAIT) as conn:
+            sent_at = time.monotonic()
             rows = conn.execute(
                 Q.EXTEND_CLAIMS,
                 (self.queue, self.worker_id, [s.run.run_id for s in states], self.claim_timeout),
@@ -681,6 +779,7 @@ class Worker:
         for state in states:
             status = gone.get(state.run.run_id)
             if status is None:
+                state.renewed(sent_at, self.claim_timeout)
                 continue
             state.mark(CANCELLED if status == "cancelled" else LOST)
             logger.info(
@@ -690,3 +789,32 @@ class Worker:
                 extra=run_extra(self.queue, state.run),
             )
         return len(rows)
+
+
+@contextlib.contextmanager
+def _abort_after(conn: psycopg.Connection[Any], timeout: float) -> Iterator[None]:
+    """Shut ``conn``'s socket down if the block takes longer than ``timeout`` seconds.
+
+    A query blocked on a session that stopped answering (its backend frozen,
+    a half-open TCP connection) then fails at once with
+    `psycopg.OperationalError`, and the caller reconnects. A server-side
+    statement_timeout cannot do this: a frozen backend enforces nothing.
+    """
+    timer = threading.Timer(timeout, _shut_socket, (conn,))
+    timer.name = "teguh-listen-watchdog"
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def _shut_socket(conn: psycopg.Connection[Any]) -> None:
+    logger.warning("a query on the LISTEN session did not answer in time: dropping the session")
+    with contextlib.suppress(OSError, psycopg.Error, ValueError):
+        sock = socket.socket(fileno=os.dup(conn.fileno()))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()

@@ -308,12 +308,13 @@ _LIMITS = {
 task in `t_<q>` twice (running, then completed) and inserts and deletes its
 lease in `r_<q>`: five row writes and their index entries in three tables,
 in two transactions (a claim and a `complete_runs` call, each batched over
-the free slots; the claim commits asynchronously, so only the completion
-waits for a WAL flush). A py-spy profile of the worker shows its threads mostly
-waiting on the database, so on two shared cores the limit is the server's
-CPU per job. pgqueuer's dequeue updates one row of one table and its
-completions are buffered and written in batches (a delete plus a log insert);
-its no-op handlers are coroutines on one event loop, not threads. The lease
+the free slots; both commit durably, each waiting for a WAL flush: an
+asynchronous claim lost in a crash let two executions share a run id).
+A py-spy profile of the worker shows its threads mostly waiting on the
+database, so on two shared cores the limit is the server's CPU per job.
+pgqueuer's dequeue updates one row of one table and its completions are
+buffered and written in batches (a delete plus a log insert); its no-op
+handlers are coroutines on one event loop, not threads. The lease
 table is what makes teguh's claims crash-safe and auditable (a lease is a
 row that can expire and be recovered); folding the lease into `t_<q>` would
 save two writes per job at the cost of an update on the task table per

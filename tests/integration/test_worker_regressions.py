@@ -66,19 +66,20 @@ def test_heartbeat_interval_must_be_shorter_than_the_lease(
         client.worker(queue, claim_timeout=5, heartbeat_interval=10)
 
 
-def test_worker_claims_commit_asynchronously_without_touching_the_session(
-    client: teguh.Client, queue: str, dsn: str
-) -> None:
+def test_worker_claims_commit_synchronously(client: teguh.Client, queue: str, dsn: str) -> None:
+    # An asynchronous claim lost in a server crash let a second execution of
+    # the same run id pass every fence: claims must commit durably.
     import psycopg
 
     from teguh import _queries as Q
 
     spawned = client.spawn_task(queue, "t", {"n": 1})
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(dsn) as conn:
         conn.execute("set synchronous_commit = on")  # the test server runs with it off
+        conn.commit()
         rows = conn.execute(Q.WORKER_CLAIM_TASK, (queue, "w", 30, 5)).fetchall()
         assert [r[1] for r in rows] == [spawned.task_id]
-        # the setting was local to the claim's own transaction
+        # what the claim's transaction will commit with
         assert conn.execute("show synchronous_commit").fetchone() == ("on",)
-    # and the claim itself is committed
+        conn.commit()
     assert client.get_task_result(queue, spawned.task_id).state == "running"  # type: ignore[union-attr]

@@ -1,0 +1,1 @@
+"""Chaos tests: kill workers and the server under load (``nox -s chaos``; see __main__)."""
