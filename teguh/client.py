@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, Unpack
+from typing import TYPE_CHECKING, Any, LiteralString, Self, Unpack
 from uuid import UUID
 
 import psycopg
@@ -28,6 +28,7 @@ from psycopg_pool import ConnectionPool
 
 from teguh import _engine as E
 from teguh import schema
+from teguh._admin import AdminMethods
 from teguh.errors import TaskNotFound
 from teguh.records import (
     ClaimStatus,
@@ -59,7 +60,7 @@ _EMPTY: Any = _Empty()
 _TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
 
-class Client:
+class Client(AdminMethods):
     """Talk to teguh in one PostgreSQL database.
 
     ``Client("postgresql://...")`` opens (and `close` closes) a
@@ -529,6 +530,24 @@ class Client:
         else:
             with self.pool.connection() as c:
                 yield c
+
+    def _run(
+        self,
+        query: LiteralString,
+        params: Sequence[Any],
+        conn: Conn | None,
+        *,
+        prepare: bool | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """Run ``query`` through the engine (mapped errors) and return its rows."""
+        with self._checked(conn) as c:
+            cur = self.engine.execute(c, query, params, prepare=prepare)
+            return cur.fetchall() if cur.description is not None else []
+
+    def _value(self, query: LiteralString, params: Sequence[Any], conn: Conn | None) -> Any:
+        """Return the first column of the first row of ``query`` (None without rows)."""
+        rows = self._run(query, params, conn)
+        return rows[0][0] if rows else None
 
     @contextmanager
     def _checked(self, conn: Conn | None) -> Iterator[Conn]:

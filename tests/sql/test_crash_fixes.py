@@ -20,7 +20,7 @@ def test_a_task_nobody_handles_fails_after_max_hand_backs_naming_the_handler(eng
         [run] = eng.claim()
         assert run[0] == run_id
         assert _hand_back(eng, run_id) == "handed_back"
-        assert eng.state(task_id) == "sleeping"
+        assert eng.state(task_id) == "pending"  # handed back: not a durable sleep
         assert eng.claim() == []  # not before the delay
         eng.advance(5)
         assert eng.task(task_id)["attempts"] == 1, n
@@ -50,7 +50,7 @@ def test_without_a_cap_hand_backs_never_fail(eng: Engine) -> None:
     for _ in range(5):
         eng.claim()
         assert _hand_back(eng, run_id, delay=0, cap=None) == "handed_back"
-    assert eng.state(task_id) == "sleeping"
+    assert eng.state(task_id) == "pending"  # handed back: not a durable sleep
 
 
 def test_hand_back_checks_its_arguments_and_the_run(eng: Engine) -> None:
