@@ -10,7 +10,7 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.sessions = ["tests", "tests_django", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
@@ -21,8 +21,15 @@ LINT_PATHS = ["teguh", "tests", "scripts", "noxfile.py"]
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite against a throwaway PostgreSQL (see docs/testing.md)."""
-    session.install("-e", ".[dev]")
+    session.install("-e", ".[dev,flask,sqlalchemy]")
     session.run("pytest", *session.posargs)
+
+
+@nox.session(python="3.12")
+def tests_django(session: nox.Session) -> None:
+    """Run the Django integration tests (Django 6.1 needs Python 3.12+)."""
+    session.install("-e", ".[dev,django]")
+    session.run("pytest", "tests/contrib/django", *session.posargs)
 
 
 @nox.session
@@ -36,7 +43,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """Type-check the library with mypy --strict (configured in pyproject.toml)."""
-    session.install("-e", ".[dev]")
+    session.install("-e", ".[dev,flask,sqlalchemy]")
     session.run("mypy", "teguh")
 
 
