@@ -1,0 +1,199 @@
+"""TeguhBackend end to end: a Django view enqueues in atomic(), the worker command runs it."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+import warnings
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from tests.contrib.django.conftest import manage
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.usefixtures("django_project")
+
+
+def _finished(task: Any, result_id: str, timeout: float = 30) -> Any:
+    def done() -> Any:
+        result = task.get_result(result_id)
+        return result if result.is_finished else None
+
+    return wait_for(done, timeout=timeout, message=f"task {result_id} finished")
+
+
+def _task_rows(where: str, *params: Any) -> list[tuple[Any, ...]]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"select task_id, state from teguh.t_default where {where}", params)
+        return list(cursor.fetchall())
+
+
+def test_view_commit_runs_the_task(worker_process: subprocess.Popen[str]) -> None:
+    from django.tasks import TaskResultStatus
+    from django.test import Client
+    from shop.models import Order, TaskEvent
+    from shop.tasks import fulfil
+
+    response = Client().post("/orders/", {"email": "ada@example.com"})
+    assert response.status_code == 200
+    body = response.json()
+    result = _finished(fulfil, body["task_id"])
+    assert result.status == TaskResultStatus.SUCCESSFUL
+    assert result.return_value == {
+        "order_id": body["order_id"],
+        "attempt": 1,
+        "teguh_task_id": body["task_id"],
+    }
+    assert Order.objects.get(pk=body["order_id"]).fulfilled
+    assert result.errors == []
+    assert len(result.worker_ids) == 1 and result.worker_ids[0]
+    assert result.enqueued_at <= result.started_at <= result.finished_at
+    assert result.last_attempted_at == result.started_at or result.last_attempted_at
+    assert result.args == [body["order_id"]] and result.kwargs == {}
+    events = wait_for(lambda: list(TaskEvent.objects.filter(task_id=body["task_id"])))
+    assert sorted((e.kind, e.status) for e in events) == [
+        ("finished", "SUCCESSFUL"),
+        ("started", "RUNNING"),
+    ]
+
+
+def test_view_rollback_leaves_no_task() -> None:
+    from django.test import Client
+    from shop.models import Order
+
+    before = Order.objects.count()
+    client = Client(raise_request_exception=False)
+    response = client.post("/orders/", {"email": "rollback@example.com", "fail": "1"})
+    assert response.status_code == 500
+    assert Order.objects.count() == before
+    assert _task_rows("params->'kwargs' = '{}' and params->'args' = %s::jsonb", "[999999]") == []
+    # Nothing in the queue mentions the rolled-back order's email: count every task of fulfil
+    # whose order row does not exist.
+    orphans = _task_rows(
+        "task_name = 'shop.tasks.fulfil' and not exists "
+        "(select 1 from shop_order o where o.id = (params->'args'->>0)::bigint)"
+    )
+    assert orphans == []
+
+
+def test_failing_task_is_failed_with_one_error_per_attempt(
+    worker_process: subprocess.Popen[str],
+) -> None:
+    from django.tasks import TaskResultStatus
+    from shop.tasks import explode
+
+    enqueued = explode.enqueue("kaboom")
+    result = _finished(explode, enqueued.id)
+    assert result.status == TaskResultStatus.FAILED
+    assert len(result.errors) == 2 == result.attempts
+    for error in result.errors:
+        assert error.exception_class is ValueError
+        assert "kaboom" in error.traceback
+    with pytest.raises(ValueError, match="failed"):
+        _ = result.return_value
+
+
+def test_async_task_and_a_second_queue(worker_process: subprocess.Popen[str]) -> None:
+    from shop.tasks import add, send_email
+
+    total = add.enqueue(2, b=3)
+    mail = send_email.enqueue("bob@example.com", subject="hi")
+    assert _finished(add, total.id).return_value == 5
+    assert _finished(send_email, mail.id).return_value == "sent 'hi' to bob@example.com"
+
+
+def test_enqueue_options_map_to_teguh() -> None:
+    from django.tasks import default_task_backend
+    from django.utils import timezone
+    from shop.tasks import send_email
+
+    from teguh.contrib.django._conf import raw_connection
+
+    later = timezone.now() + timedelta(hours=1)
+    result = send_email.using(priority=-20, run_after=later, max_attempts=3).enqueue("x@y")
+    client = default_task_backend.client
+    info = client.get_task("emails", uuid.UUID(result.id), conn=raw_connection("default"))
+    assert info is not None
+    assert (info.task_name, info.priority, info.max_attempts) == ("shop.tasks.send_email", -20, 3)
+    assert info.params == {"args": ["x@y"], "kwargs": {}}
+    fetched = send_email.get_result(result.id)
+    assert fetched.status == "READY" and fetched.task.queue_name == "emails"
+    keyed = send_email.using(idempotency_key="once").enqueue("z@y")
+    assert send_email.using(idempotency_key="once").enqueue("z@y").id == keyed.id
+
+
+def test_enqueue_inside_atomic_is_visible_to_the_transaction_only() -> None:
+    from django.db import transaction
+    from django.tasks import TaskResultStatus
+    from django.tasks.exceptions import TaskResultDoesNotExist
+    from shop.tasks import fulfil
+
+    with pytest.raises(RuntimeError), transaction.atomic():  # noqa: PT012
+        result = fulfil.enqueue(424242)
+        assert fulfil.get_result(result.id).status == TaskResultStatus.READY
+        raise RuntimeError("roll back")
+    with pytest.raises(TaskResultDoesNotExist):
+        fulfil.get_result(result.id)
+
+
+def test_unknown_results() -> None:
+    from django.tasks import default_task_backend
+    from django.tasks.exceptions import TaskResultDoesNotExist
+
+    for bad in (str(uuid.uuid4()), "not-a-uuid"):
+        with pytest.raises(TaskResultDoesNotExist):
+            default_task_backend.get_result(bad)
+
+
+def test_invalid_enqueue_is_refused_before_writing() -> None:
+    from django.tasks.exceptions import InvalidTask
+    from shop.tasks import send_email
+
+    with pytest.raises(InvalidTask, match="max_attempts"):
+        send_email.using(max_attempts=0)
+    with pytest.raises(TypeError):
+        send_email.enqueue(object())
+
+
+def test_checks(django_project: dict[str, Any]) -> None:
+    from django.conf import settings
+    from django.core import checks
+    from django.test import override_settings
+
+    before = {m.id for m in django_project["checks_before_migrate"]}
+    assert "teguh.W101" in before  # schema missing: a warning, so migrate still ran
+    assert not [m for m in checks.run_checks(databases=["default"]) if m.id.startswith("teguh")]
+
+    tasks = {
+        "default": {
+            "BACKEND": "teguh.contrib.django.TeguhBackend",
+            "QUEUES": ["default", "not_created", "Bad-Name"],
+        },
+        "other": {"BACKEND": "teguh.contrib.django.TeguhBackend", "OPTIONS": {"DATABASE": "lite"}},
+        "nowhere": {"BACKEND": "teguh.contrib.django.TeguhBackend", "OPTIONS": {"DATABASE": "x"}},
+    }
+    databases = {
+        "default": settings.DATABASES["default"],
+        "lite": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
+    }
+    with warnings.catch_warnings():
+        # Django warns that overriding DATABASES is risky; the check only reads it.
+        warnings.simplefilter("ignore", UserWarning)
+        with override_settings(TASKS=tasks, DATABASES=databases):
+            found = {m.id: m.msg for m in checks.run_checks(databases=["default"])}
+    assert "not_created" in found["teguh.W103"]
+    assert "Bad-Name" in found["teguh.E004"]
+    assert "sqlite3" in found["teguh.E002"]
+    assert "'x'" in found["teguh.E001"]
+
+
+def test_manage_py_test(django_env: dict[str, str]) -> None:
+    proc = manage(django_env, "test", "shop", "--noinput", "-v", "2")
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 0, out
+    assert "Ran 3 tests" in out
+    assert "Destroying test database" in out

@@ -1,0 +1,63 @@
+"""Run by ``manage.py test shop`` (tests/contrib/django runs that command).
+
+Django creates the test database and migrates it: teguh's migration installs
+the schema there, and the database can be dropped at the end because the
+backend enqueues through Django's own connection and the worker closes its
+pool when stopped.
+"""
+
+from django.db import transaction
+from django.tasks import TaskResultStatus
+from django.tasks.exceptions import TaskResultDoesNotExist
+from django.test import TestCase, TransactionTestCase
+
+from shop.models import Order
+from shop.tasks import fulfil
+from teguh.contrib._workers import WorkerGroup
+from teguh.contrib.django._conf import conninfo
+from teguh.contrib.django.runner import DjangoRunner
+
+
+class EnqueueTests(TestCase):
+    def test_enqueue_is_part_of_the_transaction(self) -> None:
+        order = Order.objects.create(email="a@example.com")
+        result = fulfil.enqueue(order.pk)
+        self.assertEqual(fulfil.get_result(result.id).status, TaskResultStatus.READY)
+
+    def test_rolled_back_enqueue_leaves_no_task(self) -> None:
+        task_id = None
+        try:
+            with transaction.atomic():
+                task_id = fulfil.enqueue(1).id
+                raise RuntimeError("roll back")
+        except RuntimeError:
+            pass
+        assert task_id is not None
+        with self.assertRaises(TaskResultDoesNotExist):
+            fulfil.get_result(task_id)
+
+
+class WorkerTests(TransactionTestCase):
+    def test_in_process_worker_runs_the_task(self) -> None:
+        import time
+
+        from django.tasks import default_task_backend
+
+        import teguh
+
+        order = Order.objects.create(email="b@example.com")
+        result = fulfil.enqueue(order.pk)
+        with teguh.Client(conninfo("default"), max_size=2) as client:
+            group = WorkerGroup(
+                client, ["default"], DjangoRunner(default_task_backend), poll_interval=0.5
+            )
+            group.start()
+            try:
+                deadline = time.monotonic() + 30
+                while not result.is_finished and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    result.refresh()
+            finally:
+                group.stop(5)
+        self.assertEqual(result.status, TaskResultStatus.SUCCESSFUL)
+        self.assertTrue(Order.objects.get(pk=order.pk).fulfilled)
