@@ -43,7 +43,7 @@ create table if not exists teguh.queues (
 -- ---------------------------------------------------------------------------
 
 create or replace function teguh.version() returns text
-language sql immutable as $$ select '1'::text $$;
+language sql immutable as $$ select '2'::text $$;
 
 -- The engine's clock: the teguh.fake_now setting when set (tests), else the
 -- statement's start time (stable, so it can drive index conditions).
@@ -119,22 +119,22 @@ begin
 end
 $$;
 
-create or replace function teguh._check_queue_name(p_queue text) returns void
+create or replace function teguh._check_queue_name(p_queue_name text) returns void
 language plpgsql as $$
 begin
-  if p_queue is null or p_queue !~ '^[a-z][a-z0-9_]*$' or octet_length(p_queue) > 55 then
+  if p_queue_name is null or p_queue_name !~ '^[a-z][a-z0-9_]*$' or octet_length(p_queue_name) > 55 then
     perform teguh._invalid('queue', format('expected a name matching ^[a-z][a-z0-9_]*$ of at most 55 bytes, got %s',
-                                           coalesce(quote_literal(p_queue), 'null')));
+                                           coalesce(quote_literal(p_queue_name), 'null')));
   end if;
 end
 $$;
 
-create or replace function teguh._assert_queue(p_queue text) returns void
+create or replace function teguh._assert_queue(p_queue_name text) returns void
 language plpgsql as $$
 begin
-  if not exists (select 1 from teguh.queues q where q.queue_name = p_queue) then
-    perform teguh._check_queue_name(p_queue);
-    raise exception 'queue "%" does not exist', p_queue
+  if not exists (select 1 from teguh.queues q where q.queue_name = p_queue_name) then
+    perform teguh._check_queue_name(p_queue_name);
+    raise exception 'queue "%" does not exist', p_queue_name
       using errcode = '42704', hint = 'Create it with teguh.create_queue().';
   end if;
 end
@@ -362,12 +362,12 @@ $$;
 -- applied again. Static SQL lets PostgreSQL cache the plans per session:
 -- planning the dynamic equivalent cost as much as running it. The generic
 -- functions (teguh.claim_task, ...) validate their input and call these.
-create or replace function teguh._create_queue_functions(p_queue text) returns void
+create or replace function teguh._create_queue_functions(p_queue_name text) returns void
 language plpgsql as $$
 declare
   v_template text;
 begin
-  perform teguh._check_queue_name(p_queue);
+  perform teguh._check_queue_name(p_queue_name);
   foreach v_template in array array[
 $tmpl$
 create or replace function teguh.{spawn}(
@@ -563,16 +563,16 @@ $fn$
 $tmpl$
   ] loop
     execute replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(v_template,
-      '{spawn}', quote_ident('_spawn_' || p_queue)),
-      '{claim}', quote_ident('_claim_' || p_queue)),
-      '{complete}', quote_ident('_done_' || p_queue)),
-      '{checkpoint}', quote_ident('_step_' || p_queue)),
-      '{t}', quote_ident('t_' || p_queue)),
-      '{p}', quote_ident('p_' || p_queue)),
-      '{r}', quote_ident('r_' || p_queue)),
-      '{c}', quote_ident('c_' || p_queue)),
-      '{w}', quote_ident('w_' || p_queue)),
-      '{queue}', quote_literal(p_queue));
+      '{spawn}', quote_ident('_spawn_' || p_queue_name)),
+      '{claim}', quote_ident('_claim_' || p_queue_name)),
+      '{complete}', quote_ident('_done_' || p_queue_name)),
+      '{checkpoint}', quote_ident('_step_' || p_queue_name)),
+      '{t}', quote_ident('t_' || p_queue_name)),
+      '{p}', quote_ident('p_' || p_queue_name)),
+      '{r}', quote_ident('r_' || p_queue_name)),
+      '{c}', quote_ident('c_' || p_queue_name)),
+      '{w}', quote_ident('w_' || p_queue_name)),
+      '{queue}', quote_literal(p_queue_name));
   end loop;
 end
 $$;
@@ -581,12 +581,12 @@ $$;
 -- Queues
 -- ---------------------------------------------------------------------------
 
-create or replace function teguh.create_queue(p_queue text) returns void
+create or replace function teguh.create_queue(p_queue_name text) returns void
 language plpgsql as $$
 begin
-  perform teguh._check_queue_name(p_queue);
+  perform teguh._check_queue_name(p_queue_name);
   -- concurrent create_queue calls of one name would race on the catalog
-  perform pg_advisory_xact_lock(hashtext('teguh.create_queue'), hashtext(p_queue));
+  perform pg_advisory_xact_lock(hashtext('teguh.create_queue'), hashtext(p_queue_name));
 
   execute format($t$
     create table if not exists teguh.%I (
@@ -610,15 +610,15 @@ begin
       completed_payload jsonb,
       last_failure     jsonb,
       cancelled_at     timestamptz
-    ) with (fillfactor = 50)$t$, 't_' || p_queue);
+    ) with (fillfactor = 50)$t$, 't_' || p_queue_name);
   -- Only columns that never change after insert (or change only for tasks
   -- with a cancellation policy) are indexed, and pages are half filled on
   -- insert: a claimed batch's two updates per task then stay HOT (measured:
   -- ~100% at fillfactor 50 against ~64% at 80 for batches of 200).
   execute format('create unique index if not exists %I on teguh.%I (idempotency_key) where idempotency_key is not null',
-                 't_' || p_queue || '_ikey', 't_' || p_queue);
+                 't_' || p_queue_name || '_ikey', 't_' || p_queue_name);
   execute format('create index if not exists %I on teguh.%I (cancel_at) where cancel_at is not null',
-                 't_' || p_queue || '_cncl', 't_' || p_queue);
+                 't_' || p_queue_name || '_cncl', 't_' || p_queue_name);
 
   execute format($t$
     create table if not exists teguh.%I (
@@ -631,11 +631,11 @@ begin
       wake_event    text,
       event_payload jsonb,
       timeout_step  text
-    ) with (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 200)$t$, 'p_' || p_queue);
+    ) with (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 200)$t$, 'p_' || p_queue_name);
   execute format('create index if not exists %I on teguh.%I (priority desc, available_at, seq)',
-                 'p_' || p_queue || '_order', 'p_' || p_queue);
+                 'p_' || p_queue_name || '_order', 'p_' || p_queue_name);
   execute format('create index if not exists %I on teguh.%I (available_at)',
-                 'p_' || p_queue || '_due', 'p_' || p_queue);
+                 'p_' || p_queue_name || '_due', 'p_' || p_queue_name);
 
   execute format($t$
     create table if not exists teguh.%I (
@@ -645,9 +645,9 @@ begin
       worker_id  text        not null,
       claimed_at timestamptz not null,
       expires_at timestamptz not null
-    ) with (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 200)$t$, 'r_' || p_queue);
+    ) with (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 200)$t$, 'r_' || p_queue_name);
   execute format('create index if not exists %I on teguh.%I (expires_at)',
-                 'r_' || p_queue || '_exp', 'r_' || p_queue);
+                 'r_' || p_queue_name || '_exp', 'r_' || p_queue_name);
 
   execute format($t$
     create table if not exists teguh.%I (
@@ -658,16 +658,16 @@ begin
       owner_run       uuid,
       updated_at      timestamptz not null,
       primary key (task_id, checkpoint_name)
-    )$t$, 'c_' || p_queue);
+    )$t$, 'c_' || p_queue_name);
 
   execute format($t$
     create table if not exists teguh.%I (
       event_name text        primary key,
       payload    jsonb,
       emitted_at timestamptz not null
-    )$t$, 'e_' || p_queue);
+    )$t$, 'e_' || p_queue_name);
   execute format('create index if not exists %I on teguh.%I (emitted_at)',
-                 'e_' || p_queue || '_at', 'e_' || p_queue);
+                 'e_' || p_queue_name || '_at', 'e_' || p_queue_name);
 
   execute format($t$
     create table if not exists teguh.%I (
@@ -678,35 +678,35 @@ begin
       event_name text        not null,
       timeout_at timestamptz,
       created_at timestamptz not null
-    )$t$, 'w_' || p_queue);
+    )$t$, 'w_' || p_queue_name);
   execute format('create index if not exists %I on teguh.%I (event_name)',
-                 'w_' || p_queue || '_event', 'w_' || p_queue);
+                 'w_' || p_queue_name || '_event', 'w_' || p_queue_name);
 
-  perform teguh._create_queue_functions(p_queue);
-  insert into teguh.queues (queue_name) values (p_queue) on conflict do nothing;
+  perform teguh._create_queue_functions(p_queue_name);
+  insert into teguh.queues (queue_name) values (p_queue_name) on conflict do nothing;
 end
 $$;
 
-create or replace function teguh.drop_queue(p_queue text) returns void
+create or replace function teguh.drop_queue(p_queue_name text) returns void
 language plpgsql as $$
 declare
   v_prefix   text;
   v_function regprocedure;
 begin
-  perform teguh._check_queue_name(p_queue);
-  perform pg_advisory_xact_lock(hashtext('teguh.create_queue'), hashtext(p_queue));
+  perform teguh._check_queue_name(p_queue_name);
+  perform pg_advisory_xact_lock(hashtext('teguh.create_queue'), hashtext(p_queue_name));
   foreach v_prefix in array array['w_', 'e_', 'c_', 'r_', 'p_', 't_'] loop
-    execute format('drop table if exists teguh.%I', v_prefix || p_queue);
+    execute format('drop table if exists teguh.%I', v_prefix || p_queue_name);
   end loop;
   for v_function in
     select p.oid::regprocedure from pg_proc p
      where p.pronamespace = 'teguh'::regnamespace
-       and p.proname in ('_spawn_' || p_queue, '_claim_' || p_queue, '_done_' || p_queue,
-                         '_step_' || p_queue)
+       and p.proname in ('_spawn_' || p_queue_name, '_claim_' || p_queue_name, '_done_' || p_queue_name,
+                         '_step_' || p_queue_name)
   loop
     execute format('drop function %s', v_function);
   end loop;
-  delete from teguh.queues where queue_name = p_queue;
+  delete from teguh.queues where queue_name = p_queue_name;
 end
 $$;
 
@@ -720,7 +720,7 @@ $$;
 -- ---------------------------------------------------------------------------
 
 create or replace function teguh.spawn_task(
-  p_queue     text,
+  p_queue_name     text,
   p_task_name text,
   p_params    jsonb,
   p_options   jsonb default '{}'
@@ -730,18 +730,18 @@ declare
   o     record;
   v_now timestamptz := teguh.current_time();
 begin
-  perform teguh._assert_queue(p_queue);
+  perform teguh._assert_queue(p_queue_name);
   perform teguh._check_name('task_name', p_task_name);
   o := teguh._parse_spawn_options(p_options, false);
-  return query execute format('select * from teguh.%I($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)', '_spawn_' || p_queue)
+  return query execute format('select * from teguh.%I($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)', '_spawn_' || p_queue_name)
     using p_task_name, coalesce(p_params, 'null'::jsonb), o.o_headers, o.o_retry_strategy, o.o_max_attempts,
           o.o_priority, o.o_cancellation, o.o_idempotency_key, v_now, o.o_available_at;
-  perform pg_notify('teguh_' || p_queue, '');
+  perform pg_notify('teguh_' || p_queue_name, '');
 end
 $$;
 
 create or replace function teguh.spawn_tasks(
-  p_queue     text,
+  p_queue_name     text,
   p_task_name text,
   p_params    jsonb,
   p_options   jsonb default '{}'
@@ -758,7 +758,7 @@ declare
   v_created  boolean[];
   v_keys     text[];
 begin
-  perform teguh._assert_queue(p_queue);
+  perform teguh._assert_queue(p_queue_name);
   perform teguh._check_name('task_name', p_task_name);
   if jsonb_typeof(p_params) is distinct from 'array' then
     perform teguh._invalid('params', format('expected a JSON array with one element per task, got %s',
@@ -810,7 +810,7 @@ begin
     )
     select array_agg(task_id order by ord), array_agg(run_id order by ord), array_agg(attempt order by ord),
            array_agg(created order by ord), array_agg(ikey order by ord)
-      from result$q$, 't_' || p_queue, 'p_' || p_queue)
+      from result$q$, 't_' || p_queue_name, 'p_' || p_queue_name)
     into v_ids, v_runs, v_attempts, v_created, v_keys
     using p_task_name, p_params, o.o_idempotency_keys, o.o_headers, o.o_retry_strategy, o.o_max_attempts,
           o.o_priority, o.o_cancellation, v_now, o.o_available_at;
@@ -823,11 +823,11 @@ begin
              array_agg(case when u.task_id is null then greatest(t.attempts, 1) else u.attempt end order by u.ord)
         from unnest($1::uuid[], $2::uuid[], $3::integer[], $4::text[]) with ordinality
              as u(task_id, run_id, attempt, ikey, ord)
-        left join teguh.%I t on u.task_id is null and t.idempotency_key = u.ikey$q$, 't_' || p_queue)
+        left join teguh.%I t on u.task_id is null and t.idempotency_key = u.ikey$q$, 't_' || p_queue_name)
       into v_ids, v_runs, v_attempts
       using v_ids, v_runs, v_attempts, v_keys;
   end if;
-  perform pg_notify('teguh_' || p_queue, '');
+  perform pg_notify('teguh_' || p_queue_name, '');
   return query select u.task_id, u.run_id, u.attempt, u.created
                  from unnest(v_ids, v_runs, v_attempts, v_created) with ordinality
                       as u(task_id, run_id, attempt, created, ord)
@@ -840,22 +840,22 @@ $$;
 -- ---------------------------------------------------------------------------
 
 -- Raises the right error for a run that is not the task's active run.
-create or replace function teguh._raise_inactive(p_queue text, p_run_id uuid, p_task_id uuid default null)
+create or replace function teguh._raise_inactive(p_queue_name text, p_run_id uuid, p_task_id uuid default null)
 returns void
 language plpgsql as $$
 declare
   v_state text;
 begin
   if p_task_id is null then
-    execute format('select task_id from teguh.%I where run_id = $1', 'r_' || p_queue) into p_task_id using p_run_id;
+    execute format('select task_id from teguh.%I where run_id = $1', 'r_' || p_queue_name) into p_task_id using p_run_id;
   end if;
   if p_task_id is not null then
-    execute format('select state from teguh.%I where task_id = $1', 't_' || p_queue) into v_state using p_task_id;
+    execute format('select state from teguh.%I where task_id = $1', 't_' || p_queue_name) into v_state using p_task_id;
   end if;
   if v_state = 'cancelled' then
-    raise exception 'task % in queue "%" was cancelled', p_task_id, p_queue using errcode = 'AB001';
+    raise exception 'task % in queue "%" was cancelled', p_task_id, p_queue_name using errcode = 'AB001';
   end if;
-  raise exception 'run % is not active in queue "%"', p_run_id, p_queue
+  raise exception 'run % is not active in queue "%"', p_run_id, p_queue_name
     using errcode = 'AB002', hint = 'Its lease expired and another worker took the task over, or the run id is unknown.';
 end
 $$;
@@ -864,7 +864,7 @@ $$;
 -- schedules the next attempt or fails the task. p_retry_at overrides the
 -- strategy's backoff.
 create or replace function teguh._fail_attempt(
-  p_queue    text,
+  p_queue_name    text,
   p_task_id  uuid,
   p_run_id   uuid,
   p_reason   jsonb,
@@ -877,21 +877,21 @@ declare
   v_run  uuid;
 begin
   execute format('select attempts, max_attempts, retry_strategy, priority from teguh.%I where task_id = $1',
-                 't_' || p_queue) into v_task using p_task_id;
-  execute format('delete from teguh.%I where run_id = $1', 'r_' || p_queue) using p_run_id;
+                 't_' || p_queue_name) into v_task using p_task_id;
+  execute format('delete from teguh.%I where run_id = $1', 'r_' || p_queue_name) using p_run_id;
   if v_task.attempts < v_task.max_attempts then
     v_run := teguh.portable_uuidv7();
     execute format($q$update teguh.%I set state = 'pending', current_run_id = $2, last_failure = $3
-                      where task_id = $1$q$, 't_' || p_queue)
+                      where task_id = $1$q$, 't_' || p_queue_name)
       using p_task_id, v_run, p_reason;
     execute format('insert into teguh.%I (task_id, run_id, attempt, priority, available_at) values ($1, $2, $3, $4, $5)',
-                   'p_' || p_queue)
+                   'p_' || p_queue_name)
       using p_task_id, v_run, v_task.attempts + 1, v_task.priority,
             coalesce(p_retry_at, p_now + make_interval(secs => teguh._retry_delay(v_task.retry_strategy, v_task.attempts)));
-    perform pg_notify('teguh_' || p_queue, '');
+    perform pg_notify('teguh_' || p_queue_name, '');
   else
     execute format($q$update teguh.%I set state = 'failed', last_failure = $2, finished_at = $3, cancel_at = null
-                      where task_id = $1$q$, 't_' || p_queue)
+                      where task_id = $1$q$, 't_' || p_queue_name)
       using p_task_id, p_reason, p_now;
   end if;
 end
@@ -899,7 +899,7 @@ $$;
 
 -- Recovers up to p_limit runs whose lease expired: each counts as a failed
 -- attempt. Never waits: rows others hold are left for the next sweep.
-create or replace function teguh._recover_expired(p_queue text, p_now timestamptz, p_limit integer)
+create or replace function teguh._recover_expired(p_queue_name text, p_now timestamptz, p_limit integer)
 returns integer
 language plpgsql as $$
 declare
@@ -910,21 +910,21 @@ declare
 begin
   for v_lease in execute format(
     'select run_id, task_id, attempt, worker_id, expires_at from teguh.%I where expires_at < $1
-      order by expires_at limit $2 for update skip locked', 'r_' || p_queue)
+      order by expires_at limit $2 for update skip locked', 'r_' || p_queue_name)
     using p_now, p_limit
   loop
     execute format('select state, current_run_id, true as locked from teguh.%I where task_id = $1 for update skip locked',
-                   't_' || p_queue)
+                   't_' || p_queue_name)
       into v_task using v_lease.task_id;
     if v_task.locked is null then
       -- someone else holds the task (they will settle it), or it was deleted
-      execute format('select exists (select 1 from teguh.%I where task_id = $1)', 't_' || p_queue)
+      execute format('select exists (select 1 from teguh.%I where task_id = $1)', 't_' || p_queue_name)
         into v_exists using v_lease.task_id;
       if not v_exists then
-        execute format('delete from teguh.%I where run_id = $1', 'r_' || p_queue) using v_lease.run_id;
+        execute format('delete from teguh.%I where run_id = $1', 'r_' || p_queue_name) using v_lease.run_id;
       end if;
     elsif v_task.state = 'running' and v_task.current_run_id = v_lease.run_id then
-      perform teguh._fail_attempt(p_queue, v_lease.task_id, v_lease.run_id,
+      perform teguh._fail_attempt(p_queue_name, v_lease.task_id, v_lease.run_id,
         jsonb_build_object('name', 'LeaseExpired',
                            'message', format('worker %s did not finish attempt %s before its lease expired at %s',
                                              v_lease.worker_id, v_lease.attempt, v_lease.expires_at)),
@@ -932,7 +932,7 @@ begin
       v_count := v_count + 1;
     else
       -- the task was cancelled or has moved on: the lease is stale
-      execute format('delete from teguh.%I where run_id = $1', 'r_' || p_queue) using v_lease.run_id;
+      execute format('delete from teguh.%I where run_id = $1', 'r_' || p_queue_name) using v_lease.run_id;
     end if;
   end loop;
   return v_count;
@@ -940,7 +940,7 @@ end
 $$;
 
 create or replace function teguh.claim_task(
-  p_queue         text,
+  p_queue_name         text,
   p_worker_id     text,
   p_claim_timeout integer default 30,
   p_qty           integer default 1
@@ -948,13 +948,13 @@ create or replace function teguh.claim_task(
                  max_attempts integer, headers jsonb, wake_event text, event_payload jsonb)
 language plpgsql as $$
 begin
-  perform teguh._assert_queue(p_queue);
+  perform teguh._assert_queue(p_queue_name);
   perform teguh._check_name('worker_id', p_worker_id);
   perform teguh._check_positive('claim_timeout', p_claim_timeout);
   if p_qty is null or p_qty < 1 or p_qty > 10000 then
     perform teguh._invalid('qty', format('expected an integer between 1 and 10000, got %s', coalesce(p_qty::text, 'null')));
   end if;
-  return query execute format('select * from teguh.%I($1, $2, $3, $4)', '_claim_' || p_queue)
+  return query execute format('select * from teguh.%I($1, $2, $3, $4)', '_claim_' || p_queue_name)
     using p_worker_id, p_claim_timeout, p_qty, teguh.current_time();
 end
 $$;
@@ -962,11 +962,11 @@ $$;
 -- Completes many runs of one queue in one statement (a worker's batched
 -- completions). Returns the runs that were not completed: 'cancelled' or
 -- 'lost' (not the task's active run any more); the others are completed.
-create or replace function teguh.complete_runs(p_queue text, p_run_ids uuid[], p_states jsonb[] default null)
+create or replace function teguh.complete_runs(p_queue_name text, p_run_ids uuid[], p_states jsonb[] default null)
 returns table (run_id uuid, status text)
 language plpgsql as $$
 begin
-  perform teguh._assert_queue(p_queue);
+  perform teguh._assert_queue(p_queue_name);
   if p_run_ids is null then
     perform teguh._invalid('run_ids', 'expected an array of run ids, got null');
   end if;
@@ -974,93 +974,93 @@ begin
     perform teguh._invalid('states', format('expected %s results, one per run, got %s',
                                             cardinality(p_run_ids), cardinality(p_states)));
   end if;
-  return query execute format('select * from teguh.%I($1, $2, $3)', '_done_' || p_queue)
+  return query execute format('select * from teguh.%I($1, $2, $3)', '_done_' || p_queue_name)
     using p_run_ids, coalesce(p_states, array_fill(null::jsonb, array[cardinality(p_run_ids)])),
           teguh.current_time();
 end
 $$;
 
-create or replace function teguh.complete_run(p_queue text, p_run_id uuid, p_state jsonb default null)
+create or replace function teguh.complete_run(p_queue_name text, p_run_id uuid, p_state jsonb default null)
 returns void
 language plpgsql as $$
 declare
   v_status text;
 begin
-  perform teguh._assert_queue(p_queue);
-  execute format('select status from teguh.%I($1, $2, $3)', '_done_' || p_queue)
+  perform teguh._assert_queue(p_queue_name);
+  execute format('select status from teguh.%I($1, $2, $3)', '_done_' || p_queue_name)
     into v_status using array[p_run_id], array[p_state], teguh.current_time();
   if v_status is not null then
-    perform teguh._raise_inactive(p_queue, p_run_id);
+    perform teguh._raise_inactive(p_queue_name, p_run_id);
   end if;
 end
 $$;
 
 -- Locks the task whose active run is p_run_id (t_ first, as everywhere) and
 -- returns its id and priority; raises AB001/AB002 when the run is not active.
-create or replace function teguh._lock_run(p_queue text, p_run_id uuid, out o_task_id uuid, out o_priority integer)
+create or replace function teguh._lock_run(p_queue_name text, p_run_id uuid, out o_task_id uuid, out o_priority integer)
 language plpgsql as $$
 begin
   execute format($q$
     select t.task_id, t.priority from teguh.%1$I t
      where t.task_id = (select r.task_id from teguh.%2$I r where r.run_id = $1)
        and t.current_run_id = $1 and t.state = 'running'
-       for update$q$, 't_' || p_queue, 'r_' || p_queue)
+       for update$q$, 't_' || p_queue_name, 'r_' || p_queue_name)
     into o_task_id, o_priority using p_run_id;
   if o_task_id is null then
-    perform teguh._raise_inactive(p_queue, p_run_id);
+    perform teguh._raise_inactive(p_queue_name, p_run_id);
   end if;
 end
 $$;
 
-create or replace function teguh.fail_run(p_queue text, p_run_id uuid, p_reason jsonb, p_retry_at timestamptz default null)
+create or replace function teguh.fail_run(p_queue_name text, p_run_id uuid, p_reason jsonb, p_retry_at timestamptz default null)
 returns void
 language plpgsql as $$
 declare
   v_task_id uuid;
 begin
-  perform teguh._assert_queue(p_queue);
+  perform teguh._assert_queue(p_queue_name);
   if p_reason is null then
     perform teguh._invalid('reason', 'expected a JSON value describing the failure, got null');
   end if;
-  v_task_id := (teguh._lock_run(p_queue, p_run_id)).o_task_id;
-  perform teguh._fail_attempt(p_queue, v_task_id, p_run_id, p_reason, p_retry_at, teguh.current_time());
+  v_task_id := (teguh._lock_run(p_queue_name, p_run_id)).o_task_id;
+  perform teguh._fail_attempt(p_queue_name, v_task_id, p_run_id, p_reason, p_retry_at, teguh.current_time());
 end
 $$;
 
 -- A durable sleep: the run leaves its lease and is claimable again at
 -- p_wake_at, with the same run id and attempt.
-create or replace function teguh.schedule_run(p_queue text, p_run_id uuid, p_wake_at timestamptz)
+create or replace function teguh.schedule_run(p_queue_name text, p_run_id uuid, p_wake_at timestamptz)
 returns void
 language plpgsql as $$
 declare
   v_task record;
 begin
-  perform teguh._assert_queue(p_queue);
+  perform teguh._assert_queue(p_queue_name);
   if p_wake_at is null then
     perform teguh._invalid('wake_at', 'expected a timestamp, got null');
   end if;
   -- Lock first, then act in later statements: their fresh snapshots see the
   -- lease that a concurrent resume of this same run id may have created.
-  v_task := teguh._lock_run(p_queue, p_run_id);
-  execute format($q$update teguh.%I set state = 'sleeping' where task_id = $1$q$, 't_' || p_queue)
+  v_task := teguh._lock_run(p_queue_name, p_run_id);
+  execute format($q$update teguh.%I set state = 'sleeping' where task_id = $1$q$, 't_' || p_queue_name)
     using v_task.o_task_id;
   execute format($q$
     with released as (delete from teguh.%1$I r where r.run_id = $1 returning r.task_id, r.run_id, r.attempt)
     insert into teguh.%2$I (task_id, run_id, attempt, priority, available_at)
     select released.task_id, released.run_id, released.attempt, $2, $3 from released$q$,
-    'r_' || p_queue, 'p_' || p_queue)
+    'r_' || p_queue_name, 'p_' || p_queue_name)
     using p_run_id, v_task.o_priority, p_wake_at;
-  perform pg_notify('teguh_' || p_queue, '');
+  perform pg_notify('teguh_' || p_queue_name, '');
 end
 $$;
 
-create or replace function teguh.extend_claim(p_queue text, p_run_id uuid, p_extend_by integer)
+create or replace function teguh.extend_claim(p_queue_name text, p_run_id uuid, p_extend_by integer)
 returns void
 language plpgsql as $$
 declare
   v_done integer;
 begin
-  perform teguh._assert_queue(p_queue);
+  perform teguh._assert_queue(p_queue_name);
   perform teguh._check_positive('extend_by', p_extend_by);
   -- the lease becomes now + extend_by: heartbeats do not accumulate
   execute format($q$
@@ -1069,21 +1069,21 @@ begin
         from teguh.%2$I t
        where r.run_id = $1 and t.task_id = r.task_id and t.current_run_id = $1 and t.state = 'running'
       returning 1
-    ) select count(*) from extended$q$, 'r_' || p_queue, 't_' || p_queue)
+    ) select count(*) from extended$q$, 'r_' || p_queue_name, 't_' || p_queue_name)
     into v_done using p_run_id, teguh.current_time() + make_interval(secs => p_extend_by);
   if v_done = 0 then
-    perform teguh._raise_inactive(p_queue, p_run_id);
+    perform teguh._raise_inactive(p_queue_name, p_run_id);
   end if;
 end
 $$;
 
 -- The batched heartbeat of one worker. Returns only the runs that were not
 -- extended: 'cancelled' (their lease is released here) or 'lost'.
-create or replace function teguh.extend_claims(p_queue text, p_worker_id text, p_run_ids uuid[], p_extend_by integer)
+create or replace function teguh.extend_claims(p_queue_name text, p_worker_id text, p_run_ids uuid[], p_extend_by integer)
 returns table (run_id uuid, status text)
 language plpgsql as $$
 begin
-  perform teguh._assert_queue(p_queue);
+  perform teguh._assert_queue(p_queue_name);
   perform teguh._check_name('worker_id', p_worker_id);
   perform teguh._check_positive('extend_by', p_extend_by);
   if p_run_ids is null then
@@ -1117,7 +1117,7 @@ begin
      where extended.run_id is null
        and (ids.run_id in (select mine.run_id from mine)
             or not exists (select 1 from teguh.%1$I r where r.run_id = ids.run_id and r.worker_id = $2))$q$,
-    'r_' || p_queue, 't_' || p_queue)
+    'r_' || p_queue_name, 't_' || p_queue_name)
     using p_run_ids, p_worker_id, teguh.current_time() + make_interval(secs => p_extend_by);
 end
 $$;
@@ -1127,25 +1127,25 @@ $$;
 -- ---------------------------------------------------------------------------
 
 -- Locks the task of an active run; raises AB001/AB002 otherwise.
-create or replace function teguh._lock_active_task(p_queue text, p_task_id uuid, p_run_id uuid) returns void
+create or replace function teguh._lock_active_task(p_queue_name text, p_task_id uuid, p_run_id uuid) returns void
 language plpgsql as $$
 declare
   v_state text;
   v_run   uuid;
 begin
-  execute format('select state, current_run_id from teguh.%I where task_id = $1 for update', 't_' || p_queue)
+  execute format('select state, current_run_id from teguh.%I where task_id = $1 for update', 't_' || p_queue_name)
     into v_state, v_run using p_task_id;
   if v_state = 'cancelled' then
-    raise exception 'task % in queue "%" was cancelled', p_task_id, p_queue using errcode = 'AB001';
+    raise exception 'task % in queue "%" was cancelled', p_task_id, p_queue_name using errcode = 'AB001';
   end if;
   if v_state is distinct from 'running' or v_run is distinct from p_run_id then
-    perform teguh._raise_inactive(p_queue, p_run_id, p_task_id);
+    perform teguh._raise_inactive(p_queue_name, p_run_id, p_task_id);
   end if;
 end
 $$;
 
 create or replace function teguh.set_task_checkpoint_state(
-  p_queue           text,
+  p_queue_name           text,
   p_task_id         uuid,
   p_step_name       text,
   p_state           jsonb,
@@ -1156,47 +1156,47 @@ language plpgsql as $$
 declare
   v_task_state text;
 begin
-  perform teguh._assert_queue(p_queue);
+  perform teguh._assert_queue(p_queue_name);
   perform teguh._check_name('step_name', p_step_name);
   if p_extend_claim_by is not null then
     perform teguh._check_positive('extend_claim_by', p_extend_claim_by);
   end if;
-  execute format('select teguh.%I($1, $2, $3, $4, $5, $6)', '_step_' || p_queue)
+  execute format('select teguh.%I($1, $2, $3, $4, $5, $6)', '_step_' || p_queue_name)
     into v_task_state using p_task_id, p_step_name, p_state, p_owner_run, p_extend_claim_by, teguh.current_time();
   if v_task_state = 'cancelled' then
-    raise exception 'task % in queue "%" was cancelled', p_task_id, p_queue using errcode = 'AB001';
+    raise exception 'task % in queue "%" was cancelled', p_task_id, p_queue_name using errcode = 'AB001';
   elsif v_task_state is distinct from 'ok' then
-    perform teguh._raise_inactive(p_queue, p_owner_run, p_task_id);
+    perform teguh._raise_inactive(p_queue_name, p_owner_run, p_task_id);
   end if;
 end
 $$;
 
-create or replace function teguh.get_task_checkpoint_state(p_queue text, p_task_id uuid, p_name text)
+create or replace function teguh.get_task_checkpoint_state(p_queue_name text, p_task_id uuid, p_checkpoint_name text)
 returns jsonb
 language plpgsql as $$
 declare
   v_state jsonb;
 begin
-  perform teguh._assert_queue(p_queue);
-  execute format('select state from teguh.%I where task_id = $1 and checkpoint_name = $2', 'c_' || p_queue)
-    into v_state using p_task_id, p_name;
+  perform teguh._assert_queue(p_queue_name);
+  execute format('select state from teguh.%I where task_id = $1 and checkpoint_name = $2', 'c_' || p_queue_name)
+    into v_state using p_task_id, p_checkpoint_name;
   return v_state;
 end
 $$;
 
-create or replace function teguh.get_task_checkpoint_states(p_queue text, p_task_id uuid, p_run_id uuid)
+create or replace function teguh.get_task_checkpoint_states(p_queue_name text, p_task_id uuid, p_run_id uuid)
 returns table (checkpoint_name text, state jsonb)
 language plpgsql as $$
 declare
   v_state text;
 begin
-  perform teguh._assert_queue(p_queue);
-  execute format('select state from teguh.%I where task_id = $1', 't_' || p_queue) into v_state using p_task_id;
+  perform teguh._assert_queue(p_queue_name);
+  execute format('select state from teguh.%I where task_id = $1', 't_' || p_queue_name) into v_state using p_task_id;
   if v_state = 'cancelled' and p_run_id is not null then
-    raise exception 'task % in queue "%" was cancelled', p_task_id, p_queue using errcode = 'AB001';
+    raise exception 'task % in queue "%" was cancelled', p_task_id, p_queue_name using errcode = 'AB001';
   end if;
   return query execute format('select checkpoint_name, state from teguh.%I where task_id = $1 order by checkpoint_name',
-                              'c_' || p_queue) using p_task_id;
+                              'c_' || p_queue_name) using p_task_id;
 end
 $$;
 
@@ -1219,13 +1219,13 @@ $$;
 
 -- Serializes waiting for and emitting one event name, so that a wait and an
 -- emit that overlap can never miss each other.
-create or replace function teguh._lock_event(p_queue text, p_event_name text) returns void
+create or replace function teguh._lock_event(p_queue_name text, p_event_name text) returns void
 language sql as $$
-  select pg_advisory_xact_lock(hashtext('teguh.event.' || p_queue), hashtext(p_event_name))
+  select pg_advisory_xact_lock(hashtext('teguh.event.' || p_queue_name), hashtext(p_event_name))
 $$;
 
 create or replace function teguh.wait_event(
-  p_queue      text,
+  p_queue_name      text,
   p_task_id    uuid,
   p_run_id     uuid,
   p_step_name  text,
@@ -1240,57 +1240,57 @@ declare
   v_found   boolean;
   v_lease   record;
 begin
-  perform teguh._assert_queue(p_queue);
+  perform teguh._assert_queue(p_queue_name);
   perform teguh._check_name('step_name', p_step_name);
   perform teguh._check_name('event_name', p_event_name);
   if p_timeout < 0 then
     perform teguh._invalid('timeout', format('expected null (no timeout) or seconds >= 0, got %s', p_timeout));
   end if;
   perform teguh._require_read_committed('teguh.wait_event');
-  perform teguh._lock_event(p_queue, p_event_name);
-  perform teguh._lock_active_task(p_queue, p_task_id, p_run_id);
+  perform teguh._lock_event(p_queue_name, p_event_name);
+  perform teguh._lock_active_task(p_queue_name, p_task_id, p_run_id);
 
   -- replay: the outcome was checkpointed when the task was woken
   execute format('select state, timed_out, true from teguh.%I where task_id = $1 and checkpoint_name = $2',
-                 'c_' || p_queue)
+                 'c_' || p_queue_name)
     into v_state, v_timeout, v_found using p_task_id, p_step_name;
   if v_found then
     return query select false, v_state, v_timeout;
     return;
   end if;
 
-  execute format('select payload, true from teguh.%I where event_name = $1', 'e_' || p_queue)
+  execute format('select payload, true from teguh.%I where event_name = $1', 'e_' || p_queue_name)
     into v_state, v_found using p_event_name;
   if v_found then
     execute format($q$insert into teguh.%I (task_id, checkpoint_name, state, timed_out, owner_run, updated_at)
-                      values ($1, $2, $3, false, $4, $5)$q$, 'c_' || p_queue)
+                      values ($1, $2, $3, false, $4, $5)$q$, 'c_' || p_queue_name)
       using p_task_id, p_step_name, v_state, p_run_id, v_now;
     return query select false, v_state, false;
     return;
   end if;
 
   -- suspend: release the lease, register the wait, and queue the timeout
-  execute format($q$update teguh.%I set state = 'sleeping' where task_id = $1 returning priority$q$, 't_' || p_queue)
+  execute format($q$update teguh.%I set state = 'sleeping' where task_id = $1 returning priority$q$, 't_' || p_queue_name)
     into v_lease using p_task_id;
   if p_timeout is not null then
     execute format($q$insert into teguh.%I (task_id, run_id, attempt, priority, available_at, wake_event, timeout_step)
                       select $1, r.run_id, r.attempt, $3, $4, $5, $6 from teguh.%I r where r.run_id = $2$q$,
-                   'p_' || p_queue, 'r_' || p_queue)
+                   'p_' || p_queue_name, 'r_' || p_queue_name)
       using p_task_id, p_run_id, v_lease.priority, v_now + make_interval(secs => p_timeout), p_event_name, p_step_name;
   end if;
   execute format($q$
     with released as (delete from teguh.%I where run_id = $2 returning attempt)
     insert into teguh.%I (task_id, run_id, attempt, step_name, event_name, timeout_at, created_at)
-    select $1, $2, released.attempt, $3, $4, $5, $6 from released$q$, 'r_' || p_queue, 'w_' || p_queue)
+    select $1, $2, released.attempt, $3, $4, $5, $6 from released$q$, 'r_' || p_queue_name, 'w_' || p_queue_name)
     using p_task_id, p_run_id, p_step_name, p_event_name,
           v_now + make_interval(secs => p_timeout), v_now;
-  perform pg_notify('teguh_' || p_queue, '');
+  perform pg_notify('teguh_' || p_queue_name, '');
   return query select true, null::jsonb, false;
 end
 $$;
 
 create or replace function teguh.await_event(
-  p_queue      text,
+  p_queue_name      text,
   p_task_id    uuid,
   p_run_id     uuid,
   p_step_name  text,
@@ -1299,21 +1299,21 @@ create or replace function teguh.await_event(
 ) returns table (should_suspend boolean, payload jsonb)
 language sql as $$
   select w.should_suspend, w.payload
-    from teguh.wait_event(p_queue, p_task_id, p_run_id, p_step_name, p_event_name, p_timeout) w
+    from teguh.wait_event(p_queue_name, p_task_id, p_run_id, p_step_name, p_event_name, p_timeout) w
 $$;
 
-create or replace function teguh.emit_event(p_queue text, p_event_name text, p_payload jsonb default null)
+create or replace function teguh.emit_event(p_queue_name text, p_event_name text, p_payload jsonb default null)
 returns void
 language plpgsql as $$
 declare
   v_now timestamptz := teguh.current_time();
   v_emitted boolean;
 begin
-  perform teguh._assert_queue(p_queue);
+  perform teguh._assert_queue(p_queue_name);
   perform teguh._check_name('event_name', p_event_name);
   perform teguh._require_read_committed('teguh.emit_event');
-  perform teguh._lock_event(p_queue, p_event_name);
-  execute format('select exists (select 1 from teguh.%I where event_name = $1)', 'e_' || p_queue)
+  perform teguh._lock_event(p_queue_name, p_event_name);
+  execute format('select exists (select 1 from teguh.%I where event_name = $1)', 'e_' || p_queue_name)
     into v_emitted using p_event_name;
   if v_emitted then
     return;  -- first write wins
@@ -1328,7 +1328,7 @@ begin
          for update of t
     )
     delete from teguh.%2$I p using waiting where p.task_id = waiting.task_id$q$,
-    't_' || p_queue, 'p_' || p_queue, 'w_' || p_queue)
+    't_' || p_queue_name, 'p_' || p_queue_name, 'w_' || p_queue_name)
     using p_event_name;
   execute format($q$
     with woken as (
@@ -1344,12 +1344,12 @@ begin
     on conflict (task_id, checkpoint_name)
     do update set state = excluded.state, timed_out = false, owner_run = excluded.owner_run,
                   updated_at = excluded.updated_at$q$,
-    't_' || p_queue, 'p_' || p_queue, 'c_' || p_queue, 'w_' || p_queue)
+    't_' || p_queue_name, 'p_' || p_queue_name, 'c_' || p_queue_name, 'w_' || p_queue_name)
     using p_event_name, p_payload, v_now;
 
-  execute format('insert into teguh.%I (event_name, payload, emitted_at) values ($1, $2, $3)', 'e_' || p_queue)
+  execute format('insert into teguh.%I (event_name, payload, emitted_at) values ($1, $2, $3)', 'e_' || p_queue_name)
     using p_event_name, p_payload, v_now;
-  perform pg_notify('teguh_' || p_queue, '');
+  perform pg_notify('teguh_' || p_queue_name, '');
 end
 $$;
 
@@ -1360,35 +1360,35 @@ $$;
 -- Cancels a task whose t_ row the caller has locked. The lease (if any) is
 -- kept so that the running worker's next call raises AB001; lease recovery
 -- or the worker's heartbeat removes it.
-create or replace function teguh._cancel_locked(p_queue text, p_task_id uuid, p_now timestamptz) returns void
+create or replace function teguh._cancel_locked(p_queue_name text, p_task_id uuid, p_now timestamptz) returns void
 language plpgsql as $$
 begin
   execute format($q$update teguh.%I set state = 'cancelled', cancelled_at = $2, finished_at = $2, cancel_at = null
-                    where task_id = $1$q$, 't_' || p_queue) using p_task_id, p_now;
-  execute format('delete from teguh.%I where task_id = $1', 'p_' || p_queue) using p_task_id;
-  execute format('delete from teguh.%I where task_id = $1', 'w_' || p_queue) using p_task_id;
+                    where task_id = $1$q$, 't_' || p_queue_name) using p_task_id, p_now;
+  execute format('delete from teguh.%I where task_id = $1', 'p_' || p_queue_name) using p_task_id;
+  execute format('delete from teguh.%I where task_id = $1', 'w_' || p_queue_name) using p_task_id;
 end
 $$;
 
-create or replace function teguh.cancel_task(p_queue text, p_task_id uuid) returns void
+create or replace function teguh.cancel_task(p_queue_name text, p_task_id uuid) returns void
 language plpgsql as $$
 declare
   v_state text;
 begin
-  perform teguh._assert_queue(p_queue);
-  execute format('select state from teguh.%I where task_id = $1 for update', 't_' || p_queue)
+  perform teguh._assert_queue(p_queue_name);
+  execute format('select state from teguh.%I where task_id = $1 for update', 't_' || p_queue_name)
     into v_state using p_task_id;
   if v_state is null then
-    raise exception 'task % does not exist in queue "%"', p_task_id, p_queue using errcode = 'P0002';
+    raise exception 'task % does not exist in queue "%"', p_task_id, p_queue_name using errcode = 'P0002';
   end if;
   if v_state in ('completed', 'failed', 'cancelled') then
     return;
   end if;
-  perform teguh._cancel_locked(p_queue, p_task_id, teguh.current_time());
+  perform teguh._cancel_locked(p_queue_name, p_task_id, teguh.current_time());
 end
 $$;
 
-create or replace function teguh.retry_task(p_queue text, p_task_id uuid, p_options jsonb default '{}')
+create or replace function teguh.retry_task(p_queue_name text, p_task_id uuid, p_options jsonb default '{}')
 returns table (task_id uuid, run_id uuid, attempt integer, created boolean)
 language plpgsql as $$
 #variable_conflict use_column
@@ -1399,7 +1399,7 @@ declare
   v_max_attempts integer;
   v_options      jsonb;
 begin
-  perform teguh._assert_queue(p_queue);
+  perform teguh._assert_queue(p_queue_name);
   p_options := jsonb_strip_nulls(coalesce(p_options, '{}'::jsonb));
   if jsonb_typeof(p_options) <> 'object' then
     perform teguh._invalid('options', format('expected a JSON object, got %s', jsonb_typeof(p_options)));
@@ -1415,22 +1415,22 @@ begin
     v_max_attempts := teguh._json_int('max_attempts', p_options->'max_attempts', 1, 2147483647);
   end if;
 
-  execute format('select * from teguh.%I where task_id = $1 for update', 't_' || p_queue)
+  execute format('select * from teguh.%I where task_id = $1 for update', 't_' || p_queue_name)
     into v_task using p_task_id;
   if v_task.task_id is null then
-    raise exception 'task % does not exist in queue "%"', p_task_id, p_queue using errcode = 'P0002';
+    raise exception 'task % does not exist in queue "%"', p_task_id, p_queue_name using errcode = 'P0002';
   end if;
 
   if v_spawn_new then
     v_options := jsonb_build_object('headers', v_task.headers, 'retry_strategy', v_task.retry_strategy,
                                     'max_attempts', coalesce(v_max_attempts, v_task.max_attempts),
                                     'priority', v_task.priority, 'cancellation', v_task.cancellation);
-    return query select * from teguh.spawn_task(p_queue, v_task.task_name, v_task.params, v_options);
+    return query select * from teguh.spawn_task(p_queue_name, v_task.task_name, v_task.params, v_options);
     return;
   end if;
 
   if v_task.state <> 'failed' then
-    raise exception 'task % in queue "%" is %, only a failed task can be retried in place', p_task_id, p_queue, v_task.state
+    raise exception 'task % in queue "%" is %, only a failed task can be retried in place', p_task_id, p_queue_name, v_task.state
       using errcode = '55000', hint = 'Pass {"spawn_new": true} to run it again as a new task.';
   end if;
   v_run := teguh.portable_uuidv7();
@@ -1439,39 +1439,39 @@ begin
                            max_attempts = greatest(coalesce($3, max_attempts), attempts + 1),
                            first_started_at = null,
                            cancel_at = $4 + make_interval(secs => (cancellation->>'max_delay')::double precision)
-                     where task_id = $1$q$, 't_' || p_queue)
+                     where task_id = $1$q$, 't_' || p_queue_name)
     using p_task_id, v_run, v_max_attempts, teguh.current_time();
   execute format('insert into teguh.%I (task_id, run_id, attempt, priority, available_at) values ($1, $2, $3, $4, $5)',
-                 'p_' || p_queue)
+                 'p_' || p_queue_name)
     using p_task_id, v_run, v_task.attempts + 1, v_task.priority, teguh.current_time();
-  perform pg_notify('teguh_' || p_queue, '');
+  perform pg_notify('teguh_' || p_queue_name, '');
   return query select p_task_id, v_run, v_task.attempts + 1, false;
 end
 $$;
 
-create or replace function teguh.get_task_result(p_queue text, p_task_id uuid)
+create or replace function teguh.get_task_result(p_queue_name text, p_task_id uuid)
 returns table (task_id uuid, state text, attempts integer, completed_payload jsonb, cancelled_at timestamptz)
 language plpgsql as $$
 begin
-  perform teguh._assert_queue(p_queue);
+  perform teguh._assert_queue(p_queue_name);
   return query execute format(
     'select task_id, state, attempts, completed_payload, cancelled_at from teguh.%I where task_id = $1',
-    't_' || p_queue) using p_task_id;
+    't_' || p_queue_name) using p_task_id;
 end
 $$;
 
-create or replace function teguh.get_task(p_queue text, p_task_id uuid)
+create or replace function teguh.get_task(p_queue_name text, p_task_id uuid)
 returns table (task_id uuid, task_name text, state text, attempts integer, max_attempts integer, priority integer,
                params jsonb, headers jsonb, retry_strategy jsonb, idempotency_key text, created_at timestamptz,
                first_started_at timestamptz, finished_at timestamptz, completed_payload jsonb, last_failure jsonb,
                cancelled_at timestamptz)
 language plpgsql as $$
 begin
-  perform teguh._assert_queue(p_queue);
+  perform teguh._assert_queue(p_queue_name);
   return query execute format(
     'select task_id, task_name, state, attempts, max_attempts, priority, params, headers, retry_strategy,
             idempotency_key, created_at, first_started_at, finished_at, completed_payload, last_failure, cancelled_at
-       from teguh.%I where task_id = $1', 't_' || p_queue) using p_task_id;
+       from teguh.%I where task_id = $1', 't_' || p_queue_name) using p_task_id;
 end
 $$;
 
@@ -1482,7 +1482,7 @@ $$;
 -- Cancels up to p_limit tasks whose cancellation deadline (max_delay,
 -- max_duration) has passed; returns how many. Never waits: rows others hold
 -- are left for the next call.
-create or replace function teguh._enforce_deadlines(p_queue text, p_now timestamptz, p_limit integer)
+create or replace function teguh._enforce_deadlines(p_queue_name text, p_now timestamptz, p_limit integer)
 returns integer
 language plpgsql as $$
 declare
@@ -1491,12 +1491,12 @@ declare
 begin
   for v_task in execute format(
     'select task_id, state from teguh.%I where cancel_at <= $1 order by cancel_at limit $2 for update skip locked',
-    't_' || p_queue) using p_now, p_limit
+    't_' || p_queue_name) using p_now, p_limit
   loop
     if v_task.state in ('completed', 'failed', 'cancelled') then
-      execute format('update teguh.%I set cancel_at = null where task_id = $1', 't_' || p_queue) using v_task.task_id;
+      execute format('update teguh.%I set cancel_at = null where task_id = $1', 't_' || p_queue_name) using v_task.task_id;
     else
-      perform teguh._cancel_locked(p_queue, v_task.task_id, p_now);
+      perform teguh._cancel_locked(p_queue_name, v_task.task_id, p_now);
       v_count := v_count + 1;
     end if;
   end loop;
@@ -1506,17 +1506,17 @@ $$;
 
 -- Recovers expired leases and enforces cancellation deadlines, for one queue
 -- or all. Sleeps, delayed spawns and event timeouts need no ticker.
-create or replace function teguh.ticker(p_queue text default null) returns integer
+create or replace function teguh.ticker(p_queue_name text default null) returns integer
 language plpgsql as $$
 declare
   v_now   timestamptz := teguh.current_time();
   v_queue text;
   v_count integer := 0;
 begin
-  if p_queue is not null then
-    perform teguh._assert_queue(p_queue);
+  if p_queue_name is not null then
+    perform teguh._assert_queue(p_queue_name);
   end if;
-  for v_queue in select q.queue_name from teguh.queues q where p_queue is null or q.queue_name = p_queue
+  for v_queue in select q.queue_name from teguh.queues q where p_queue_name is null or q.queue_name = p_queue_name
                   order by q.queue_name loop
     v_count := v_count + teguh._recover_expired(v_queue, v_now, 1000)
                        + teguh._enforce_deadlines(v_queue, v_now, 1000);
@@ -1528,15 +1528,15 @@ $$;
 -- The earliest time something on the queue falls due: a delayed, retrying or
 -- sleeping run, an event timeout, a lease expiry or a cancellation deadline.
 -- May lie in the past (something is due now); null when nothing is pending.
-create or replace function teguh.next_wake_at(p_queue text) returns timestamptz
+create or replace function teguh.next_wake_at(p_queue_name text) returns timestamptz
 language plpgsql as $$
 declare
   v_at timestamptz;
 begin
-  perform teguh._assert_queue(p_queue);
+  perform teguh._assert_queue(p_queue_name);
   execute format('select least((select min(available_at) from teguh.%I), (select min(expires_at) from teguh.%I),
                                (select min(cancel_at) from teguh.%I))',
-                 'p_' || p_queue, 'r_' || p_queue, 't_' || p_queue)
+                 'p_' || p_queue_name, 'r_' || p_queue_name, 't_' || p_queue_name)
     into v_at;
   return v_at;
 end
@@ -1545,14 +1545,14 @@ $$;
 -- Deletes up to p_limit terminal tasks that finished more than p_ttl_seconds
 -- ago. Task ids are time-ordered (v7), so the primary key bounds the scan to
 -- tasks created before the cut-off; finished_at decides.
-create or replace function teguh.cleanup_tasks(p_queue text, p_ttl_seconds integer, p_limit integer)
+create or replace function teguh.cleanup_tasks(p_queue_name text, p_ttl_seconds integer, p_limit integer default 1000)
 returns integer
 language plpgsql as $$
 declare
   v_cutoff timestamptz;
   v_count  integer;
 begin
-  perform teguh._assert_queue(p_queue);
+  perform teguh._assert_queue(p_queue_name);
   if p_ttl_seconds is null or p_ttl_seconds < 0 then
     perform teguh._invalid('ttl_seconds', format('expected seconds >= 0, got %s', coalesce(p_ttl_seconds::text, 'null')));
   end if;
@@ -1570,23 +1570,23 @@ begin
     ), deleted as (
       delete from teguh.%1$I t using doomed where t.task_id = doomed.task_id returning 1
     )
-    select count(*) from deleted$q$, 't_' || p_queue, 'c_' || p_queue)
+    select count(*) from deleted$q$, 't_' || p_queue_name, 'c_' || p_queue_name)
     into v_count using teguh._uuidv7_floor(v_cutoff + interval '1 millisecond'), v_cutoff, p_limit;
   return v_count;
 end
 $$;
 
-create or replace function teguh.cleanup_all_queues(p_queue text default null) returns integer
+create or replace function teguh.cleanup_all_queues(p_queue_name text default null) returns integer
 language plpgsql as $$
 declare
   v_queue record;
   v_count integer := 0;
 begin
-  if p_queue is not null then
-    perform teguh._assert_queue(p_queue);
+  if p_queue_name is not null then
+    perform teguh._assert_queue(p_queue_name);
   end if;
   for v_queue in select q.queue_name, q.cleanup_ttl_seconds from teguh.queues q
-                  where p_queue is null or q.queue_name = p_queue order by q.queue_name loop
+                  where p_queue_name is null or q.queue_name = p_queue_name order by q.queue_name loop
     v_count := v_count + teguh.cleanup_tasks(v_queue.queue_name, v_queue.cleanup_ttl_seconds, 10000);
     execute format($q$delete from teguh.%1$I where event_name in (
                         select event_name from teguh.%1$I where emitted_at < $1 order by emitted_at limit 10000)$q$,
@@ -1597,7 +1597,7 @@ begin
 end
 $$;
 
-create or replace function teguh.queue_stats(p_queue text default null)
+create or replace function teguh.queue_stats(p_queue_name text default null)
 returns table (queue_name text, pending bigint, running bigint, sleeping bigint, completed bigint, failed bigint,
                cancelled bigint, oldest_pending_seconds double precision, in_flight bigint)
 language plpgsql as $$
@@ -1605,10 +1605,10 @@ declare
   v_queue text;
   v_now   timestamptz := teguh.current_time();
 begin
-  if p_queue is not null then
-    perform teguh._assert_queue(p_queue);
+  if p_queue_name is not null then
+    perform teguh._assert_queue(p_queue_name);
   end if;
-  for v_queue in select q.queue_name from teguh.queues q where p_queue is null or q.queue_name = p_queue
+  for v_queue in select q.queue_name from teguh.queues q where p_queue_name is null or q.queue_name = p_queue_name
                   order by q.queue_name loop
     return query execute format($q$
       select $1::text,

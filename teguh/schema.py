@@ -4,10 +4,12 @@ In a wheel the SQL ships as ``teguh/_sql/teguh.sql`` (with
 ``teguh/_sql/migrations/``); in a source checkout or an editable install it is
 ``<repo>/schema/teguh.sql``. `sql_dir` finds whichever exists.
 
-`install` applies the whole file (idempotent: safe on an installed database).
-`check` compares ``teguh.version()`` with `SCHEMA_VERSION` and raises
-`SchemaMissing` or `SchemaOutdated` with what to run. `migrate` applies
-``migrations/<from>-<to>.sql`` files in order up to `SCHEMA_VERSION`.
+`install` (alias `migrate`) applies, in one transaction, the
+``migrations/<from>-<to>.sql`` files from the installed version up to
+`SCHEMA_VERSION`, then the whole ``teguh.sql`` (idempotent: safe on an
+installed database). `check` compares ``teguh.version()`` with
+`SCHEMA_VERSION` and raises `SchemaMissing` or `SchemaOutdated` with what
+to run.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ __all__ = [
     "sql_text",
 ]
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 """The schema version this library is written against."""
 
 logger = logging.getLogger("teguh.schema")
@@ -62,18 +64,31 @@ def sql_text() -> str:
     return (sql_dir() / "teguh.sql").read_text(encoding="utf-8")
 
 
-def install(conn: psycopg.Connection[Any]) -> None:
-    """Apply ``teguh.sql`` to the connection's database, in one transaction.
+def install(conn: psycopg.Connection[Any]) -> list[str]:
+    """Install or upgrade the schema in one transaction; return what was applied.
 
-    Idempotent. Concurrent installs are serialized with an advisory lock. On
-    a connection that is not in autocommit the caller commits.
+    On a database without teguh this applies ``teguh.sql``. On an older
+    version it first applies the migrations from that version (see
+    `migration_path`), then ``teguh.sql``: either everything commits or
+    nothing changed. Idempotent on a current database. Concurrent installs are
+    serialized with an advisory lock. On a connection that is not in
+    autocommit the caller commits.
     """
     script = sql_text()
+    applied: list[str] = []
     with conn.transaction():
         conn.execute(Q.INSTALL_LOCK)
+        version = installed_version(conn)
+        if version is not None and version != SCHEMA_VERSION:
+            for file in migration_path(version):
+                conn.execute(file.read_text(encoding="utf-8").encode())
+                logger.info("applied teguh migration %s", file.name)
+                applied.append(file.name)
         # bytes: sent verbatim as one script (no placeholder processing)
         conn.execute(script.encode())
+    applied.append("teguh.sql")
     logger.info("installed teguh schema version %s", SCHEMA_VERSION)
+    return applied
 
 
 def installed_version(conn: psycopg.Connection[Any]) -> str | None:
@@ -135,23 +150,13 @@ def migration_path(src: str, dst: str = SCHEMA_VERSION) -> list[Path]:
 
 
 def migrate(conn: psycopg.Connection[Any]) -> list[str]:
-    """Bring the database to `SCHEMA_VERSION`; return the migration files applied.
+    """Bring the database to `SCHEMA_VERSION`; return the files applied.
 
-    Installs the schema when it is missing. Each migration runs in its own
-    transaction under the install lock.
+    The same as `install`: the migrations from the installed version (none
+    when the schema is missing or current), then ``teguh.sql``, in one
+    transaction.
     """
-    version = installed_version(conn)
-    if version is None:
-        install(conn)
-        return ["teguh.sql"]
-    applied: list[str] = []
-    for file in migration_path(version):
-        with conn.transaction():
-            conn.execute(Q.INSTALL_LOCK)
-            conn.execute(file.read_text(encoding="utf-8").encode())
-        logger.info("applied teguh migration %s", file.name)
-        applied.append(file.name)
-    return applied
+    return install(conn)
 
 
 def _key(version: str) -> tuple[int, ...]:

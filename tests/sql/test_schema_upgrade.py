@@ -10,7 +10,11 @@ from typing import Any
 
 import psycopg
 
+from teguh import schema
 from tests.conftest import SCHEMA_FILE
+
+# schema/teguh.sql as released at version 1, to prove the upgrade path.
+V1_SQL = SCHEMA_FILE.parent.parent / "tests" / "sql" / "data" / "teguh-v1.sql"
 
 FINGERPRINT = """
 select 'table',
@@ -52,3 +56,64 @@ def test_migration_files_follow_the_naming_convention() -> None:
     for path in migrations.glob("*.sql"):
         start, _, end = path.stem.partition("-")
         assert start.isdigit() and end.isdigit() and int(end) == int(start) + 1, path.name
+
+
+def _fresh_database(conn: psycopg.Connection[Any], name: str) -> str:
+    conn.execute(f'drop database if exists "{name}"')
+    conn.execute(f'create database "{name}"')
+    info = conn.info
+    return f"postgresql://{info.user}@{info.host}:{info.port}/{name}"
+
+
+def test_version_1_database_upgrades_in_place_to_a_fresh_install(
+    conn: psycopg.Connection[Any], make_conn: Any
+) -> None:
+    fresh = make_conn()
+    fresh.execute("select teguh.create_queue('alpha')")
+    expected = fingerprint(fresh)
+
+    dsn = _fresh_database(conn, "teguh_v1_upgrade")
+    try:
+        with psycopg.connect(dsn, autocommit=True) as old:
+            old.execute(V1_SQL.read_bytes())
+            old.execute("select teguh.create_queue('alpha')")
+            spawned = old.execute(
+                "select task_id from teguh.spawn_task('alpha', 'job', '{\"n\": 1}')"
+            ).fetchone()
+            assert spawned is not None
+            assert schema.installed_version(old) == "1"
+
+            applied = schema.install(old)
+
+            assert applied == ["1-2.sql", "teguh.sql"]
+            assert schema.installed_version(old) == schema.SCHEMA_VERSION
+            assert fingerprint(old) == expected
+            # the task spawned under version 1 survives and is claimable
+            claimed = old.execute(
+                "select task_id from teguh.claim_task(p_queue_name => 'alpha', p_worker_id => 'w')"
+            ).fetchall()
+            assert claimed == [spawned]
+    finally:
+        conn.execute('drop database if exists "teguh_v1_upgrade" with (force)')
+
+
+def test_a_failed_upgrade_changes_nothing(conn: psycopg.Connection[Any]) -> None:
+    dsn = _fresh_database(conn, "teguh_v1_failed")
+    try:
+        with psycopg.connect(dsn, autocommit=True) as old:
+            old.execute(V1_SQL.read_bytes())
+            # a view that depends on a function the migration must drop
+            old.execute(
+                "create view teguh.blocker as select teguh.ticker('x'::text) as n where false"
+            )
+            before = fingerprint(old)
+            try:
+                schema.install(old)
+            except psycopg.Error:
+                pass
+            else:
+                raise AssertionError("install over a blocked function should have failed")
+            assert schema.installed_version(old) == "1"
+            assert fingerprint(old) == before
+    finally:
+        conn.execute('drop database if exists "teguh_v1_failed" with (force)')

@@ -8,8 +8,12 @@ from teguh import schema
 from teguh.errors import SchemaError
 
 
-def test_schema_version_is_a_string() -> None:
-    assert schema.SCHEMA_VERSION == "1"
+def test_schema_version_matches_teguh_sql() -> None:
+    assert f"select '{schema.SCHEMA_VERSION}'::text" in schema.sql_text()
+
+
+def test_version_1_migrates_along_the_chain() -> None:
+    assert [p.name for p in schema.migration_path("1")] == ["1-2.sql"]
 
 
 def test_sql_dir_holds_teguh_sql() -> None:
