@@ -25,7 +25,7 @@ from teguh.errors import TeguhError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
-    from sqlalchemy.orm import Session
+    from sqlalchemy.orm import Session, scoped_session
 
     from teguh.client import Client
     from teguh.records import SpawnResult
@@ -40,17 +40,20 @@ class UnsupportedDriver(TeguhError):
     """The SQLAlchemy engine does not use the synchronous psycopg 3 driver."""
 
 
-def psycopg_connection(bind: Session | Connection) -> psycopg.Connection[Any]:
+def psycopg_connection(bind: Session | scoped_session[Any] | Connection) -> psycopg.Connection[Any]:
     """Return the psycopg 3 connection under ``bind``, inside its current transaction.
 
-    ``bind`` is a `sqlalchemy.orm.Session` (its transaction begins if it has
-    not yet, exactly as a query through the session would begin it) or a
+    ``bind`` is a `sqlalchemy.orm.Session` or ``scoped_session`` (such as
+    Flask-SQLAlchemy's ``db.session``; its transaction begins if it has not
+    yet, exactly as a query through the session would begin it) or a
     `sqlalchemy.engine.Connection`. Statements run on the returned connection
     commit or roll back with the session. Do not commit or close it yourself.
     """
     from sqlalchemy.engine import Connection
-    from sqlalchemy.orm import Session
+    from sqlalchemy.orm import Session, scoped_session
 
+    if isinstance(bind, scoped_session):  # Flask-SQLAlchemy's db.session
+        bind = bind()
     if isinstance(bind, Session):
         connection = bind.connection()
     elif isinstance(bind, Connection):
@@ -74,7 +77,7 @@ def psycopg_connection(bind: Session | Connection) -> psycopg.Connection[Any]:
 
 
 def spawn(
-    bind: Session | Connection,
+    bind: Session | scoped_session[Any] | Connection,
     task: Task[P, Any],
     /,
     *args: P.args,
@@ -89,7 +92,7 @@ def spawn(
 
 
 def spawn_task(
-    bind: Session | Connection,
+    bind: Session | scoped_session[Any] | Connection,
     client: Client,
     queue: str,
     task_name: str,

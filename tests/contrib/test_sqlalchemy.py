@@ -88,6 +88,16 @@ def test_connection_commit_as_you_go(engine: Engine, client: teguh.Client) -> No
     assert _tasks(client) == [("by.name", {"n": 2})]
 
 
+def test_scoped_session(engine: Engine, client: teguh.Client) -> None:
+    from sqlalchemy.orm import scoped_session, sessionmaker
+
+    scoped = scoped_session(sessionmaker(engine))
+    spawn_task(scoped, client, "q", "by.scoped")
+    scoped.commit()
+    scoped.remove()
+    assert _tasks(client) == [("by.scoped", {})]
+
+
 def test_driver_connection_is_the_sessions(engine: Engine) -> None:
     with Session(engine) as session:
         session.execute(text("set local application_name = 'mine'"))
