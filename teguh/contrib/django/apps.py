@@ -19,11 +19,11 @@ class TeguhConfig(AppConfig):  # type: ignore[misc]  # Django is untyped
 
     def ready(self) -> None:
         from teguh.contrib.django import checks as teguh_checks
-        from teguh.contrib.django import schema
+        from teguh.contrib.django.worker import arm_in_process_workers
 
         checks.register(teguh_checks.check_database, checks.Tags.database)
         post_migrate.connect(_post_migrate, sender=self, dispatch_uid="teguh-post-migrate")
-        self._schema = schema
+        arm_in_process_workers()
 
 
 def _post_migrate(sender: TeguhConfig, using: str = "default", **kwargs: Any) -> None:

@@ -96,8 +96,9 @@ class TeguhBackend(BaseTaskBackend):  # type: ignore[misc]  # Django is untyped
     ``OPTIONS``: ``DATABASE`` (the database alias, default ``"default"``; its
     engine must be ``django.db.backends.postgresql`` on psycopg 3) and
     ``WORKER`` (default keyword arguments of the worker: ``concurrency``,
-    ``claim_timeout``, ``poll_interval``...). ``QUEUES``: the teguh queues
-    (created by ``manage.py migrate``).
+    ``claim_timeout``, ``poll_interval``...), ``WORKER_IN_PROCESS`` (run a
+    worker in each process that serves requests, from its first request).
+    ``QUEUES``: the teguh queues (created by ``manage.py migrate``).
     """
 
     task_class = TeguhTask

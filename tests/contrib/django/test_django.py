@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import uuid
 import warnings
@@ -197,3 +198,35 @@ def test_manage_py_test(django_env: dict[str, str]) -> None:
     assert proc.returncode == 0, out
     assert "Ran 3 tests" in out
     assert "Destroying test database" in out
+
+
+def test_runserver_autoreloader_runs_exactly_one_in_process_worker(
+    django_env: dict[str, str],
+) -> None:
+    import socket
+    import urllib.request
+
+    from shop.tasks import send_email
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = manage({**django_env, "TEGUH_DJANGO_IN_PROCESS": "1"}, "runserver", f"127.0.0.1:{port}")
+
+    def up() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for(up, timeout=60, interval=0.2)
+        up()
+        mail = send_email.enqueue("in-process@example.com")
+        assert _finished(send_email, mail.id).return_value.startswith("sent")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    started = [line for line in out.splitlines() if "in-process worker started" in line]
+    assert len(started) == 1, out

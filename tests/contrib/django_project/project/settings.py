@@ -26,12 +26,21 @@ TASKS = {
     "default": {
         "BACKEND": "teguh.contrib.django.TeguhBackend",
         "QUEUES": ["default", "emails"],
-        "OPTIONS": {"DATABASE": "default", "WORKER": {"concurrency": 4, "poll_interval": 1}},
+        "OPTIONS": {
+            "DATABASE": "default",
+            "WORKER": {"concurrency": 4, "poll_interval": 1},
+            "WORKER_IN_PROCESS": bool(os.environ.get("TEGUH_DJANGO_IN_PROCESS")),
+        },
     }
 }
 
 LOGGING = {
     "version": 1,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"teguh": {"handlers": ["console"], "level": "WARNING"}},
+    "loggers": {
+        "teguh": {
+            "handlers": ["console"],
+            "level": "INFO" if os.environ.get("TEGUH_DJANGO_IN_PROCESS") else "WARNING",
+        }
+    },
 }

@@ -13,9 +13,7 @@ from django.test import TestCase, TransactionTestCase
 
 from shop.models import Order
 from shop.tasks import fulfil
-from teguh.contrib._workers import WorkerGroup
-from teguh.contrib.django._conf import conninfo
-from teguh.contrib.django.runner import DjangoRunner
+from teguh.contrib.django.worker import make_worker
 
 
 class EnqueueTests(TestCase):
@@ -41,23 +39,15 @@ class WorkerTests(TransactionTestCase):
     def test_in_process_worker_runs_the_task(self) -> None:
         import time
 
-        from django.tasks import default_task_backend
-
-        import teguh
-
         order = Order.objects.create(email="b@example.com")
         result = fulfil.enqueue(order.pk)
-        with teguh.Client(conninfo("default"), max_size=2) as client:
-            group = WorkerGroup(
-                client, ["default"], DjangoRunner(default_task_backend), poll_interval=0.5
-            )
-            group.start()
-            try:
-                deadline = time.monotonic() + 30
-                while not result.is_finished and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                    result.refresh()
-            finally:
-                group.stop(5)
+        worker = make_worker("default", ["default"], poll_interval=0.5).start()
+        try:
+            deadline = time.monotonic() + 30
+            while not result.is_finished and time.monotonic() < deadline:
+                time.sleep(0.05)
+                result.refresh()
+        finally:
+            worker.stop(5)  # closes its pool: the test database can be dropped
         self.assertEqual(result.status, TaskResultStatus.SUCCESSFUL)
         self.assertTrue(Order.objects.get(pk=order.pk).fulfilled)

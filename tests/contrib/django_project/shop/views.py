@@ -15,3 +15,7 @@ def create_order(request: HttpRequest) -> JsonResponse:
         if request.POST.get("fail"):
             raise RuntimeError("payment declined")  # rolls back the order and the task
     return JsonResponse({"order_id": order.pk, "task_id": result.id})
+
+
+def health(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"ok": True})

@@ -8,11 +8,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 from django.tasks import task_backends
 
-from teguh.client import Client
-from teguh.contrib._workers import WorkerGroup
-from teguh.contrib.django import _conf
 from teguh.contrib.django.backend import TeguhBackend
-from teguh.contrib.django.runner import DjangoRunner
+from teguh.contrib.django.worker import make_worker
 from teguh.errors import SchemaError
 
 
@@ -53,34 +50,26 @@ class Command(BaseCommand):  # type: ignore[misc]  # Django is untyped
                 "not teguh.contrib.django.TeguhBackend"
             )
         queues = [q.strip() for v in options["queue"] for q in v.split(",") if q.strip()]
-        queues = queues or sorted(backend.queues)
-        unknown = sorted(set(queues) - backend.queues)
-        if unknown:
-            raise CommandError(f"queue(s) {', '.join(unknown)} not in TASKS[{alias!r}]['QUEUES']")
-        worker_options = dict(backend.worker_options)
-        for key in ("concurrency", "claim_timeout", "poll_interval"):
-            if options.get(key) is not None:
-                worker_options[key] = options[key]
-        concurrency = int(worker_options.pop("concurrency", 10))
-        if concurrency < 1:
-            raise CommandError(f"--concurrency must be >= 1, got {concurrency}")
-        client = Client(_conf.conninfo(backend.database), min_size=1, max_size=2)
+        worker_options = {
+            key: options[key]
+            for key in ("concurrency", "claim_timeout", "poll_interval")
+            if options.get(key) is not None
+        }
         try:
-            try:
-                client.check_schema()
-            except SchemaError as exc:
-                raise CommandError(f"{exc} (run `python manage.py migrate`)") from exc
-            group = WorkerGroup(
-                client, queues, DjangoRunner(backend), concurrency=concurrency, **worker_options
-            )
-            # The main thread's connection is not used while the worker runs.
-            connections.close_all()
-            self.stdout.write(
-                f"teguh worker: queues {', '.join(queues)} of TASKS[{alias!r}], "
-                f"concurrency {concurrency}"
-            )
-            self.stdout.flush()
-            group.run()
+            worker = make_worker(backend, queues or None, **worker_options)
+        except (TypeError, ValueError) as exc:
+            raise CommandError(str(exc)) from exc
+        try:
+            worker.client.check_schema()
+        except SchemaError as exc:
+            worker.client.close()
+            raise CommandError(f"{exc} (run `python manage.py migrate`)") from exc
+        # The main thread's connection is not used while the worker runs.
+        connections.close_all()
+        self.stdout.write(f"teguh worker: queues {', '.join(worker.queues)} of TASKS[{alias!r}]")
+        self.stdout.flush()
+        try:
+            worker.run()
         finally:
-            client.close()
+            worker.client.close()
         self.stdout.write("teguh worker: stopped")
