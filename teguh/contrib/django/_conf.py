@@ -87,7 +87,7 @@ def conninfo(alias: str) -> str:
     )
 
 
-def connection_client() -> Client:
+def connection_client(*, check_schema: bool = True) -> Client:
     """Return a `Client` for calls on a caller's connection: its pool never opens."""
     pool: ConnectionPool[Any] = ConnectionPool("", open=False, name="teguh-django-unused")
-    return Client(pool=pool)
+    return Client(pool=pool, check_schema=check_schema)

@@ -92,7 +92,8 @@ def check_database(
         try:
             conn = _conf.raw_connection(database)
             version = teguh_schema.installed_version(conn)
-            existing = set(_conf.connection_client().list_queues(conn=conn)) if version else set()
+            client = _conf.connection_client(check_schema=False)  # the version is checked here
+            existing = set(client.list_queues(conn=conn)) if version else set()
         except Exception as exc:  # Django's own checks report an unreachable database
             found.append(
                 Warning(

@@ -230,3 +230,67 @@ def test_runserver_autoreloader_runs_exactly_one_in_process_worker(
         out, _ = proc.communicate(timeout=30)
     started = [line for line in out.splitlines() if "in-process worker started" in line]
     assert len(started) == 1, out
+
+
+def test_cancelled_task_is_failed_with_a_cancellation_error() -> None:
+    from django.tasks import TaskResultStatus, default_task_backend
+    from django.tasks.signals import task_enqueued
+    from django.utils import timezone
+    from shop.tasks import send_email
+
+    from teguh.contrib.django._conf import raw_connection
+
+    seen: list[Any] = []
+
+    def receiver(sender: Any, task_result: Any, **kwargs: Any) -> None:
+        seen.append((sender, task_result.id))
+
+    task_enqueued.connect(receiver)
+    try:
+        later = send_email.using(run_after=timezone.now() + timedelta(days=1)).enqueue("c@x")
+    finally:
+        task_enqueued.disconnect(receiver)
+    from teguh.contrib.django import TeguhBackend
+
+    assert seen == [(TeguhBackend, later.id)]
+    available_at = _task_rows_in("emails", "available_at", later.id)
+    assert available_at > timezone.now() + timedelta(hours=23)
+    default_task_backend.client.cancel_task(
+        "emails", uuid.UUID(later.id), conn=raw_connection("default")
+    )
+    result = send_email.get_result(later.id)
+    assert result.status == TaskResultStatus.FAILED
+    assert [e.exception_class_path for e in result.errors] == ["teguh.errors.TaskCancelled"]
+
+
+def _task_rows_in(queue: str, column: str, task_id: str) -> Any:
+    from django.db import connection
+    from psycopg import sql
+
+    query = sql.SQL("select {} from teguh.{} where task_id = %s").format(
+        sql.Identifier(column), sql.Identifier(f"t_{queue}")
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(query.as_string(connection.connection), [task_id])
+        return cursor.fetchone()[0]
+
+
+def test_outdated_schema_check() -> None:
+    from django.core import checks
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("select teguh.version()")
+        (current,) = cursor.fetchone()
+        cursor.execute(
+            "create or replace function teguh.version() returns text "
+            "language sql immutable as $$ select '0'::text $$"
+        )
+        try:
+            found = {m.id: m.msg for m in checks.run_checks(databases=["default"])}
+        finally:
+            cursor.execute(
+                "create or replace function teguh.version() returns text "
+                f"language sql immutable as $$ select '{int(current)}'::text $$"
+            )
+    assert "version 0" in found.get("teguh.W102", ""), found
