@@ -12,6 +12,33 @@
 --   w_<q>  tasks waiting for an event            insert on await, delete on wake/timeout
 -- plus teguh.queues, one row per queue.
 --
+-- Names of generated objects: every per-queue object is named <kind>_<queue>,
+-- where <kind> is a fixed word of at most 7 lowercase letters with no
+-- underscore (tables t p r c e w; indexes and keys tpk tikey tcncl ppk porder
+-- pdue rpk rexp cpk epk eat wpk wevent; the identity sequence pseq). A queue
+-- name starts with a letter, so the first underscore splits kind from queue:
+-- no two queues can ever generate the same name, and every name fits in 63
+-- bytes (7 + 1 + 55). Per-queue functions are _<kind>_<queue> (_spawn_,
+-- _claim_, _done_, _step_). Objects that are not per queue must not look like
+-- either form (no global name may start with a per-queue kind and "_").
+--
+-- Per-queue generated function or format()? A per-queue function (rendered
+-- from a template by teguh._render, one per queue, regenerated on every
+-- install) is for a hot path that runs for every task (spawn, claim,
+-- complete, checkpoint): its static SQL gets cached plans, which the dynamic
+-- equivalent would re-plan on every call. Everything else (per-task calls off
+-- the hot path, sweeps, maintenance, admin) uses execute format('%I', ...):
+-- one definition for every queue, no regeneration, and planning cost that
+-- does not matter there.
+--
+-- Ranges: every number and timestamp is checked where it enters (22023, with
+-- the argument in COLUMN). Durations are at most 315360000 seconds (3650
+-- days); timestamps must be finite and within 3650 days of
+-- teguh.current_time(); docs/sql-reference.md lists every bound. Values
+-- already stored (by an older version, or written directly) are read
+-- defensively, and functions that sweep many tasks or queues isolate a row
+-- or queue that fails: a WARNING names it and the sweep goes on.
+--
 -- Lock order in every function touching several tables of a queue:
 --   event advisory lock -> t_ -> p_ -> r_ -> w_ -> c_ -> e_
 -- claim_task and lease recovery lock with SKIP LOCKED and never wait.
@@ -140,6 +167,20 @@ begin
 end
 $$;
 
+-- Wakes the queue's listeners (channel teguh_<q>): something may be due.
+create or replace function teguh._notify(p_queue_name text) returns void
+language sql as $$
+  select pg_notify('teguh_' || p_queue_name, '')
+$$;
+
+-- AB001: the task was cancelled (raised to a worker touching its run).
+create or replace function teguh._raise_cancelled(p_queue_name text, p_task_id uuid) returns void
+language plpgsql as $$
+begin
+  raise exception 'task % in queue "%" was cancelled', p_task_id, p_queue_name using errcode = 'AB001';
+end
+$$;
+
 create or replace function teguh._check_name(p_argument text, p_value text) returns void
 language plpgsql as $$
 begin
@@ -155,6 +196,58 @@ begin
   if p_value is null or p_value <= 0 then
     perform teguh._invalid(p_argument, format('expected a positive number, got %s', coalesce(p_value::text, 'null')));
   end if;
+end
+$$;
+
+-- Seconds within [p_min, p_max]; p_max defaults to the engine's longest
+-- duration, 315360000 s (3650 days), so that no timestamp + duration overflows.
+create or replace function teguh._check_seconds(
+  p_argument text,
+  p_value    numeric,
+  p_min      numeric,
+  p_max      numeric default 315360000
+) returns void
+language plpgsql as $$
+begin
+  if p_value is null or p_value < p_min or p_value > p_max then
+    perform teguh._invalid(p_argument, format('expected seconds between %s and %s, got %s',
+                                              p_min, p_max, coalesce(p_value::text, 'null')));
+  end if;
+end
+$$;
+
+-- A timestamp that is finite and within 3650 days of the engine clock: far
+-- enough for any schedule, near enough that arithmetic on it cannot overflow.
+create or replace function teguh._check_instant(p_argument text, p_value timestamptz, p_now timestamptz)
+returns void
+language plpgsql as $$
+begin
+  if p_value is null or not isfinite(p_value)
+     or p_value < p_now - interval '3650 days' or p_value > p_now + interval '3650 days' then
+    perform teguh._invalid(p_argument, format('expected a finite timestamp within 3650 days of %s, got %s',
+                                              p_now, coalesce(p_value::text, 'null')));
+  end if;
+end
+$$;
+
+-- A JSON number within [p_min, p_max] (p_min excluded when p_strict).
+create or replace function teguh._json_range(
+  p_argument text,
+  p_value    jsonb,
+  p_min      numeric,
+  p_max      numeric,
+  p_strict   boolean default false
+) returns double precision
+language plpgsql as $$
+begin
+  if jsonb_typeof(p_value) is distinct from 'number' then
+    perform teguh._invalid(p_argument, format('expected a number, got %s', coalesce(p_value::text, 'null')));
+  end if;
+  if p_value::numeric < p_min or (p_strict and p_value::numeric = p_min) or p_value::numeric > p_max then
+    perform teguh._invalid(p_argument, format('expected a number %s %s and <= %s, got %s',
+                                              case when p_strict then '>' else '>=' end, p_min, p_max, p_value));
+  end if;
+  return p_value::numeric::double precision;
 end
 $$;
 
@@ -223,9 +316,15 @@ begin
   if jsonb_typeof(p_value->'kind') not in ('string', 'null') or v_kind not in ('none', 'fixed', 'exponential') then
     perform teguh._invalid('retry_strategy.kind', format('expected "none", "fixed" or "exponential", got %s', p_value->'kind'));
   end if;
-  if p_value ? 'base_seconds' then v_base := teguh._json_num('retry_strategy.base_seconds', p_value->'base_seconds', 0); end if;
-  if p_value ? 'factor' then v_factor := teguh._json_num('retry_strategy.factor', p_value->'factor', 1); end if;
-  if p_value ? 'max_seconds' then v_max := teguh._json_num('retry_strategy.max_seconds', p_value->'max_seconds', 0); end if;
+  if p_value ? 'base_seconds' then
+    v_base := teguh._json_range('retry_strategy.base_seconds', p_value->'base_seconds', 0, 315360000);
+  end if;
+  if p_value ? 'factor' then
+    v_factor := teguh._json_range('retry_strategy.factor', p_value->'factor', 1, 1000);
+  end if;
+  if p_value ? 'max_seconds' then
+    v_max := teguh._json_range('retry_strategy.max_seconds', p_value->'max_seconds', 0, 315360000);
+  end if;
   if v_kind = 'none' then
     return jsonb_build_object('kind', 'none');
   elsif v_kind = 'fixed' then
@@ -235,17 +334,44 @@ begin
 end
 $$;
 
--- Seconds to wait before the attempt after p_attempt failed.
+-- Seconds to wait before the attempt after p_attempt failed. Reads the
+-- stored strategy defensively (a strategy stored by an older version or
+-- written directly may hold anything): each value is clamped to its range,
+-- one that does not parse falls back to the default strategy, and the
+-- exponential delay is capped before it is computed, so neither a huge
+-- attempt number nor a huge factor can overflow.
 create or replace function teguh._retry_delay(p_strategy jsonb, p_attempt integer) returns double precision
-language sql immutable as $$
-  select case p_strategy->>'kind'
-           when 'fixed' then (p_strategy->>'base_seconds')::double precision
-           when 'exponential' then least(
-             (p_strategy->>'base_seconds')::double precision
-               * power((p_strategy->>'factor')::double precision, greatest(p_attempt - 1, 0)),
-             (p_strategy->>'max_seconds')::double precision)
-           else 0
-         end
+language plpgsql immutable as $$
+declare
+  v_kind   text;
+  v_base   double precision;
+  v_factor double precision;
+  v_max    double precision;
+  v_n      integer := greatest(coalesce(p_attempt, 1) - 1, 0);
+begin
+  begin
+    v_kind := coalesce(p_strategy->>'kind', 'exponential');
+    v_base := least(greatest(coalesce((p_strategy->>'base_seconds')::numeric, 1), 0), 315360000);
+    v_factor := least(greatest(coalesce((p_strategy->>'factor')::numeric, 2), 1), 1000);
+    v_max := least(greatest(coalesce((p_strategy->>'max_seconds')::numeric, 300), 0), 315360000);
+  exception when others then
+    v_kind := 'exponential';
+    v_base := 1;
+    v_factor := 2;
+    v_max := 300;
+  end;
+  if v_kind = 'fixed' then
+    return v_base;
+  elsif v_kind is distinct from 'exponential' then
+    return 0;
+  elsif v_base = 0 or v_max = 0 then
+    return 0;
+  elsif v_max <= v_base or (v_factor > 1 and v_n >= ln(v_max / v_base) / ln(v_factor)) then
+    -- base * factor^n would reach the cap: never compute it
+    return v_max;
+  end if;
+  return least(v_base * power(v_factor, v_n), v_max);
+end
 $$;
 
 -- Validates spawn options; returns them normalized. p_batch selects
@@ -265,6 +391,7 @@ create or replace function teguh._parse_spawn_options(
 language plpgsql as $$
 declare
   v_value jsonb;
+  v_at    timestamptz;
 begin
   -- the defaults
   o_headers := '{}'::jsonb;
@@ -307,10 +434,10 @@ begin
     perform teguh._check_keys('cancellation', v_value, array['max_delay', 'max_duration']);
     v_value := jsonb_strip_nulls(v_value);
     if v_value ? 'max_delay' then
-      perform teguh._json_num('cancellation.max_delay', v_value->'max_delay', 0, true);
+      perform teguh._json_range('cancellation.max_delay', v_value->'max_delay', 0, 315360000, true);
     end if;
     if v_value ? 'max_duration' then
-      perform teguh._json_num('cancellation.max_duration', v_value->'max_duration', 0, true);
+      perform teguh._json_range('cancellation.max_duration', v_value->'max_duration', 0, 315360000, true);
     end if;
     o_cancellation := nullif(v_value, '{}'::jsonb);
   end if;
@@ -341,13 +468,15 @@ begin
       perform teguh._invalid('available_at', format('expected a timestamp string, got %s', p_options->'available_at'));
     end if;
     begin
-      o_available_at := (p_options->>'available_at')::timestamptz;
+      v_at := (p_options->>'available_at')::timestamptz;
     exception when others then
       perform teguh._invalid('available_at', format('expected an ISO 8601 timestamp, got %s', p_options->'available_at'));
     end;
+    perform teguh._check_instant('available_at', v_at, o_available_at);
+    o_available_at := v_at;
   elsif p_options ? 'delay_seconds' then
     o_available_at := o_available_at
-      + make_interval(secs => teguh._json_num('delay_seconds', p_options->'delay_seconds', 0));
+      + make_interval(secs => teguh._json_range('delay_seconds', p_options->'delay_seconds', 0, 315360000));
   end if;
 end
 $$;
@@ -355,6 +484,35 @@ $$;
 -- ---------------------------------------------------------------------------
 -- Per-queue hot paths
 -- ---------------------------------------------------------------------------
+
+-- Renders a per-queue template: every {token} (lowercase letters and
+-- underscores in braces) is replaced by its value in p_tokens, which the
+-- caller has already quoted (quote_ident, quote_literal). Raises on a token
+-- the template uses but p_tokens lacks, and on a {token} left in the result,
+-- so that a typo in a template fails at install, not at the first call.
+create or replace function teguh._render(p_template text, p_tokens jsonb) returns text
+language plpgsql immutable as $$
+declare
+  v_token  text;
+  v_result text := p_template;
+begin
+  for v_token in select distinct m[1] from regexp_matches(p_template, '\{([a-z_]+)\}', 'g') m loop
+    if not p_tokens ? v_token then
+      raise exception 'template token {%} has no value', v_token
+        using errcode = '22023', hint = format('known tokens: %s', (select string_agg(k, ', ' order by k)
+                                                                     from jsonb_object_keys(p_tokens) k));
+    end if;
+  end loop;
+  for v_token in select k from jsonb_object_keys(p_tokens) k loop
+    v_result := replace(v_result, '{' || v_token || '}', p_tokens->>v_token);
+  end loop;
+  v_token := substring(v_result from '\{[a-z_]+\}');
+  if v_token is not null then
+    raise exception 'template token % left after rendering', v_token using errcode = '22023';
+  end if;
+  return v_result;
+end
+$$;
 
 -- The hot paths (spawn, claim, complete, checkpoint) of each queue are
 -- plpgsql functions with static SQL on that queue's tables, generated from
@@ -460,7 +618,10 @@ begin
          set state = 'running', attempts = ready.attempt, current_run_id = ready.run_id,
              first_started_at = coalesce(t.first_started_at, p_now),
              cancel_at = case when t.first_started_at is not null then t.cancel_at
-                              else p_now + make_interval(secs => (t.cancellation->>'max_duration')::double precision)
+                              -- clamped: a value stored by an older version may be huge
+                              else p_now + make_interval(secs => case when t.cancellation ? 'max_duration' then
+                                                           least((t.cancellation->>'max_duration')::numeric, 315360000)
+                                                         end::double precision)
                          end
         from ready where t.task_id = ready.task_id
       returning t.task_id, t.task_name, t.params, t.retry_strategy, t.max_attempts, t.headers
@@ -562,17 +723,17 @@ end
 $fn$
 $tmpl$
   ] loop
-    execute replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(v_template,
-      '{spawn}', quote_ident('_spawn_' || p_queue_name)),
-      '{claim}', quote_ident('_claim_' || p_queue_name)),
-      '{complete}', quote_ident('_done_' || p_queue_name)),
-      '{checkpoint}', quote_ident('_step_' || p_queue_name)),
-      '{t}', quote_ident('t_' || p_queue_name)),
-      '{p}', quote_ident('p_' || p_queue_name)),
-      '{r}', quote_ident('r_' || p_queue_name)),
-      '{c}', quote_ident('c_' || p_queue_name)),
-      '{w}', quote_ident('w_' || p_queue_name)),
-      '{queue}', quote_literal(p_queue_name));
+    execute teguh._render(v_template, jsonb_build_object(
+      'spawn', quote_ident('_spawn_' || p_queue_name),
+      'claim', quote_ident('_claim_' || p_queue_name),
+      'complete', quote_ident('_done_' || p_queue_name),
+      'checkpoint', quote_ident('_step_' || p_queue_name),
+      't', quote_ident('t_' || p_queue_name),
+      'p', quote_ident('p_' || p_queue_name),
+      'r', quote_ident('r_' || p_queue_name),
+      'c', quote_ident('c_' || p_queue_name),
+      'w', quote_ident('w_' || p_queue_name),
+      'queue', quote_literal(p_queue_name)));
   end loop;
 end
 $$;
@@ -581,16 +742,16 @@ $$;
 -- Queues
 -- ---------------------------------------------------------------------------
 
-create or replace function teguh.create_queue(p_queue_name text) returns void
+-- Creates the queue's tables and indexes where missing (idempotent: every
+-- install runs it for every queue, so an index a version-1 name collision
+-- kept from being created appears). Names follow <kind>_<queue> (header).
+create or replace function teguh._create_queue_tables(p_queue_name text) returns void
 language plpgsql as $$
 begin
   perform teguh._check_queue_name(p_queue_name);
-  -- concurrent create_queue calls of one name would race on the catalog
-  perform pg_advisory_xact_lock(hashtext('teguh.create_queue'), hashtext(p_queue_name));
-
   execute format($t$
     create table if not exists teguh.%I (
-      task_id          uuid        primary key,
+      task_id          uuid        not null,
       task_name        text        not null,
       params           jsonb       not null,
       headers          jsonb       not null,
@@ -609,45 +770,50 @@ begin
       cancel_at        timestamptz,
       completed_payload jsonb,
       last_failure     jsonb,
-      cancelled_at     timestamptz
-    ) with (fillfactor = 50)$t$, 't_' || p_queue_name);
+      cancelled_at     timestamptz,
+      constraint %I primary key (task_id)
+    ) with (fillfactor = 50)$t$, 't_' || p_queue_name, 'tpk_' || p_queue_name);
   -- Only columns that never change after insert (or change only for tasks
   -- with a cancellation policy) are indexed, and pages are half filled on
   -- insert: a claimed batch's two updates per task then stay HOT (measured:
   -- ~100% at fillfactor 50 against ~64% at 80 for batches of 200).
   execute format('create unique index if not exists %I on teguh.%I (idempotency_key) where idempotency_key is not null',
-                 't_' || p_queue_name || '_ikey', 't_' || p_queue_name);
+                 'tikey_' || p_queue_name, 't_' || p_queue_name);
   execute format('create index if not exists %I on teguh.%I (cancel_at) where cancel_at is not null',
-                 't_' || p_queue_name || '_cncl', 't_' || p_queue_name);
+                 'tcncl_' || p_queue_name, 't_' || p_queue_name);
 
   execute format($t$
     create table if not exists teguh.%I (
-      task_id       uuid        primary key,
+      task_id       uuid        not null,
       run_id        uuid        not null,
       attempt       integer     not null,
       priority      integer     not null,
       available_at  timestamptz not null,
-      seq           bigint      generated always as identity,
+      seq           bigint      generated always as identity (sequence name teguh.%I),
       wake_event    text,
       event_payload jsonb,
-      timeout_step  text
-    ) with (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 200)$t$, 'p_' || p_queue_name);
+      timeout_step  text,
+      constraint %I primary key (task_id)
+    ) with (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 200)$t$,
+    'p_' || p_queue_name, 'pseq_' || p_queue_name, 'ppk_' || p_queue_name);
   execute format('create index if not exists %I on teguh.%I (priority desc, available_at, seq)',
-                 'p_' || p_queue_name || '_order', 'p_' || p_queue_name);
+                 'porder_' || p_queue_name, 'p_' || p_queue_name);
   execute format('create index if not exists %I on teguh.%I (available_at)',
-                 'p_' || p_queue_name || '_due', 'p_' || p_queue_name);
+                 'pdue_' || p_queue_name, 'p_' || p_queue_name);
 
   execute format($t$
     create table if not exists teguh.%I (
-      run_id     uuid        primary key,
+      run_id     uuid        not null,
       task_id    uuid        not null,
       attempt    integer     not null,
       worker_id  text        not null,
       claimed_at timestamptz not null,
-      expires_at timestamptz not null
-    ) with (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 200)$t$, 'r_' || p_queue_name);
+      expires_at timestamptz not null,
+      constraint %I primary key (run_id)
+    ) with (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 200)$t$,
+    'r_' || p_queue_name, 'rpk_' || p_queue_name);
   execute format('create index if not exists %I on teguh.%I (expires_at)',
-                 'r_' || p_queue_name || '_exp', 'r_' || p_queue_name);
+                 'rexp_' || p_queue_name, 'r_' || p_queue_name);
 
   execute format($t$
     create table if not exists teguh.%I (
@@ -657,31 +823,42 @@ begin
       timed_out       boolean     not null default false,
       owner_run       uuid,
       updated_at      timestamptz not null,
-      primary key (task_id, checkpoint_name)
-    )$t$, 'c_' || p_queue_name);
+      constraint %I primary key (task_id, checkpoint_name)
+    )$t$, 'c_' || p_queue_name, 'cpk_' || p_queue_name);
 
   execute format($t$
     create table if not exists teguh.%I (
-      event_name text        primary key,
+      event_name text        not null,
       payload    jsonb,
-      emitted_at timestamptz not null
-    )$t$, 'e_' || p_queue_name);
+      emitted_at timestamptz not null,
+      constraint %I primary key (event_name)
+    )$t$, 'e_' || p_queue_name, 'epk_' || p_queue_name);
   execute format('create index if not exists %I on teguh.%I (emitted_at)',
-                 'e_' || p_queue_name || '_at', 'e_' || p_queue_name);
+                 'eat_' || p_queue_name, 'e_' || p_queue_name);
 
   execute format($t$
     create table if not exists teguh.%I (
-      task_id    uuid        primary key,
+      task_id    uuid        not null,
       run_id     uuid        not null,
       attempt    integer     not null,
       step_name  text        not null,
       event_name text        not null,
       timeout_at timestamptz,
-      created_at timestamptz not null
-    )$t$, 'w_' || p_queue_name);
+      created_at timestamptz not null,
+      constraint %I primary key (task_id)
+    )$t$, 'w_' || p_queue_name, 'wpk_' || p_queue_name);
   execute format('create index if not exists %I on teguh.%I (event_name)',
-                 'w_' || p_queue_name || '_event', 'w_' || p_queue_name);
+                 'wevent_' || p_queue_name, 'w_' || p_queue_name);
+end
+$$;
 
+create or replace function teguh.create_queue(p_queue_name text) returns void
+language plpgsql as $$
+begin
+  perform teguh._check_queue_name(p_queue_name);
+  -- concurrent create_queue calls of one name would race on the catalog
+  perform pg_advisory_xact_lock(hashtext('teguh.create_queue'), hashtext(p_queue_name));
+  perform teguh._create_queue_tables(p_queue_name);
   perform teguh._create_queue_functions(p_queue_name);
   insert into teguh.queues (queue_name) values (p_queue_name) on conflict do nothing;
 end
@@ -736,7 +913,7 @@ begin
   return query execute format('select * from teguh.%I($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)', '_spawn_' || p_queue_name)
     using p_task_name, coalesce(p_params, 'null'::jsonb), o.o_headers, o.o_retry_strategy, o.o_max_attempts,
           o.o_priority, o.o_cancellation, o.o_idempotency_key, v_now, o.o_available_at;
-  perform pg_notify('teguh_' || p_queue_name, '');
+  perform teguh._notify(p_queue_name);
 end
 $$;
 
@@ -827,7 +1004,7 @@ begin
       into v_ids, v_runs, v_attempts
       using v_ids, v_runs, v_attempts, v_keys;
   end if;
-  perform pg_notify('teguh_' || p_queue_name, '');
+  perform teguh._notify(p_queue_name);
   return query select u.task_id, u.run_id, u.attempt, u.created
                  from unnest(v_ids, v_runs, v_attempts, v_created) with ordinality
                       as u(task_id, run_id, attempt, created, ord)
@@ -853,7 +1030,7 @@ begin
     execute format('select state from teguh.%I where task_id = $1', 't_' || p_queue_name) into v_state using p_task_id;
   end if;
   if v_state = 'cancelled' then
-    raise exception 'task % in queue "%" was cancelled', p_task_id, p_queue_name using errcode = 'AB001';
+    perform teguh._raise_cancelled(p_queue_name, p_task_id);
   end if;
   raise exception 'run % is not active in queue "%"', p_run_id, p_queue_name
     using errcode = 'AB002', hint = 'Its lease expired and another worker took the task over, or the run id is unknown.';
@@ -888,7 +1065,7 @@ begin
                    'p_' || p_queue_name)
       using p_task_id, v_run, v_task.attempts + 1, v_task.priority,
             coalesce(p_retry_at, p_now + make_interval(secs => teguh._retry_delay(v_task.retry_strategy, v_task.attempts)));
-    perform pg_notify('teguh_' || p_queue_name, '');
+    perform teguh._notify(p_queue_name);
   else
     execute format($q$update teguh.%I set state = 'failed', last_failure = $2, finished_at = $3, cancel_at = null
                       where task_id = $1$q$, 't_' || p_queue_name)
@@ -898,7 +1075,9 @@ end
 $$;
 
 -- Recovers up to p_limit runs whose lease expired: each counts as a failed
--- attempt. Never waits: rows others hold are left for the next sweep.
+-- attempt. Never waits: rows others hold are left for the next sweep. A
+-- lease whose recovery fails is isolated (teguh._isolate_lease) so that it
+-- can neither stop the sweep nor come back first in every later one.
 create or replace function teguh._recover_expired(p_queue_name text, p_now timestamptz, p_limit integer)
 returns integer
 language plpgsql as $$
@@ -907,35 +1086,86 @@ declare
   v_task   record;
   v_exists boolean;
   v_count  integer := 0;
+  v_error  text;
 begin
   for v_lease in execute format(
     'select run_id, task_id, attempt, worker_id, expires_at from teguh.%I where expires_at < $1
       order by expires_at limit $2 for update skip locked', 'r_' || p_queue_name)
     using p_now, p_limit
   loop
-    execute format('select state, current_run_id, true as locked from teguh.%I where task_id = $1 for update skip locked',
-                   't_' || p_queue_name)
-      into v_task using v_lease.task_id;
-    if v_task.locked is null then
-      -- someone else holds the task (they will settle it), or it was deleted
-      execute format('select exists (select 1 from teguh.%I where task_id = $1)', 't_' || p_queue_name)
-        into v_exists using v_lease.task_id;
-      if not v_exists then
+    begin
+      v_task := null;
+      execute format('select state, current_run_id, true as locked from teguh.%I where task_id = $1 for update skip locked',
+                     't_' || p_queue_name)
+        into v_task using v_lease.task_id;
+      if v_task.locked is null then
+        -- someone else holds the task (they will settle it), or it was deleted
+        execute format('select exists (select 1 from teguh.%I where task_id = $1)', 't_' || p_queue_name)
+          into v_exists using v_lease.task_id;
+        if not v_exists then
+          execute format('delete from teguh.%I where run_id = $1', 'r_' || p_queue_name) using v_lease.run_id;
+        end if;
+      elsif v_task.state = 'running' and v_task.current_run_id = v_lease.run_id then
+        perform teguh._fail_attempt(p_queue_name, v_lease.task_id, v_lease.run_id,
+          jsonb_build_object('name', 'LeaseExpired',
+                             'message', format('worker %s did not finish attempt %s before its lease expired at %s',
+                                               v_lease.worker_id, v_lease.attempt, v_lease.expires_at)),
+          null, p_now);
+        v_count := v_count + 1;
+      else
+        -- the task was cancelled or has moved on: the lease is stale
         execute format('delete from teguh.%I where run_id = $1', 'r_' || p_queue_name) using v_lease.run_id;
       end if;
-    elsif v_task.state = 'running' and v_task.current_run_id = v_lease.run_id then
-      perform teguh._fail_attempt(p_queue_name, v_lease.task_id, v_lease.run_id,
-        jsonb_build_object('name', 'LeaseExpired',
-                           'message', format('worker %s did not finish attempt %s before its lease expired at %s',
-                                             v_lease.worker_id, v_lease.attempt, v_lease.expires_at)),
-        null, p_now);
-      v_count := v_count + 1;
-    else
-      -- the task was cancelled or has moved on: the lease is stale
-      execute format('delete from teguh.%I where run_id = $1', 'r_' || p_queue_name) using v_lease.run_id;
-    end if;
+    exception when others then
+      get stacked diagnostics v_error = message_text;
+      perform teguh._isolate_lease(p_queue_name, v_lease.task_id, v_lease.run_id, v_error, p_now);
+    end;
   end loop;
   return v_count;
+end
+$$;
+
+-- Settles an expired lease whose recovery raised p_error: fails its task
+-- with a RecoveryError reason naming the error; if even that fails, moves
+-- the lease's expiry an hour on so that the next sweeps reach the others.
+-- Either way a WARNING names the queue and the task.
+create or replace function teguh._isolate_lease(
+  p_queue_name text,
+  p_task_id    uuid,
+  p_run_id     uuid,
+  p_error      text,
+  p_now        timestamptz
+) returns void
+language plpgsql as $$
+declare
+  v_failed integer;
+begin
+  raise warning 'teguh: recovering the expired lease of task % in queue "%" failed: %', p_task_id, p_queue_name, p_error;
+  begin
+    -- never waits: a task someone else holds keeps its lease for a later sweep
+    execute format($q$
+      with locked as (
+        select t.task_id from teguh.%I t
+         where t.task_id = $1 and t.current_run_id = $4 and t.state = 'running'
+           for update skip locked
+      )
+      update teguh.%1$I t set state = 'failed', finished_at = $2, cancel_at = null,
+             last_failure = jsonb_build_object('name', 'RecoveryError', 'message', $3::text)
+        from locked where t.task_id = locked.task_id$q$, 't_' || p_queue_name)
+      using p_task_id, p_now, 'the engine could not recover this run''s expired lease: ' || p_error, p_run_id;
+    get diagnostics v_failed = row_count;
+    if v_failed > 0 then
+      execute format('delete from teguh.%I where run_id = $1', 'r_' || p_queue_name) using p_run_id;
+    else
+      execute format('update teguh.%I set expires_at = $2 where run_id = $1', 'r_' || p_queue_name)
+        using p_run_id, p_now + interval '1 hour';
+    end if;
+  exception when others then
+    execute format('update teguh.%I set expires_at = $2 where run_id = $1', 'r_' || p_queue_name)
+      using p_run_id, p_now + interval '1 hour';
+    raise warning 'teguh: task % in queue "%" could not be failed either (%); its lease is retried in an hour',
+                  p_task_id, p_queue_name, sqlerrm;
+  end;
 end
 $$;
 
@@ -950,7 +1180,7 @@ language plpgsql as $$
 begin
   perform teguh._assert_queue(p_queue_name);
   perform teguh._check_name('worker_id', p_worker_id);
-  perform teguh._check_positive('claim_timeout', p_claim_timeout);
+  perform teguh._check_seconds('claim_timeout', p_claim_timeout, 1);
   if p_qty is null or p_qty < 1 or p_qty > 10000 then
     perform teguh._invalid('qty', format('expected an integer between 1 and 10000, got %s', coalesce(p_qty::text, 'null')));
   end if;
@@ -1017,13 +1247,17 @@ returns void
 language plpgsql as $$
 declare
   v_task_id uuid;
+  v_now     timestamptz := teguh.current_time();
 begin
   perform teguh._assert_queue(p_queue_name);
   if p_reason is null then
     perform teguh._invalid('reason', 'expected a JSON value describing the failure, got null');
   end if;
+  if p_retry_at is not null then
+    perform teguh._check_instant('retry_at', p_retry_at, v_now);
+  end if;
   v_task_id := (teguh._lock_run(p_queue_name, p_run_id)).o_task_id;
-  perform teguh._fail_attempt(p_queue_name, v_task_id, p_run_id, p_reason, p_retry_at, teguh.current_time());
+  perform teguh._fail_attempt(p_queue_name, v_task_id, p_run_id, p_reason, p_retry_at, v_now);
 end
 $$;
 
@@ -1036,9 +1270,7 @@ declare
   v_task record;
 begin
   perform teguh._assert_queue(p_queue_name);
-  if p_wake_at is null then
-    perform teguh._invalid('wake_at', 'expected a timestamp, got null');
-  end if;
+  perform teguh._check_instant('wake_at', p_wake_at, teguh.current_time());
   -- Lock first, then act in later statements: their fresh snapshots see the
   -- lease that a concurrent resume of this same run id may have created.
   v_task := teguh._lock_run(p_queue_name, p_run_id);
@@ -1050,7 +1282,7 @@ begin
     select released.task_id, released.run_id, released.attempt, $2, $3 from released$q$,
     'r_' || p_queue_name, 'p_' || p_queue_name)
     using p_run_id, v_task.o_priority, p_wake_at;
-  perform pg_notify('teguh_' || p_queue_name, '');
+  perform teguh._notify(p_queue_name);
 end
 $$;
 
@@ -1061,7 +1293,7 @@ declare
   v_done integer;
 begin
   perform teguh._assert_queue(p_queue_name);
-  perform teguh._check_positive('extend_by', p_extend_by);
+  perform teguh._check_seconds('extend_by', p_extend_by, 1);
   -- the lease becomes now + extend_by: heartbeats do not accumulate
   execute format($q$
     with extended as (
@@ -1085,7 +1317,7 @@ language plpgsql as $$
 begin
   perform teguh._assert_queue(p_queue_name);
   perform teguh._check_name('worker_id', p_worker_id);
-  perform teguh._check_positive('extend_by', p_extend_by);
+  perform teguh._check_seconds('extend_by', p_extend_by, 1);
   if p_run_ids is null then
     perform teguh._invalid('run_ids', 'expected an array of run ids, got null');
   end if;
@@ -1136,7 +1368,7 @@ begin
   execute format('select state, current_run_id from teguh.%I where task_id = $1 for update', 't_' || p_queue_name)
     into v_state, v_run using p_task_id;
   if v_state = 'cancelled' then
-    raise exception 'task % in queue "%" was cancelled', p_task_id, p_queue_name using errcode = 'AB001';
+    perform teguh._raise_cancelled(p_queue_name, p_task_id);
   end if;
   if v_state is distinct from 'running' or v_run is distinct from p_run_id then
     perform teguh._raise_inactive(p_queue_name, p_run_id, p_task_id);
@@ -1159,12 +1391,12 @@ begin
   perform teguh._assert_queue(p_queue_name);
   perform teguh._check_name('step_name', p_step_name);
   if p_extend_claim_by is not null then
-    perform teguh._check_positive('extend_claim_by', p_extend_claim_by);
+    perform teguh._check_seconds('extend_claim_by', p_extend_claim_by, 1);
   end if;
   execute format('select teguh.%I($1, $2, $3, $4, $5, $6)', '_step_' || p_queue_name)
     into v_task_state using p_task_id, p_step_name, p_state, p_owner_run, p_extend_claim_by, teguh.current_time();
   if v_task_state = 'cancelled' then
-    raise exception 'task % in queue "%" was cancelled', p_task_id, p_queue_name using errcode = 'AB001';
+    perform teguh._raise_cancelled(p_queue_name, p_task_id);
   elsif v_task_state is distinct from 'ok' then
     perform teguh._raise_inactive(p_queue_name, p_owner_run, p_task_id);
   end if;
@@ -1193,7 +1425,7 @@ begin
   perform teguh._assert_queue(p_queue_name);
   execute format('select state from teguh.%I where task_id = $1', 't_' || p_queue_name) into v_state using p_task_id;
   if v_state = 'cancelled' and p_run_id is not null then
-    raise exception 'task % in queue "%" was cancelled', p_task_id, p_queue_name using errcode = 'AB001';
+    perform teguh._raise_cancelled(p_queue_name, p_task_id);
   end if;
   return query execute format('select checkpoint_name, state from teguh.%I where task_id = $1 order by checkpoint_name',
                               'c_' || p_queue_name) using p_task_id;
@@ -1243,8 +1475,8 @@ begin
   perform teguh._assert_queue(p_queue_name);
   perform teguh._check_name('step_name', p_step_name);
   perform teguh._check_name('event_name', p_event_name);
-  if p_timeout < 0 then
-    perform teguh._invalid('timeout', format('expected null (no timeout) or seconds >= 0, got %s', p_timeout));
+  if p_timeout is not null then
+    perform teguh._check_seconds('timeout', p_timeout, 0);
   end if;
   perform teguh._require_read_committed('teguh.wait_event');
   perform teguh._lock_event(p_queue_name, p_event_name);
@@ -1284,7 +1516,7 @@ begin
     select $1, $2, released.attempt, $3, $4, $5, $6 from released$q$, 'r_' || p_queue_name, 'w_' || p_queue_name)
     using p_task_id, p_run_id, p_step_name, p_event_name,
           v_now + make_interval(secs => p_timeout), v_now;
-  perform pg_notify('teguh_' || p_queue_name, '');
+  perform teguh._notify(p_queue_name);
   return query select true, null::jsonb, false;
 end
 $$;
@@ -1349,7 +1581,7 @@ begin
 
   execute format('insert into teguh.%I (event_name, payload, emitted_at) values ($1, $2, $3)', 'e_' || p_queue_name)
     using p_event_name, p_payload, v_now;
-  perform pg_notify('teguh_' || p_queue_name, '');
+  perform teguh._notify(p_queue_name);
 end
 $$;
 
@@ -1438,13 +1670,15 @@ begin
   execute format($q$update teguh.%I set state = 'pending', current_run_id = $2, finished_at = null,
                            max_attempts = greatest(coalesce($3, max_attempts), attempts + 1),
                            first_started_at = null,
-                           cancel_at = $4 + make_interval(secs => (cancellation->>'max_delay')::double precision)
+                           cancel_at = $4 + make_interval(secs => case when cancellation ? 'max_delay' then
+                                                              least((cancellation->>'max_delay')::numeric, 315360000)
+                                                            end::double precision)
                      where task_id = $1$q$, 't_' || p_queue_name)
     using p_task_id, v_run, v_max_attempts, teguh.current_time();
   execute format('insert into teguh.%I (task_id, run_id, attempt, priority, available_at) values ($1, $2, $3, $4, $5)',
                  'p_' || p_queue_name)
     using p_task_id, v_run, v_task.attempts + 1, v_task.priority, teguh.current_time();
-  perform pg_notify('teguh_' || p_queue_name, '');
+  perform teguh._notify(p_queue_name);
   return query select p_task_id, v_run, v_task.attempts + 1, false;
 end
 $$;
@@ -1493,19 +1727,28 @@ begin
     'select task_id, state from teguh.%I where cancel_at <= $1 order by cancel_at limit $2 for update skip locked',
     't_' || p_queue_name) using p_now, p_limit
   loop
-    if v_task.state in ('completed', 'failed', 'cancelled') then
-      execute format('update teguh.%I set cancel_at = null where task_id = $1', 't_' || p_queue_name) using v_task.task_id;
-    else
-      perform teguh._cancel_locked(p_queue_name, v_task.task_id, p_now);
-      v_count := v_count + 1;
-    end if;
+    begin
+      if v_task.state in ('completed', 'failed', 'cancelled') then
+        execute format('update teguh.%I set cancel_at = null where task_id = $1', 't_' || p_queue_name)
+          using v_task.task_id;
+      else
+        perform teguh._cancel_locked(p_queue_name, v_task.task_id, p_now);
+        v_count := v_count + 1;
+      end if;
+    exception when others then
+      raise warning 'teguh: enforcing the cancellation deadline of task % in queue "%" failed: %',
+                    v_task.task_id, p_queue_name, sqlerrm;
+    end;
   end loop;
   return v_count;
 end
 $$;
 
 -- Recovers expired leases and enforces cancellation deadlines, for one queue
--- or all. Sleeps, delayed spawns and event timeouts need no ticker.
+-- or all; returns how many tasks it moved. Sleeps, delayed spawns and event
+-- timeouts need no ticker. Each queue's maintenance runs in its own
+-- exception block: a queue that fails is named in a WARNING and rolled back
+-- alone, and the other queues are ticked all the same.
 create or replace function teguh.ticker(p_queue_name text default null) returns integer
 language plpgsql as $$
 declare
@@ -1518,8 +1761,13 @@ begin
   end if;
   for v_queue in select q.queue_name from teguh.queues q where p_queue_name is null or q.queue_name = p_queue_name
                   order by q.queue_name loop
-    v_count := v_count + teguh._recover_expired(v_queue, v_now, 1000)
-                       + teguh._enforce_deadlines(v_queue, v_now, 1000);
+    begin
+      -- one line per maintenance step of a queue
+      v_count := v_count + teguh._recover_expired(v_queue, v_now, 1000);
+      v_count := v_count + teguh._enforce_deadlines(v_queue, v_now, 1000);
+    exception when others then
+      raise warning 'teguh.ticker: queue "%" failed and was skipped: % (SQLSTATE %)', v_queue, sqlerrm, sqlstate;
+    end;
   end loop;
   return v_count;
 end
@@ -1538,6 +1786,13 @@ begin
                                (select min(cancel_at) from teguh.%I))',
                  'p_' || p_queue_name, 'r_' || p_queue_name, 't_' || p_queue_name)
     into v_at;
+  -- rows stored before inputs were range-checked may hold infinities:
+  -- -infinity is due now, infinity never
+  if v_at = '-infinity' then
+    return teguh.current_time();
+  elsif v_at = 'infinity' then
+    return null;
+  end if;
   return v_at;
 end
 $$;
@@ -1553,9 +1808,8 @@ declare
   v_count  integer;
 begin
   perform teguh._assert_queue(p_queue_name);
-  if p_ttl_seconds is null or p_ttl_seconds < 0 then
-    perform teguh._invalid('ttl_seconds', format('expected seconds >= 0, got %s', coalesce(p_ttl_seconds::text, 'null')));
-  end if;
+  -- any integer ttl keeps now - ttl finite (2147483647 s is 68 years)
+  perform teguh._check_seconds('ttl_seconds', p_ttl_seconds, 0, 2147483647);
   perform teguh._check_positive('limit', p_limit);
   v_cutoff := teguh.current_time() - make_interval(secs => p_ttl_seconds);
   execute format($q$
@@ -1576,30 +1830,49 @@ begin
 end
 $$;
 
-create or replace function teguh.cleanup_all_queues(p_queue_name text default null) returns integer
+-- Runs each queue's retention (teguh.queues.cleanup_ttl_seconds; up to 10000
+-- tasks and 10000 events a call), or one queue's; one row per queue. A
+-- queue that fails is rolled back alone: its row has error set (and a
+-- WARNING names it) and the other queues are cleaned all the same.
+create or replace function teguh.cleanup_all_queues(p_queue_name text default null)
+returns table (queue_name text, tasks_deleted integer, events_deleted integer, error text)
 language plpgsql as $$
+#variable_conflict use_column
 declare
-  v_queue record;
-  v_count integer := 0;
+  v_queue  record;
+  v_tasks  integer;
+  v_events integer;
 begin
   if p_queue_name is not null then
     perform teguh._assert_queue(p_queue_name);
   end if;
   for v_queue in select q.queue_name, q.cleanup_ttl_seconds from teguh.queues q
                   where p_queue_name is null or q.queue_name = p_queue_name order by q.queue_name loop
-    v_count := v_count + teguh.cleanup_tasks(v_queue.queue_name, v_queue.cleanup_ttl_seconds, 10000);
-    execute format($q$delete from teguh.%1$I where event_name in (
-                        select event_name from teguh.%1$I where emitted_at < $1 order by emitted_at limit 10000)$q$,
-                   'e_' || v_queue.queue_name)
-      using teguh.current_time() - make_interval(secs => v_queue.cleanup_ttl_seconds);
+    begin
+      v_tasks := teguh.cleanup_tasks(v_queue.queue_name, v_queue.cleanup_ttl_seconds, 10000);
+      execute format($q$
+        with gone as (
+          delete from teguh.%1$I where event_name in (
+            select event_name from teguh.%1$I where emitted_at < $1 order by emitted_at limit 10000)
+          returning 1
+        ) select count(*) from gone$q$, 'e_' || v_queue.queue_name)
+        into v_events using teguh.current_time() - make_interval(secs => v_queue.cleanup_ttl_seconds);
+      return query select v_queue.queue_name::text, v_tasks, v_events, null::text;
+    exception when others then
+      raise warning 'teguh.cleanup_all_queues: queue "%" failed and was skipped: % (SQLSTATE %)',
+                    v_queue.queue_name, sqlerrm, sqlstate;
+      return query select v_queue.queue_name::text, 0, 0, format('%s (SQLSTATE %s)', sqlerrm, sqlstate);
+    end;
   end loop;
-  return v_count;
 end
 $$;
 
+-- Task counts by state, per queue or for one. A queue whose counts cannot be
+-- read gets a row with null counts and error set (and a WARNING); the other
+-- queues are counted all the same.
 create or replace function teguh.queue_stats(p_queue_name text default null)
 returns table (queue_name text, pending bigint, running bigint, sleeping bigint, completed bigint, failed bigint,
-               cancelled bigint, oldest_pending_seconds double precision, in_flight bigint)
+               cancelled bigint, oldest_pending_seconds double precision, in_flight bigint, error text)
 language plpgsql as $$
 declare
   v_queue text;
@@ -1610,16 +1883,25 @@ begin
   end if;
   for v_queue in select q.queue_name from teguh.queues q where p_queue_name is null or q.queue_name = p_queue_name
                   order by q.queue_name loop
-    return query execute format($q$
-      select $1::text,
-             count(*) filter (where state = 'pending'), count(*) filter (where state = 'running'),
-             count(*) filter (where state = 'sleeping'), count(*) filter (where state = 'completed'),
-             count(*) filter (where state = 'failed'), count(*) filter (where state = 'cancelled'),
-             (select extract(epoch from $2 - min(available_at))::double precision
-                from teguh.%2$I where available_at <= $2),
-             (select count(*) from teguh.%3$I)
-        from teguh.%1$I$q$, 't_' || v_queue, 'p_' || v_queue, 'r_' || v_queue)
-      using v_queue, v_now;
+    begin
+      -- isfinite: a -infinity stored before inputs were range-checked has no age
+      return query execute format($q$
+        select $1::text,
+               count(*) filter (where state = 'pending'), count(*) filter (where state = 'running'),
+               count(*) filter (where state = 'sleeping'), count(*) filter (where state = 'completed'),
+               count(*) filter (where state = 'failed'), count(*) filter (where state = 'cancelled'),
+               (select extract(epoch from $2 - min(available_at))::double precision
+                  from teguh.%2$I where available_at <= $2 and isfinite(available_at)),
+               (select count(*) from teguh.%3$I),
+               null::text
+          from teguh.%1$I$q$, 't_' || v_queue, 'p_' || v_queue, 'r_' || v_queue)
+        using v_queue, v_now;
+    exception when others then
+      raise warning 'teguh.queue_stats: queue "%" failed: % (SQLSTATE %)', v_queue, sqlerrm, sqlstate;
+      return query select v_queue, null::bigint, null::bigint, null::bigint, null::bigint, null::bigint,
+                          null::bigint, null::double precision, null::bigint,
+                          format('%s (SQLSTATE %s)', sqlerrm, sqlstate);
+    end;
   end loop;
 end
 $$;
@@ -1661,7 +1943,7 @@ end
 $$;
 
 -- ---------------------------------------------------------------------------
--- Upgrade: regenerate every existing queue's hot-path functions
+-- Upgrade: complete every existing queue's objects, regenerate its functions
 -- ---------------------------------------------------------------------------
 
-select teguh._create_queue_functions(queue_name) from teguh.queues;
+select teguh._create_queue_tables(queue_name), teguh._create_queue_functions(queue_name) from teguh.queues;

@@ -125,7 +125,9 @@ GET_TASK: LiteralString = (
 
 TICKER: LiteralString = "select teguh.ticker(%s)"
 CLEANUP_TASKS: LiteralString = "select teguh.cleanup_tasks(%s, %s, %s)"
-CLEANUP_ALL_QUEUES: LiteralString = "select teguh.cleanup_all_queues(%s)"
+CLEANUP_ALL_QUEUES: LiteralString = (
+    "select coalesce(sum(tasks_deleted), 0)::integer from teguh.cleanup_all_queues(%s)"
+)
 QUEUE_STATS: LiteralString = (
     "select queue_name, pending, running, sleeping, completed, failed, cancelled,"
     " oldest_pending_seconds, in_flight from teguh.queue_stats(%s)"

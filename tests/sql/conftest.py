@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, settings
 from psycopg.types.json import Jsonb
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -107,3 +109,24 @@ class _SqlState:
 def raises_sqlstate(code: str, match: str | None = None) -> _SqlState:
     """Like pytest.raises for a psycopg error with a given SQLSTATE (custom codes too)."""
     return _SqlState(code, match)
+
+
+# -- generated-input tests (hypothesis) -------------------------------------------
+#
+# Each example talks to a real server, so examples are few and have no deadline.
+# TEGUH_HYPOTHESIS_PROFILE picks a profile: "dev" (the default), "ci" (the
+# default when CI=true: reproducible, a few more examples) or "thorough".
+settings.register_profile(
+    "dev",
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+settings.register_profile("ci", settings.get_profile("dev"), max_examples=30, derandomize=True)
+settings.register_profile("thorough", settings.get_profile("dev"), max_examples=500)
+settings.load_profile(
+    os.environ.get(
+        "TEGUH_HYPOTHESIS_PROFILE",
+        "ci" if os.environ.get("CI", "").lower() == "true" else "dev",
+    )
+)

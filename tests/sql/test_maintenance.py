@@ -65,9 +65,12 @@ def test_cleanup_all_queues_uses_queue_retention(eng: Engine) -> None:
     finish(eng, 3)
     eng.conn.execute("select teguh.emit_event('q', 'old')")
     eng.conn.execute("update teguh.queues set cleanup_ttl_seconds = 60 where queue_name = 'q'")
-    assert eng.one("select teguh.cleanup_all_queues()") == 0
+    # one row per queue, the Go reference's (queue_name, tasks_deleted) first
+    assert eng.rows("select * from teguh.cleanup_all_queues()") == [("q", 0, 0, None)]
     eng.advance(61)
-    assert eng.one("select teguh.cleanup_all_queues('q')") == 3
+    assert eng.rows("select queue_name, tasks_deleted from teguh.cleanup_all_queues('q')") == [
+        ("q", 3)
+    ]
     assert eng.count("e") == 0
 
 
@@ -78,4 +81,4 @@ def test_queue_stats(eng: Engine) -> None:
     eng.claim()
     eng.advance(5)
     row = eng.one("select * from teguh.queue_stats('q')")
-    assert row == ("q", 1, 1, 0, 2, 0, 0, 5.0, 1)
+    assert row == ("q", 1, 1, 0, 2, 0, 0, 5.0, 1, None)
