@@ -51,7 +51,8 @@ def main() -> None:
     parser.add_argument("--fast", action="store_true", help="fsync/synchronous_commit off")
     args = parser.parse_args()
 
-    with database(args.dsn, args.fast) as dsn, teguh.Client(dsn) as client:
+    with database(args.dsn, args.fast) as dsn, teguh.App(dsn) as app:
+        client = app.client
         client.install()
         client.drop_queue(QUEUE)
         client.create_queue(QUEUE)
@@ -70,7 +71,7 @@ def main() -> None:
             with lock:
                 done += 1
 
-        worker = client.worker(QUEUE, concurrency=args.concurrency, batch_size=args.batch_size)
+        worker = app.worker([QUEUE], concurrency=args.concurrency, batch_size=args.batch_size)
         worker.handle("noop", noop)
         t0 = time.perf_counter()
         worker.start()

@@ -1,10 +1,10 @@
 """teguh: durable execution and a job queue inside PostgreSQL.
 
 The engine is a set of stored functions (``schema/teguh.sql``); this package
-is a synchronous, threaded client for it on psycopg 3: `Client` to spawn and
-inspect tasks, `Worker` to run their handlers, `TaskContext` for durable
-steps, sleeps and events inside a handler, and the ``@task``/``@step``
-decorators.
+is a synchronous, threaded library for it on psycopg 3: an `App` holds your
+tasks (``@app.task``), hooks and middleware; ``app.worker(...)`` runs their
+handlers; `TaskContext` offers durable steps, sleeps and events inside a
+handler; `Client` (``app.client``) is one method per stored function.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 
+from teguh.app import App, Middleware, SpawnHook
 from teguh.client import Client
 from teguh.context import TaskContext, current_context
 from teguh.errors import (
@@ -30,21 +31,24 @@ from teguh.errors import (
     TeguhError,
     TeguhSignal,
 )
+from teguh.middleware import LifecycleLogging
 from teguh.records import (
     Cancellation,
     ClaimStatus,
     QueueStats,
     RetryStrategy,
     Run,
+    SpawnOptions,
     SpawnResult,
     TaskInfo,
     TaskResult,
     TaskState,
     WaitResult,
+    WorkerOptions,
 )
 from teguh.schema import SCHEMA_VERSION
-from teguh.tasks import Task, get_default_client, set_default_client, step, task
-from teguh.worker import Worker
+from teguh.tasks import Task, step, task
+from teguh.worker import NotFound, Worker
 
 try:
     __version__ = _version("teguh")
@@ -53,6 +57,7 @@ except PackageNotFoundError:  # a source checkout that was never installed
 
 __all__ = [
     "SCHEMA_VERSION",
+    "App",
     "Cancellation",
     "ClaimStatus",
     "Client",
@@ -60,6 +65,9 @@ __all__ = [
     "InvalidArgument",
     "InvalidState",
     "LeaseLost",
+    "LifecycleLogging",
+    "Middleware",
+    "NotFound",
     "QueueNotFound",
     "QueueStats",
     "RetryStrategy",
@@ -68,6 +76,8 @@ __all__ = [
     "SchemaError",
     "SchemaMissing",
     "SchemaOutdated",
+    "SpawnHook",
+    "SpawnOptions",
     "SpawnResult",
     "Suspend",
     "Task",
@@ -81,10 +91,9 @@ __all__ = [
     "TeguhSignal",
     "WaitResult",
     "Worker",
+    "WorkerOptions",
     "__version__",
     "current_context",
-    "get_default_client",
-    "set_default_client",
     "step",
     "task",
 ]

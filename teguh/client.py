@@ -5,6 +5,10 @@ connection, inside whatever transaction it has open, and teguh neither
 commits nor rolls back. A task spawned that way exists only if the caller's
 transaction commits, and its NOTIFY is delivered on commit. Without ``conn=``
 the call takes a connection from the client's pool (autocommit).
+
+The calls themselves, their argument checks and row decoding live in
+`teguh._engine`; this class adds the pool, the schema check and, for a
+client that belongs to a `teguh.App`, the app's spawn hooks and task defaults.
 """
 
 from __future__ import annotations
@@ -12,26 +16,25 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, LiteralString, Self
+from typing import TYPE_CHECKING, Any, Self, Unpack
 from uuid import UUID
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
-from teguh import _convert as C
-from teguh import _queries as Q
+from teguh import _engine as E
 from teguh import schema
-from teguh.errors import TaskNotFound, translate
+from teguh.errors import InvalidArgument, TaskNotFound
 from teguh.records import (
-    Cancellation,
     ClaimStatus,
     QueueStats,
-    RetryStrategy,
     Run,
+    SpawnOptions,
     SpawnResult,
     TaskInfo,
     TaskResult,
@@ -39,7 +42,7 @@ from teguh.records import (
 )
 
 if TYPE_CHECKING:
-    from teguh.worker import Worker
+    from teguh.app import App
 
 __all__ = ["Client"]
 
@@ -57,11 +60,24 @@ _EMPTY: Any = _Empty()
 _TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
 
+def check_conninfo(conninfo: Any) -> str:
+    """Return ``conninfo`` if libpq can parse it; raise `InvalidArgument` with its error."""
+    if not isinstance(conninfo, str):
+        raise TypeError(f"conninfo must be a str, got {type(conninfo).__name__} {conninfo!r}")
+    try:
+        conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError as exc:
+        raise InvalidArgument(f"invalid conninfo: {exc}", argument="conninfo") from exc
+    return conninfo
+
+
 class Client:
     """Talk to teguh in one PostgreSQL database.
 
     ``Client("postgresql://...")`` opens (and `close` closes) a
-    `psycopg_pool.ConnectionPool` of autocommit connections;
+    `psycopg_pool.ConnectionPool` of autocommit connections that are checked
+    before use (so the first call after a server restart does not fail); a
+    malformed connection string raises `InvalidArgument` at once.
     ``Client(pool)`` or ``Client(pool=pool)`` uses yours and never closes it.
     ``json_dumps``/``json_loads`` replace the stdlib `json` for params,
     results, checkpoints and payloads.
@@ -69,6 +85,7 @@ class Client:
     The schema version is checked once, on the first call that needs the
     database (`teguh.SchemaMissing` / `teguh.SchemaOutdated` say what to run);
     pass ``check_schema=False`` to skip it. Thread-safe: share one client.
+    Applications usually get theirs from `teguh.App` (``app.client``).
     """
 
     def __init__(
@@ -79,16 +96,18 @@ class Client:
         min_size: int = 1,
         max_size: int = 10,
         connect_kwargs: Mapping[str, Any] | None = None,
-        json_dumps: C.JsonDumps | None = None,
-        json_loads: C.JsonLoads | None = None,
+        json_dumps: E.JsonDumps | None = None,
+        json_loads: E.JsonLoads | None = None,
         check_schema: bool = True,
     ) -> None:
         if isinstance(conninfo, ConnectionPool):
             if pool is not None:
                 raise TypeError("pass the pool once")
             pool, conninfo = conninfo, None
-        self.dumps: C.JsonDumps = json_dumps or C.default_dumps
-        self.loads: C.JsonLoads = json_loads or C.default_loads
+        self.engine = E.Engine(json_dumps, json_loads)
+        self.dumps: E.JsonDumps = self.engine.dumps
+        self.loads: E.JsonLoads = self.engine.loads
+        self._app: App | None = None
         self._check_schema = check_schema
         self._schema_ok = not check_schema
         self._schema_lock = threading.Lock()
@@ -98,13 +117,14 @@ class Client:
             self._conninfo: Any = pool.conninfo
             self._connect_kwargs: Any = pool.kwargs
         else:
-            self._conninfo = conninfo or ""
+            self._conninfo = check_conninfo(conninfo or "")
             self._connect_kwargs = {"autocommit": True, **(connect_kwargs or {})}
             self.pool = ConnectionPool(
                 self._conninfo,
                 min_size=min_size,
                 max_size=max_size,
                 kwargs=self._connect_kwargs,
+                check=ConnectionPool.check_connection,
                 name="teguh-client",
                 open=True,
             )
@@ -165,23 +185,35 @@ class Client:
         self._schema_ok = True
         return version
 
+    def ensure_schema(self, conn: Conn | None = None) -> None:
+        """Check the schema version once per client (see `check_schema`)."""
+        if self._schema_ok:
+            return
+        with self._schema_lock:
+            if not self._schema_ok:
+                self.check_schema(conn=conn)
+
     def version(self, *, conn: Conn | None = None) -> str:
         """Return ``teguh.version()``, the installed schema version."""
-        return str(self._value(Q.VERSION, (), conn))
+        with self._checked(conn) as c:
+            return self.engine.version(c)
 
     # -- queues -------------------------------------------------------------------
 
     def create_queue(self, queue: str, *, conn: Conn | None = None) -> None:
         """Create a queue; a no-op if it exists."""
-        self._run(Q.CREATE_QUEUE, (queue,), conn)
+        with self._checked(conn) as c:
+            self.engine.create_queue(c, queue)
 
     def drop_queue(self, queue: str, *, conn: Conn | None = None) -> None:
         """Drop a queue and all its data; a no-op if absent."""
-        self._run(Q.DROP_QUEUE, (queue,), conn)
+        with self._checked(conn) as c:
+            self.engine.drop_queue(c, queue)
 
     def list_queues(self, *, conn: Conn | None = None) -> list[str]:
         """Return the queue names, in name order."""
-        return [row[0] for row in self._run(Q.LIST_QUEUES, (), conn)]
+        with self._checked(conn) as c:
+            return self.engine.list_queues(c)
 
     # -- spawning -----------------------------------------------------------------
 
@@ -191,119 +223,57 @@ class Client:
         task_name: str,
         params: Any = _EMPTY,
         *,
-        headers: Mapping[str, Any] | None = None,
-        retry_strategy: RetryStrategy | None = None,
-        max_attempts: int | None = None,
-        cancellation: Cancellation | None = None,
-        idempotency_key: str | None = None,
-        available_at: datetime | None = None,
-        delay: C.Duration | None = None,
-        priority: int | None = None,
         conn: Conn | None = None,
+        **options: Unpack[SpawnOptions],
     ) -> SpawnResult:
         """Spawn a task; return its id and first run.
 
         ``params`` (default ``{}``) must be JSON-serializable, or `TypeError`
-        is raised before anything is written. ``available_at`` (aware
-        datetime) or ``delay`` (seconds or timedelta, on the database clock)
-        postpones the first attempt. With ``idempotency_key``, a second spawn
+        is raised before anything is written. ``options`` are `SpawnOptions`;
+        on a client of a `teguh.App`, the options the app's task of that name
+        was declared with apply unless given here, then the app's
+        ``before_spawn`` hooks run. With ``idempotency_key``, a second spawn
         returns the existing task with ``created=False``.
         """
-        options = self._spawn_options(
-            headers=headers,
-            retry_strategy=retry_strategy,
-            max_attempts=max_attempts,
-            cancellation=cancellation,
-            available_at=available_at,
-            delay=delay,
-            priority=priority,
-        )
-        if idempotency_key is not None:
-            options["idempotency_key"] = idempotency_key
-        params_json = C.dump(self.dumps, {} if params is _EMPTY else params, "params")
-        options_json = C.dump(self.dumps, options, "options")
-        row = self._run(Q.SPAWN_TASK, (queue, task_name, params_json, options_json), conn)[0]
-        return SpawnResult(*row)
+        value = {} if params is _EMPTY else params
+        opts: dict[str, Any] = dict(options)
+        if self._app is not None:
+            opts = self._app._spawn_options(task_name, value, opts)
+        with self._checked(conn) as c:
+            return self.engine.spawn_task(c, queue, task_name, value, opts)
 
     def spawn_tasks(
         self,
         queue: str,
         task_name: str,
-        params: Sequence[Any],
+        params: Iterable[Any],
         *,
         idempotency_keys: Sequence[str | None] | None = None,
-        headers: Mapping[str, Any] | None = None,
-        retry_strategy: RetryStrategy | None = None,
-        max_attempts: int | None = None,
-        cancellation: Cancellation | None = None,
-        available_at: datetime | None = None,
-        delay: C.Duration | None = None,
-        priority: int | None = None,
         conn: Conn | None = None,
+        **options: Unpack[SpawnOptions],
     ) -> list[SpawnResult]:
         """Spawn one task per element of ``params``, atomically, in one round trip.
 
         Results come back in input order. ``idempotency_keys``, when given,
-        has one key (or None) per task.
+        has one key (or None) per task. ``params`` is a list (a str or bytes
+        is refused, not spawned once per character). Hooks see the list.
         """
-        params = list(params)
-        options = self._spawn_options(
-            headers=headers,
-            retry_strategy=retry_strategy,
-            max_attempts=max_attempts,
-            cancellation=cancellation,
-            available_at=available_at,
-            delay=delay,
-            priority=priority,
-        )
+        if isinstance(params, str | bytes | bytearray | Mapping) or not isinstance(
+            params, Iterable
+        ):
+            raise TypeError(
+                f"params must be a list with one element per task, got {type(params).__name__}"
+            )
+        values = list(params)
+        opts: dict[str, Any] = dict(options)
+        if self._app is not None:
+            opts = self._app._spawn_options(task_name, values, opts)
         if idempotency_keys is not None:
-            keys = list(idempotency_keys)
-            if len(keys) != len(params):
-                raise ValueError(
-                    f"idempotency_keys has {len(keys)} elements, params has {len(params)}"
-                )
-            options["idempotency_keys"] = keys
-        if not params:
-            return []
-        params_json = C.dump(self.dumps, params, "params")
-        options_json = C.dump(self.dumps, options, "options")
-        rows = self._run(Q.SPAWN_TASKS, (queue, task_name, params_json, options_json), conn)
-        return [SpawnResult(*row) for row in rows]
-
-    @staticmethod
-    def _spawn_options(
-        *,
-        headers: Mapping[str, Any] | None,
-        retry_strategy: RetryStrategy | None,
-        max_attempts: int | None,
-        cancellation: Cancellation | None,
-        available_at: datetime | None,
-        delay: C.Duration | None,
-        priority: int | None,
-    ) -> dict[str, Any]:
-        # Only the keys the caller gave: the engine owns the defaults.
-        options: dict[str, Any] = {}
-        if headers is not None:
-            options["headers"] = dict(headers)
-        if retry_strategy is not None:
-            options["retry_strategy"] = dict(retry_strategy)
-        if max_attempts is not None:
-            options["max_attempts"] = max_attempts
-        if cancellation is not None:
-            options["cancellation"] = {
-                key: C.whole_seconds(value, f"cancellation[{key!r}]")  # type: ignore[arg-type]
-                for key, value in cancellation.items()
-            }
-        if available_at is not None and delay is not None:
-            raise ValueError("pass available_at or delay, not both")
-        if available_at is not None:
-            options["available_at"] = C.aware(available_at, "available_at").isoformat()
-        if delay is not None:
-            secs = C.seconds(delay, "delay")
-            options["delay_seconds"] = int(secs) if secs.is_integer() else secs
-        if priority is not None:
-            options["priority"] = priority
-        return options
+            if isinstance(idempotency_keys, str | bytes):
+                raise TypeError("idempotency_keys must be a list with one key per task")
+            opts["idempotency_keys"] = list(idempotency_keys)
+        with self._checked(conn) as c:
+            return self.engine.spawn_tasks(c, queue, task_name, values, opts)
 
     # -- workers ------------------------------------------------------------------
 
@@ -312,37 +282,31 @@ class Client:
         queue: str,
         worker_id: str,
         *,
-        claim_timeout: C.Duration = 30,
+        claim_timeout: E.Duration = 30,
         qty: int = 1,
         conn: Conn | None = None,
     ) -> list[Run]:
-        """Lease up to ``qty`` ready runs for ``claim_timeout``; [] when none is ready."""
-        timeout = C.whole_seconds(claim_timeout, "claim_timeout")
-        rows = self._run(Q.CLAIM_TASK, (queue, worker_id, timeout, qty), conn, prepare=True)
-        return [self.make_run(row) for row in rows]
+        """Lease up to ``qty`` ready runs for ``claim_timeout``; [] when none is ready.
 
-    def make_run(self, row: Sequence[Any]) -> Run:
-        """Build a `Run` from a row of `teguh._queries.CLAIM_TASK`."""
-        loads = self.loads
-        return Run(
-            row[0],
-            row[1],
-            row[2],
-            row[3],
-            C.load(loads, row[4]),
-            C.load(loads, row[5]),
-            row[6],
-            C.load(loads, row[7]),
-            row[8],
-            C.load(loads, row[9]),
-        )
+        A claimed run whose row cannot be decoded (params too deeply nested,
+        or refused by a custom ``json_loads``) is failed with the reason and
+        left out; the others are returned.
+        """
+        timeout = E.whole_seconds(claim_timeout, "claim_timeout")
+        with self._checked(conn) as c:
+            runs, bad = self.engine.claim(c, queue, worker_id, timeout, qty)
+            for run_id, exc in bad:
+                fail_undecodable(self.engine, c, queue, run_id, exc)
+        return runs
 
     def complete_run(
         self, queue: str, run_id: UUID, result: Any = None, *, conn: Conn | None = None
     ) -> None:
         """Complete the run's task with ``result`` (JSON-serializable)."""
-        result_json = C.dump(self.dumps, result, "the task's result")
-        self._run(Q.COMPLETE_RUN, (queue, run_id, result_json), conn, prepare=True)
+        result_json = E.dump(self.dumps, result, "result")
+        run = E.uuid(run_id, "run_id")
+        with self._checked(conn) as c:
+            self.engine.complete_run(c, E.text(queue, "queue"), run, result_json)
 
     def fail_run(
         self,
@@ -354,37 +318,37 @@ class Client:
         conn: Conn | None = None,
     ) -> None:
         """Fail the run with ``reason``; retry by the task's strategy (or at ``retry_at``)."""
-        if retry_at is not None:
-            C.aware(retry_at, "retry_at")
-        reason_json = C.dump(self.dumps, reason, "reason")
-        self._run(Q.FAIL_RUN, (queue, run_id, reason_json, retry_at), conn)
+        with self._checked(conn) as c:
+            self.engine.fail_run(c, queue, run_id, reason, retry_at)
 
     def schedule_run(
         self, queue: str, run_id: UUID, wake_at: datetime, *, conn: Conn | None = None
     ) -> None:
         """Suspend the run until ``wake_at`` (a durable sleep; no attempt consumed)."""
-        self._run(Q.SCHEDULE_RUN, (queue, run_id, C.aware(wake_at, "wake_at")), conn)
+        with self._checked(conn) as c:
+            self.engine.schedule_run(c, queue, run_id, wake_at)
 
     def extend_claim(
-        self, queue: str, run_id: UUID, extend_by: C.Duration, *, conn: Conn | None = None
+        self, queue: str, run_id: UUID, extend_by: E.Duration, *, conn: Conn | None = None
     ) -> None:
         """Set the run's lease to now + ``extend_by``."""
-        secs = C.whole_seconds(extend_by, "extend_by")
-        self._run(Q.EXTEND_CLAIM, (queue, run_id, secs), conn)
+        secs = E.whole_seconds(extend_by, "extend_by")
+        with self._checked(conn) as c:
+            self.engine.extend_claim(c, queue, run_id, secs)
 
     def extend_claims(
         self,
         queue: str,
         worker_id: str,
         run_ids: Sequence[UUID],
-        extend_by: C.Duration,
+        extend_by: E.Duration,
         *,
         conn: Conn | None = None,
     ) -> list[ClaimStatus]:
         """Extend many leases at once; return the runs that are cancelled or lost."""
-        secs = C.whole_seconds(extend_by, "extend_by")
-        rows = self._run(Q.EXTEND_CLAIMS, (queue, worker_id, list(run_ids), secs), conn)
-        return [ClaimStatus(*row) for row in rows]
+        secs = E.whole_seconds(extend_by, "extend_by")
+        with self._checked(conn) as c:
+            return self.engine.extend_claims(c, queue, worker_id, run_ids, secs)
 
     # -- steps and events ---------------------------------------------------------
 
@@ -396,20 +360,23 @@ class Client:
         state: Any,
         owner_run: UUID,
         *,
-        extend_claim_by: C.Duration | None = None,
+        extend_claim_by: E.Duration | None = None,
         conn: Conn | None = None,
     ) -> None:
         """Record a step's result; ``owner_run`` must be the task's active run."""
-        state_json = C.dump(self.dumps, state, f"the state of step {step_name!r}")
-        extend = None if extend_claim_by is None else C.whole_seconds(extend_claim_by, "extend")
-        params = (queue, task_id, step_name, state_json, owner_run, extend)
-        self._run(Q.SET_CHECKPOINT, params, conn)
+        state_json = E.dump(self.dumps, state, "state")
+        extend = (
+            None if extend_claim_by is None else E.whole_seconds(extend_claim_by, "extend_claim_by")
+        )
+        with self._checked(conn) as c:
+            self.engine.set_checkpoint(c, queue, task_id, step_name, state_json, owner_run, extend)
 
     def get_checkpoint(
         self, queue: str, task_id: UUID, name: str, *, conn: Conn | None = None
     ) -> Any:
         """Return one checkpoint's state (None when absent)."""
-        return C.load(self.loads, self._value(Q.GET_CHECKPOINT, (queue, task_id, name), conn))
+        with self._checked(conn) as c:
+            return self.engine.get_checkpoint(c, queue, task_id, name)
 
     def get_checkpoints(
         self, queue: str, task_id: UUID, run_id: UUID | None, *, conn: Conn | None = None
@@ -420,10 +387,10 @@ class Client:
         if the task was cancelled. None reads them as an observer (e.g.
         ``teguh task show``), whatever the task's state.
         """
-        rows = self._run(Q.GET_CHECKPOINTS, (queue, task_id, run_id), conn)
-        return {name: C.load(self.loads, state) for name, state in rows}
+        with self._checked(conn) as c:
+            return self.engine.get_checkpoints(c, queue, task_id, run_id)
 
-    def await_event(
+    def await_event_in_run(
         self,
         queue: str,
         task_id: UUID,
@@ -431,31 +398,32 @@ class Client:
         step_name: str,
         event_name: str,
         *,
-        timeout: C.Duration | None = None,
+        timeout: E.Duration | None = None,
         conn: Conn | None = None,
     ) -> WaitResult:
-        """Wait for an event as step ``step_name`` (``teguh.wait_event``).
+        """Make run ``run_id`` wait for an event as step ``step_name`` (``teguh.wait_event``).
 
-        When ``should_suspend`` is true the engine suspended the run: end the
-        handler and record nothing else.
+        A worker-protocol call for workers written outside this library: in a
+        handler use ``ctx.await_event``. When ``should_suspend`` is true the
+        engine suspended the run: end the handler and record nothing else.
         """
-        secs = None if timeout is None else C.whole_seconds(timeout, "timeout")
-        params = (queue, task_id, run_id, step_name, event_name, secs)
-        suspend, payload, timed_out = self._run(Q.WAIT_EVENT, params, conn)[0]
-        return WaitResult(bool(suspend), C.load(self.loads, payload), bool(timed_out))
+        secs = None if timeout is None else E.whole_seconds(timeout, "timeout")
+        with self._checked(conn) as c:
+            return self.engine.wait_event(c, queue, task_id, run_id, step_name, event_name, secs)
 
     def emit_event(
         self, queue: str, event_name: str, payload: Any = None, *, conn: Conn | None = None
     ) -> None:
         """Emit an event (first write wins) and wake the tasks waiting for it."""
-        payload_json = C.dump(self.dumps, payload, "payload")
-        self._run(Q.EMIT_EVENT, (queue, event_name, payload_json), conn)
+        with self._checked(conn) as c:
+            self.engine.emit_event(c, queue, event_name, payload)
 
     # -- tasks --------------------------------------------------------------------
 
     def cancel_task(self, queue: str, task_id: UUID, *, conn: Conn | None = None) -> None:
         """Cancel a task; a running handler learns it on its next teguh call."""
-        self._run(Q.CANCEL_TASK, (queue, task_id), conn)
+        with self._checked(conn) as c:
+            self.engine.cancel_task(c, queue, task_id)
 
     def retry_task(
         self,
@@ -471,27 +439,24 @@ class Client:
         if spawn_new:
             options["spawn_new"] = True
         if max_attempts is not None:
-            options["max_attempts"] = max_attempts
-        options_json = C.dump(self.dumps, options, "options")
-        return SpawnResult(*self._run(Q.RETRY_TASK, (queue, task_id, options_json), conn)[0])
+            options["max_attempts"] = E.integer(max_attempts, "max_attempts")
+        with self._checked(conn) as c:
+            return self.engine.retry_task(c, queue, task_id, options)
 
     def get_task_result(
         self, queue: str, task_id: UUID, *, conn: Conn | None = None
     ) -> TaskResult | None:
         """Return the task's state and result, or None for an unknown task."""
-        rows = self._run(Q.GET_TASK_RESULT, (queue, task_id), conn)
-        if not rows:
-            return None
-        tid, state, attempts, payload, cancelled_at = rows[0]
-        return TaskResult(tid, state, attempts, C.load(self.loads, payload), cancelled_at)
+        with self._checked(conn) as c:
+            return self.engine.get_task_result(c, queue, task_id)
 
     def wait_result(
         self,
         queue: str,
         task_id: UUID,
         *,
-        timeout: C.Duration | None = None,
-        interval: C.Duration = 0.05,
+        timeout: E.Duration | None = None,
+        interval: E.Duration = 0.05,
     ) -> TaskResult:
         """Poll until the task is completed, failed or cancelled; return its result.
 
@@ -499,8 +464,8 @@ class Client:
         ``timeout`` seconds pass first. Meant for scripts and tests: a web
         request should not block on a task.
         """
-        pause = C.seconds(interval, "interval")
-        deadline = None if timeout is None else time.monotonic() + C.seconds(timeout, "timeout")
+        pause = E.seconds(interval, "interval")
+        deadline = None if timeout is None else time.monotonic() + E.seconds(timeout, "timeout")
         while True:
             result = self.get_task_result(queue, task_id)
             if result is None:
@@ -513,62 +478,55 @@ class Client:
 
     def get_task(self, queue: str, task_id: UUID, *, conn: Conn | None = None) -> TaskInfo | None:
         """Return everything about a task, or None for an unknown task."""
-        rows = self._run(Q.GET_TASK, (queue, task_id), conn)
-        if not rows:
-            return None
-        row = list(rows[0])
-        for i in (6, 7, 8, 13, 14):  # jsonb columns
-            row[i] = C.load(self.loads, row[i])
-        return TaskInfo(*row)
+        with self._checked(conn) as c:
+            return self.engine.get_task(c, queue, task_id)
 
     # -- time and maintenance -----------------------------------------------------
 
     def ticker(self, queue: str | None = None, *, conn: Conn | None = None) -> int:
         """Recover expired leases and enforce cancellation deadlines; return the count."""
-        return int(self._value(Q.TICKER, (queue,), conn) or 0)
+        with self._checked(conn) as c:
+            return self.engine.ticker(c, queue)
 
     def next_wake_at(self, queue: str, *, conn: Conn | None = None) -> datetime | None:
         """Return the queue's earliest future due time, or None."""
-        value: datetime | None = self._value(Q.NEXT_WAKE_AT, (queue,), conn)
-        return value
+        with self._checked(conn) as c:
+            return self.engine.next_wake_at(c, queue)
 
     def current_time(self, *, conn: Conn | None = None) -> datetime:
         """Return ``teguh.current_time()`` (honours ``teguh.fake_now``)."""
-        value: datetime = self._value(Q.CURRENT_TIME, (), conn)
-        return value
+        with self._checked(conn) as c:
+            return self.engine.current_time(c)
 
     def cleanup_tasks(
-        self, queue: str, ttl: C.Duration, limit: int = 10_000, *, conn: Conn | None = None
+        self, queue: str, ttl: E.Duration, limit: int = 10_000, *, conn: Conn | None = None
     ) -> int:
         """Delete up to ``limit`` tasks that finished more than ``ttl`` ago; return the count."""
-        secs = C.whole_seconds(ttl, "ttl")
-        return int(self._value(Q.CLEANUP_TASKS, (queue, secs, limit), conn) or 0)
+        secs = E.whole_seconds(ttl, "ttl")
+        with self._checked(conn) as c:
+            return self.engine.cleanup_tasks(c, queue, secs, limit)
 
     def cleanup_all_queues(self, queue: str | None = None, *, conn: Conn | None = None) -> int:
         """Run each queue's retention cleanup (or one queue's); return the count."""
-        return int(self._value(Q.CLEANUP_ALL_QUEUES, (queue,), conn) or 0)
+        with self._checked(conn) as c:
+            return self.engine.cleanup_all_queues(c, queue)
 
     def queue_stats(
         self, queue: str | None = None, *, conn: Conn | None = None
     ) -> list[QueueStats]:
         """Return task counts by state, per queue (or for one queue)."""
-        return [QueueStats(*row) for row in self._run(Q.QUEUE_STATS, (queue,), conn)]
+        with self._checked(conn) as c:
+            return self.engine.queue_stats(c, queue)
 
     def start_cron(self, *, conn: Conn | None = None) -> None:
         """Schedule the ticker and cleanup with pg_cron (``teguh.start()``)."""
-        self._run(Q.START_CRON, (), conn)
+        with self._checked(conn) as c:
+            self.engine.start_cron(c)
 
     def stop_cron(self, *, conn: Conn | None = None) -> None:
         """Unschedule the pg_cron jobs (``teguh.stop()``)."""
-        self._run(Q.STOP_CRON, (), conn)
-
-    # -- workers ------------------------------------------------------------------
-
-    def worker(self, queue: str, **kwargs: Any) -> Worker:
-        """Return a `teguh.Worker` for ``queue`` (keyword arguments as for `Worker`)."""
-        from teguh.worker import Worker
-
-        return Worker(self, queue, **kwargs)
+        with self._checked(conn) as c:
+            self.engine.stop_cron(c)
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -580,37 +538,25 @@ class Client:
             with self.pool.connection() as c:
                 yield c
 
-    def ensure_schema(self, conn: Conn | None = None) -> None:
-        """Check the schema version once per client (see `check_schema`)."""
-        if self._schema_ok:
-            return
-        with self._schema_lock:
-            if not self._schema_ok:
-                self.check_schema(conn=conn)
-
-    def _run(
-        self,
-        query: LiteralString,
-        params: Sequence[Any],
-        conn: Conn | None,
-        *,
-        prepare: bool | None = None,
-    ) -> list[tuple[Any, ...]]:
+    @contextmanager
+    def _checked(self, conn: Conn | None) -> Iterator[Conn]:
+        """Yield ``conn`` or a pooled connection, after the one-time schema check."""
         if not self._schema_ok:
             self.ensure_schema(conn)
-        try:
-            rows: list[tuple[Any, ...]]
-            if conn is not None:
-                rows = conn.execute(query, params, prepare=prepare).fetchall()
-            else:
-                with self.pool.connection() as c:
-                    rows = c.execute(query, params, prepare=prepare).fetchall()
-            return rows
-        except psycopg.Error as exc:
-            if (mapped := translate(exc)) is None:
-                raise
-            raise mapped from exc
+        if conn is not None:
+            yield conn
+        else:
+            with self.pool.connection() as c:
+                yield c
 
-    def _value(self, query: LiteralString, params: Sequence[Any], conn: Conn | None) -> Any:
-        rows = self._run(query, params, conn)
-        return rows[0][0] if rows else None
+
+def fail_undecodable(
+    engine: E.Engine, conn: Conn, queue: str, run_id: UUID, exc: BaseException
+) -> None:
+    """Fail a claimed run whose row could not be decoded, so it is not stranded."""
+    logger.error("cannot decode claimed run %s: %s", run_id, exc, extra={"run_id": run_id})
+    reason = {"name": type(exc).__qualname__, "message": f"cannot decode the run: {exc}"}
+    try:
+        engine.fail_run(conn, queue, run_id, reason)
+    except Exception:
+        logger.exception("could not fail the undecodable run %s", run_id)

@@ -11,30 +11,24 @@ a handler that makes none costs no extra query.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, LiteralString, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, Unpack
 from uuid import UUID
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from teguh import _convert as C
-from teguh import _queries as Q
-from teguh.errors import (
-    EventTimeout,
-    LeaseLost,
-    RunNotActive,
-    Suspend,
-    TaskCancelled,
-    translate,
-)
-from teguh.records import Run, SpawnResult
+from teguh import _engine as E
+from teguh.errors import EventTimeout, LeaseLost, RunNotActive, Suspend, TaskCancelled
+from teguh.records import Run, SpawnOptions, SpawnResult
 
 if TYPE_CHECKING:
+    from teguh.app import App
     from teguh.client import Client
 
 __all__ = ["TaskContext", "current_context"]
@@ -102,23 +96,23 @@ class TaskContext:
     sleeps and event waits do not consume attempts), ``task_name``,
     ``params``, ``headers``, ``max_attempts``, ``retry_strategy``,
     ``wake_event`` and ``event_payload`` (set when this run resumed because of
-    an event), ``worker_id`` and ``client``.
+    an event), ``worker_id``, ``app`` and ``client`` (the app's).
 
     A context belongs to one run and one thread; do not share it.
     """
 
     def __init__(
         self,
-        client: Client,
+        app: App,
         queue: str,
         run: Run,
         *,
-        pool: ConnectionPool[Any] | None = None,
+        pool: ConnectionPool[Any],
         state: RunState | None = None,
         claim_timeout: int = 30,
         worker_id: str | None = None,
     ) -> None:
-        self.client = client
+        self.app = app
         self.queue = queue
         self.run = run
         self.task_id: UUID = run.task_id
@@ -132,7 +126,8 @@ class TaskContext:
         self.wake_event = run.wake_event
         self.event_payload: Any = run.event_payload
         self.worker_id = worker_id
-        self._pool = pool if pool is not None else client.pool
+        self._engine = app.engine
+        self._pool = pool
         self._state = state if state is not None else RunState(run)
         self._claim_timeout = claim_timeout
         self._names: dict[str, int] = {}
@@ -144,6 +139,11 @@ class TaskContext:
             f"<TaskContext {self.task_name!r} task_id={self.task_id} run_id={self.run_id} "
             f"attempt={self.attempt}>"
         )
+
+    @property
+    def client(self) -> Client:
+        """The app's `Client` (opens the app's pool on first use)."""
+        return self.app.client
 
     # -- state ----------------------------------------------------------------------
 
@@ -159,15 +159,16 @@ class TaskContext:
         """
         self.heartbeat()
 
-    def heartbeat(self, extend_by: C.Duration | None = None) -> None:
+    def heartbeat(self, extend_by: E.Duration | None = None) -> None:
         """Extend the lease to now + ``extend_by`` (default: the claim timeout).
 
         Raises `TaskCancelled` if the task was cancelled, `LeaseLost` if the
         run was taken over. Call it from long loops that make no other teguh
         call; the worker's heartbeat thread already extends leases.
         """
-        secs = self._claim_timeout if extend_by is None else C.whole_seconds(extend_by, "extend_by")
-        self._execute(Q.EXTEND_CLAIM, (self.queue, self.run_id, secs))
+        secs = self._claim_timeout if extend_by is None else E.whole_seconds(extend_by, "extend_by")
+        with self._call() as conn:
+            self._engine.extend_claim(conn, self.queue, self.run_id, secs)
 
     # -- steps ----------------------------------------------------------------------
 
@@ -188,18 +189,18 @@ class TaskContext:
             value: T = checkpoints[key]
             return value
         result = fn(*args, **kwargs)
-        text = C.dump(self.client.dumps, result, f"the result of step {key!r}")
-        self._execute(
-            Q.SET_CHECKPOINT,
-            (self.queue, self.task_id, key, text, self.run_id, self._claim_timeout),
-        )
-        value = self.client.loads(text)
+        text = E.dump(self._engine.dumps, result, f"the result of step {key!r}")
+        with self._call() as conn:
+            self._engine.set_checkpoint(
+                conn, self.queue, self.task_id, key, text, self.run_id, self._claim_timeout
+            )
+        value = self._engine.loads(text)
         checkpoints[key] = value
         return value
 
     # -- sleeping -------------------------------------------------------------------
 
-    def sleep_for(self, duration: C.Duration, name: str | None = None) -> None:
+    def sleep_for(self, duration: E.Duration, name: str | None = None) -> None:
         """Sleep durably for ``duration`` (seconds or timedelta).
 
         The first time, the wake time (database clock) is checkpointed and the
@@ -207,7 +208,7 @@ class TaskContext:
         resumes at the wake time, replaying the handler, where this call
         returns. Sleeping does not consume attempts.
         """
-        secs = C.seconds(duration, "duration")
+        secs = E.seconds(duration, "duration")
         key = self._step_name(name or "$sleep")
         checkpoints = self._load()
         if key in checkpoints:
@@ -215,57 +216,44 @@ class TaskContext:
             return
         if secs == 0:
             return
-        with self._pool.connection() as conn:
-            self._guard()
-            try:
-                with conn.transaction():
-                    row = conn.execute(Q.SLEEP_WAKE_AT, (secs,)).fetchone()
-                    assert row is not None
-                    self._suspend_until(conn, key, row[0])
-            except psycopg.Error as exc:
-                raise self._translate(exc) from exc
+        with self._call() as conn, conn.transaction():
+            self._suspend_until(conn, key, self._engine.sleep_wake_at(conn, secs))
         raise Suspend(f"sleeping for {secs}s")
 
     def sleep_until(self, when: datetime, name: str | None = None) -> None:
         """Sleep durably until ``when`` (a timezone-aware datetime); see `sleep_for`."""
-        C.aware(when, "when")
+        E.aware(when, "when")
         key = self._step_name(name or "$sleep")
         checkpoints = self._load()
         if key in checkpoints:
             self._resume_sleep(checkpoints[key])
             return
-        with self._pool.connection() as conn:
-            self._guard()
-            try:
-                with conn.transaction():
-                    row = conn.execute(Q.IS_DUE, (when,)).fetchone()
-                    if row is not None and row[0]:
-                        return
-                    self._suspend_until(conn, key, when)
-            except psycopg.Error as exc:
-                raise self._translate(exc) from exc
+        with self._call() as conn, conn.transaction():
+            if self._engine.is_due(conn, when):
+                return
+            self._suspend_until(conn, key, when)
         raise Suspend(f"sleeping until {when.isoformat()}")
 
     def _suspend_until(self, conn: psycopg.Connection[Any], key: str, wake_at: datetime) -> None:
-        state = C.dump(self.client.dumps, {"wake_at": wake_at.isoformat()}, "sleep")
-        conn.execute(Q.SET_CHECKPOINT, (self.queue, self.task_id, key, state, self.run_id, None))
-        conn.execute(Q.SCHEDULE_RUN, (self.queue, self.run_id, wake_at))
+        state = E.dump(self._engine.dumps, {"wake_at": wake_at.isoformat()}, "sleep")
+        self._engine.set_checkpoint(conn, self.queue, self.task_id, key, state, self.run_id, None)
+        self._engine.schedule_run(conn, self.queue, self.run_id, wake_at)
 
     def _resume_sleep(self, state: Any) -> None:
         wake_at = datetime.fromisoformat(state["wake_at"])
         if self._loaded_now is not None and self._loaded_now >= wake_at:
             return
-        rows = self._execute(Q.IS_DUE, (wake_at,))
-        if rows and rows[0][0]:
-            return
-        # Woken early (e.g. a released run): go back to sleep until the same time.
-        self._execute(Q.SCHEDULE_RUN, (self.queue, self.run_id, wake_at))
+        with self._call() as conn:
+            if self._engine.is_due(conn, wake_at):
+                return
+            # Woken early (e.g. a released run): go back to sleep until the same time.
+            self._engine.schedule_run(conn, self.queue, self.run_id, wake_at)
         raise Suspend(f"sleeping until {wake_at.isoformat()}")
 
     # -- events ---------------------------------------------------------------------
 
     def await_event(
-        self, event_name: str, *, timeout: C.Duration | None = None, name: str | None = None
+        self, event_name: str, *, timeout: E.Duration | None = None, name: str | None = None
     ) -> Any:
         """Return the payload of event ``event_name``, waiting durably for it.
 
@@ -276,41 +264,44 @@ class TaskContext:
         first: a timeout is not a null payload.
         """
         key = self._step_name(name or f"$event:{event_name}")
-        secs = None if timeout is None else C.whole_seconds(timeout, "timeout")
-        rows = self._execute(
-            Q.WAIT_EVENT, (self.queue, self.task_id, self.run_id, key, event_name, secs)
-        )
-        suspend, payload, timed_out = rows[0]
-        if suspend:
+        secs = None if timeout is None else E.whole_seconds(timeout, "timeout")
+        with self._call() as conn:
+            waited = self._engine.wait_event(
+                conn, self.queue, self.task_id, self.run_id, key, event_name, secs
+            )
+        if waited.should_suspend:
             raise Suspend(f"waiting for event {event_name!r}")
-        if timed_out:
+        if waited.timed_out:
             raise EventTimeout(event_name)
-        return C.load(self.client.loads, payload)
+        return waited.payload
 
     def emit_event(self, event_name: str, payload: Any = None) -> None:
         """Emit an event on this task's queue (first write wins)."""
-        text = C.dump(self.client.dumps, payload, "payload")
-        self._execute(Q.EMIT_EVENT, (self.queue, event_name, text))
+        with self._call() as conn:
+            self._engine.emit_event(conn, self.queue, event_name, payload)
 
     # -- spawning -------------------------------------------------------------------
 
     def spawn(
-        self, task_name: str, params: Any = None, *, queue: str | None = None, **options: Any
+        self,
+        task_name: str,
+        params: Any = None,
+        *,
+        queue: str | None = None,
+        **options: Unpack[SpawnOptions],
     ) -> SpawnResult:
-        """Spawn another task (default: on this queue); options as `Client.spawn_task`.
+        """Spawn another task by name (default: on this queue); `SpawnOptions` as keywords.
+
+        The app's task defaults and ``before_spawn`` hooks apply, as for every
+        spawn.
 
         Not a step by itself: wrap it in `step` (or pass an
         ``idempotency_key``) so a replay does not spawn it twice.
         """
-        self._guard()
-        with self._pool.connection() as conn:
-            return self.client.spawn_task(
-                queue or self.queue,
-                task_name,
-                {} if params is None else params,
-                conn=conn,
-                **options,
-            )
+        value = {} if params is None else params
+        opts = self.app._spawn_options(task_name, value, dict(options))
+        with self._call() as conn:
+            return self._engine.spawn_task(conn, queue or self.queue, task_name, value, opts)
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -322,9 +313,11 @@ class TaskContext:
     def _load(self) -> dict[str, Any]:
         self._guard()
         if self._checkpoints is None:
-            rows = self._execute(Q.LOAD_CHECKPOINTS, (self.queue, self.task_id, self.run_id))
-            self._loaded_now = rows[0][0]
-            self._checkpoints = dict(C.load(self.client.loads, rows[0][1]) or {})
+            with self._call() as conn:
+                now, found = self._engine.load_checkpoints(
+                    conn, self.queue, self.task_id, self.run_id
+                )
+            self._loaded_now, self._checkpoints = now, found
         return self._checkpoints
 
     def _guard(self) -> None:
@@ -334,26 +327,23 @@ class TaskContext:
         if status is not None:
             raise LeaseLost(f"run {self.run_id} is no longer owned by this worker")
 
-    def _translate(self, exc: psycopg.Error) -> BaseException:
-        mapped = translate(exc)
-        if isinstance(mapped, TaskCancelled):
-            self._state.mark(CANCELLED)
-        elif isinstance(mapped, RunNotActive):
-            self._state.mark(LOST)
-            return LeaseLost(str(mapped))
-        return exc if mapped is None else mapped
+    @contextlib.contextmanager
+    def _call(self) -> Iterator[psycopg.Connection[Any]]:
+        """Yield a pooled connection for the engine; turn its signals into the run's state.
 
-    def _execute(self, query: LiteralString, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        `TaskCancelled` marks the run cancelled; `RunNotActive` (the lease was
+        taken over) becomes `LeaseLost`, a signal the handler cannot swallow.
+        """
         self._guard()
         try:
             with self._pool.connection() as conn:
-                rows: list[tuple[Any, ...]] = conn.execute(query, params).fetchall()
-                return rows
-        except psycopg.Error as exc:
-            mapped = self._translate(exc)
-            if mapped is exc:
-                raise
-            raise mapped from exc
+                yield conn
+        except TaskCancelled:
+            self._state.mark(CANCELLED)
+            raise
+        except RunNotActive as exc:
+            self._state.mark(LOST)
+            raise LeaseLost(str(exc)) from exc
 
 
 def bind(ctx: TaskContext) -> contextvars.Token[TaskContext]:

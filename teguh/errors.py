@@ -34,14 +34,12 @@ cancelled task's run): callers of those low-level methods catch it by name,
 methods; inside a handler the same condition is raised as `LeaseLost` (a
 signal), for the same reason as above.
 
-`translate` maps a psycopg error to one of these classes; callers raise the
-result ``from`` the original error so the server's message and diagnostics
-stay reachable through ``__cause__``.
+`teguh._engine.translate` maps SQLSTATEs to these classes, in one table; the
+engine raises the result ``from`` the original error so the server's message
+and diagnostics stay reachable through ``__cause__``.
 """
 
 from __future__ import annotations
-
-import psycopg
 
 __all__ = [
     "EventTimeout",
@@ -58,7 +56,6 @@ __all__ = [
     "TaskNotFound",
     "TeguhError",
     "TeguhSignal",
-    "translate",
 ]
 
 
@@ -175,38 +172,3 @@ class LeaseLost(TeguhSignal):
     """
 
     sqlstate = "AB002"
-
-
-_SIMPLE: dict[str, type[TeguhError] | type[TeguhSignal]] = {
-    "42704": QueueNotFound,
-    "P0002": TaskNotFound,
-    "AB001": TaskCancelled,
-    "AB002": RunNotActive,
-    "55000": InvalidState,
-}
-
-
-def translate(exc: psycopg.Error) -> TeguhError | TeguhSignal | None:
-    """Return the teguh exception for a psycopg error, or None if it has none.
-
-    Use as::
-
-        except psycopg.Error as exc:
-            if (mapped := translate(exc)) is None:
-                raise
-            raise mapped from exc
-    """
-    state = exc.sqlstate
-    if state is None:
-        return None
-    message = exc.diag.message_primary or str(exc)
-    if state == "22023":
-        return InvalidArgument(message, argument=exc.diag.column_name)
-    if state == "3F000" and "teguh" in message:
-        return SchemaMissing(
-            f"the teguh schema is not installed in this database ({message}): run `teguh install`"
-        )
-    cls = _SIMPLE.get(state)
-    if cls is None:
-        return None
-    return cls(message)

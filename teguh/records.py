@@ -8,8 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 from uuid import UUID
+
+if TYPE_CHECKING:
+    from datetime import timedelta
+
+    from psycopg_pool import ConnectionPool
 
 __all__ = [
     "Cancellation",
@@ -17,11 +22,13 @@ __all__ = [
     "QueueStats",
     "RetryStrategy",
     "Run",
+    "SpawnOptions",
     "SpawnResult",
     "TaskInfo",
     "TaskResult",
     "TaskState",
     "WaitResult",
+    "WorkerOptions",
 ]
 
 TaskState = Literal["pending", "running", "sleeping", "completed", "failed", "cancelled"]
@@ -51,6 +58,56 @@ class Cancellation(TypedDict, total=False):
 
     max_delay: int
     max_duration: int
+
+
+class SpawnOptions(TypedDict, total=False):
+    """Options of one spawn, accepted by every spawn path (``**options``).
+
+    ``headers``: JSON object carried to the handler (``ctx.headers``).
+    ``retry_strategy``: see `RetryStrategy`. ``max_attempts``: attempts before
+    the task fails (the engine's default: 5). ``cancellation``: see
+    `Cancellation`. ``idempotency_key``: a second spawn with the same key
+    returns the existing task with ``created=False``. ``available_at`` (an
+    aware datetime) or ``delay`` (seconds or a timedelta, on the database
+    clock): no attempt before then. ``priority``: higher runs first.
+    """
+
+    headers: dict[str, Any]
+    retry_strategy: RetryStrategy
+    max_attempts: int
+    cancellation: Cancellation
+    idempotency_key: str
+    available_at: datetime
+    delay: float | timedelta
+    priority: int
+
+
+class WorkerOptions(TypedDict, total=False):
+    """Tuning of a `teguh.Worker` (``app.worker(queues, **options)``), in seconds.
+
+    ``claim_timeout`` (30): lease of a claimed run; heartbeats extend it every
+    ``heartbeat_interval`` (a third of the lease). ``poll_interval`` (30):
+    longest wait between claims without a notification. ``batch_size``: most
+    runs per claim (default: ``concurrency``). ``worker_id``: recorded on
+    leases (``host:pid:random``). ``pool``: the connections for claims and
+    handlers (default: the worker opens its own, ``concurrency + 3``).
+    ``ticker_interval`` (5): how often the elected worker runs the ticker.
+    ``unknown_task_delay`` (5): how long a run with no handler here is handed
+    back for. ``shutdown_timeout`` (30): how long `stop` waits for running
+    handlers. ``connect_timeout`` (10): how long `start` waits for the
+    database before it gives up.
+    """
+
+    claim_timeout: float
+    poll_interval: float
+    heartbeat_interval: float | None
+    batch_size: int | None
+    worker_id: str | None
+    pool: ConnectionPool[Any] | None
+    ticker_interval: float
+    unknown_task_delay: float
+    shutdown_timeout: float
+    connect_timeout: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +175,7 @@ class TaskInfo:
 
 @dataclass(frozen=True, slots=True)
 class WaitResult:
-    """What `Client.await_event` returned.
+    """What `Client.await_event_in_run` returned.
 
     ``should_suspend``: the engine suspended the run (the event has not come).
     ``timed_out``: the wait's timeout elapsed before the event.

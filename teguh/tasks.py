@@ -1,10 +1,14 @@
-"""App-level ``@teguh.task`` and ``@teguh.step`` decorators.
+"""Task objects: ``@app.task``, the inert ``@teguh.task``, spawning, and ``@teguh.step``.
 
-``@teguh.task`` turns ``def send_email(ctx, to: str, subject: str) -> dict``
-into a `Task` whose ``.spawn(to=..., subject=...)`` is type-checked against
-the function's own parameters (after ``ctx``) and carries the task's queue,
-name and defaults. A worker registers it with ``worker.include(send_email)``
-(or a whole module), and runs it as ``send_email(ctx, **params)``.
+``@app.task`` turns ``def send_email(ctx, to: str, subject: str) -> dict``
+into a `Task` registered with the app: a worker runs it as
+``send_email(ctx, **params)`` (the one handler convention), and
+``send_email.spawn(to=..., subject=...)`` enqueues it, with the call checked
+against the function's parameters (their names, not their annotations)
+before anything is sent.
+
+``@teguh.task`` declares the same thing without an app, for library modules;
+``app.include(module_or_task)`` registers and binds it, like a blueprint.
 
 ``@teguh.step`` makes a function called inside a handler run once per task:
 its return value is checkpointed and returned on replay.
@@ -14,52 +18,61 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, Unpack, overload
 
-from teguh import _convert as C
+from teguh import _engine as E
 from teguh.context import TaskContext, _get_current
-from teguh.records import Cancellation, RetryStrategy, SpawnResult
+from teguh.errors import InvalidArgument
+from teguh.records import Cancellation, RetryStrategy, SpawnOptions, SpawnResult
 
 if TYPE_CHECKING:
     import psycopg
 
-    from teguh.client import Client
+    from teguh.app import App
 
-__all__ = ["Task", "get_default_client", "set_default_client", "step", "task"]
+__all__ = ["Task", "step", "task"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
 
 DEFAULT_QUEUE = "default"
-
-_default_client: Client | None = None
-
-
-def set_default_client(client: Client | None) -> None:
-    """Set the client that `Task.spawn` uses when the task has none of its own."""
-    global _default_client
-    _default_client = client
+_QUEUE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-def get_default_client() -> Client:
-    """Return the client set by `set_default_client`; raise `RuntimeError` if none."""
-    if _default_client is None:
-        raise RuntimeError(
-            "no teguh client: call teguh.set_default_client(client), or pass client= "
-            "to @teguh.task or to Task.configure()"
+def check_queue_name(queue: Any, argument: str = "queue") -> str:
+    """Return ``queue`` if it is a valid queue name (as ``teguh.create_queue`` checks)."""
+    E.text(queue, argument)
+    if not _QUEUE_NAME.match(queue) or len(queue.encode()) > 55:
+        raise InvalidArgument(
+            f"invalid queue name {queue!r}: lowercase letters, digits and underscores, "
+            "starting with a letter, at most 55 bytes",
+            argument=argument,
         )
-    return _default_client
+    return str(queue)
+
+
+def _check_handler(fn: Any, what: str) -> None:
+    """Reject a handler the worker could not call as ``fn(ctx, ...)``, at declaration."""
+    if not callable(fn):
+        raise TypeError(f"{what} is not callable: {fn!r}")
+    target = inspect.unwrap(fn)
+    if inspect.iscoroutinefunction(target) or inspect.isasyncgenfunction(target):
+        raise TypeError(
+            f"{what} is an async def function: teguh runs handlers on threads and would never "
+            "await it; write a plain def (call asyncio.run() inside if you must)"
+        )
 
 
 class Task(Generic[P, R]):
-    """A task function with its queue, name and spawn defaults.
+    """A task function with its name, queue and spawn defaults.
 
-    Calling the object calls the function. `spawn` and friends enqueue it;
-    `configure` overrides options (or the client, or a ``conn`` to spawn
-    inside your transaction) for one spawn.
+    Calling the object calls the function. `spawn` and friends enqueue it
+    through the app it belongs to; `configure` binds options (or a ``conn``
+    to spawn inside your transaction) for one spawn.
     """
 
     def __init__(
@@ -73,22 +86,48 @@ class Task(Generic[P, R]):
         headers: Mapping[str, Any] | None = None,
         priority: int | None = None,
         cancellation: Cancellation | None = None,
-        client: Client | None = None,
+        app: App | None = None,
     ) -> None:
+        _check_handler(fn, "a task function")
+        if name is None:
+            if fn.__module__ == "__main__":
+                raise ValueError(
+                    f"task function {fn.__qualname__!r} is defined in __main__, so its default "
+                    "name would differ between the process that spawns it and the worker that "
+                    "imports its module: pass name= to the decorator, or move it to a module"
+                )
+            name = f"{fn.__module__}.{fn.__qualname__}"
         self.fn = fn
-        self.name = name or f"{fn.__module__}.{fn.__qualname__}"
-        self.queue = queue
-        self.client = client
-        self._options: dict[str, Any] = {
-            "max_attempts": max_attempts,
-            "retry_strategy": retry,
-            "headers": headers,
-            "priority": priority,
-            "cancellation": cancellation,
+        self.name = E.text(name, "name")
+        if not name:
+            raise InvalidArgument("a task name must not be empty", argument="name")
+        self.queue = check_queue_name(queue)
+        self.defaults: dict[str, Any] = {
+            key: value
+            for key, value in {
+                "max_attempts": max_attempts,
+                "retry_strategy": retry,
+                "headers": headers,
+                "priority": priority,
+                "cancellation": cancellation,
+            }.items()
+            if value is not None
         }
+        E.spawn_options(self.defaults)  # wrong types fail here, not at the first spawn
+        self.app = app
+        # declared without an app (@teguh.task): the app that includes it binds it
+        self.inert = app is None
         self._signature = inspect.signature(fn)
-        if not self._signature.parameters:
-            raise TypeError(f"task function {self.name!r} must take the TaskContext first")
+        params = list(self._signature.parameters.values())
+        if not params or params[0].kind not in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            inspect.Parameter.VAR_POSITIONAL,
+        ):
+            raise TypeError(
+                f"task function {self.name!r} must take the TaskContext as its first "
+                "positional parameter: def fn(ctx, **params)"
+            )
         functools.update_wrapper(self, fn)
 
     def __repr__(self) -> str:
@@ -108,8 +147,11 @@ class Task(Generic[P, R]):
         return fn(ctx, **params)
 
     def params(self, *args: P.args, **kwargs: P.kwargs) -> dict[str, Any]:
-        """Return the JSON params for a call, checked against the function's signature."""
-        bound = self._signature.bind(None, *args, **kwargs)
+        """Return the JSON params for a call, checked against the function's parameters."""
+        try:
+            bound = self._signature.bind(None, *args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"task {self.name!r}: {exc}") from None
         out: dict[str, Any] = {}
         for i, (key, value) in enumerate(bound.arguments.items()):
             if i == 0:
@@ -124,72 +166,91 @@ class Task(Generic[P, R]):
                 out[key] = value
         return out
 
+    def check_params(self, params: Any) -> None:
+        """Raise `TypeError` if ``params`` (JSON) cannot be passed as ``fn(ctx, **params)``."""
+        if params is None:
+            params = {}
+        if not isinstance(params, Mapping):
+            raise TypeError(
+                f"task {self.name!r} takes a JSON object of keyword arguments as params, "
+                f"got {type(params).__name__}"
+            )
+        to_params: Callable[..., Any] = self.params
+        to_params(**params)
+
     def configure(
         self,
         *,
-        client: Client | None = None,
         conn: psycopg.Connection[Any] | None = None,
         queue: str | None = None,
-        **options: Any,
-    ) -> _TaskCall[P]:
-        """Return a spawner with these options; same keywords as `Client.spawn_task`."""
-        merged = {k: v for k, v in self._options.items() if v is not None}
-        merged.update(options)
-        return _TaskCall(self, client, conn, queue or self.queue, merged)
+        **options: Unpack[SpawnOptions],
+    ) -> TaskCall[P]:
+        """Return a spawner with these `SpawnOptions`; ``conn`` spawns in your transaction."""
+        E.spawn_options(options)
+        return TaskCall(self, conn, check_queue_name(queue or self.queue), dict(options))
 
     def spawn(self, *args: P.args, **kwargs: P.kwargs) -> SpawnResult:
         """Spawn the task with these arguments as params."""
-        return self.configure().spawn(*args, **kwargs)
+        return TaskCall(self, None, self.queue, {}).spawn(*args, **kwargs)
 
     def spawn_at(self, when: datetime, *args: P.args, **kwargs: P.kwargs) -> SpawnResult:
         """Spawn the task to run no earlier than ``when`` (timezone-aware)."""
         return self.configure(available_at=when).spawn(*args, **kwargs)
 
-    def spawn_in(self, delay: C.Duration, *args: P.args, **kwargs: P.kwargs) -> SpawnResult:
+    def spawn_in(self, delay: E.Duration, *args: P.args, **kwargs: P.kwargs) -> SpawnResult:
         """Spawn the task to run after ``delay`` (seconds or timedelta; database clock)."""
         return self.configure(delay=delay).spawn(*args, **kwargs)
 
     def spawn_many(self, calls: Iterable[Mapping[str, Any]]) -> list[SpawnResult]:
         """Spawn one task per mapping of keyword arguments, atomically, in one round trip."""
-        return self.configure().spawn_many(calls)
+        return TaskCall(self, None, self.queue, {}).spawn_many(calls)
+
+    def bound_app(self) -> App:
+        """Return the app this task spawns through; raise if it has none."""
+        if self.app is None:
+            raise RuntimeError(
+                f"task {self.name!r} belongs to no app: declare it with @app.task, or "
+                "register it with app.include() before spawning it"
+            )
+        return self.app
 
 
-class _TaskCall(Generic[P]):
+class TaskCall(Generic[P]):
     """A `Task` with spawn options bound (see `Task.configure`)."""
 
     def __init__(
         self,
         task: Task[P, Any],
-        client: Client | None,
         conn: psycopg.Connection[Any] | None,
         queue: str,
         options: dict[str, Any],
     ) -> None:
         self.task = task
-        self.client = client
         self.conn = conn
         self.queue = queue
         self.options = options
 
-    def _client(self) -> Client:
-        return self.client or self.task.client or get_default_client()
-
     def spawn(self, *args: P.args, **kwargs: P.kwargs) -> SpawnResult:
         """Spawn the task with these arguments as params."""
         params = self.task.params(*args, **kwargs)
-        return self._client().spawn_task(
-            self.queue, self.task.name, params, conn=self.conn, **self.options
-        )
+        client = self.task.bound_app().client
+        return client.spawn_task(self.queue, self.task.name, params, conn=self.conn, **self.options)
 
     def spawn_many(self, calls: Iterable[Mapping[str, Any]]) -> list[SpawnResult]:
         """Spawn one task per mapping of keyword arguments, atomically."""
+        if isinstance(calls, str | bytes | Mapping):
+            raise TypeError("spawn_many takes a list of mappings of keyword arguments")
         to_params: Callable[..., dict[str, Any]] = self.task.params
-        params = [to_params(**dict(call)) for call in calls]
+        params = []
+        for call in calls:
+            if not isinstance(call, Mapping):
+                raise TypeError(f"spawn_many takes mappings of keyword arguments, got {call!r}")
+            params.append(to_params(**call))
         options = dict(self.options)
-        options.pop("idempotency_key", None)
-        return self._client().spawn_tasks(
-            self.queue, self.task.name, params, conn=self.conn, **options
-        )
+        if options.pop("idempotency_key", None) is not None:
+            raise TypeError("spawn_many cannot share one idempotency_key between tasks")
+        client = self.task.bound_app().client
+        return client.spawn_tasks(self.queue, self.task.name, params, conn=self.conn, **options)
 
 
 @overload
@@ -206,7 +267,6 @@ def task(
     headers: Mapping[str, Any] | None = None,
     priority: int | None = None,
     cancellation: Cancellation | None = None,
-    client: Client | None = None,
 ) -> Callable[[Callable[Concatenate[TaskContext, P], R]], Task[P, R]]: ...
 
 
@@ -221,13 +281,11 @@ def task(
     headers: Mapping[str, Any] | None = None,
     priority: int | None = None,
     cancellation: Cancellation | None = None,
-    client: Client | None = None,
 ) -> Task[P, R] | Callable[[Callable[Concatenate[TaskContext, P], R]], Task[P, R]]:
-    """Declare a task: ``@teguh.task`` or ``@teguh.task(queue="emails", name="send")``.
+    """Declare an inert task, bound later by ``app.include()``: ``@teguh.task(queue="emails")``.
 
-    The function takes the `TaskContext` first, then its params as keyword
-    arguments; its return value (JSON) becomes the task's result. The name
-    defaults to ``module.qualname``; the queue to ``"default"``.
+    Same keywords and handler convention as ``@app.task``; until an app
+    includes it, spawning it raises `RuntimeError`.
     """
 
     def wrap(f: Callable[Concatenate[TaskContext, P], R]) -> Task[P, R]:
@@ -240,7 +298,6 @@ def task(
             headers=headers,
             priority=priority,
             cancellation=cancellation,
-            client=client,
         )
 
     return wrap if fn is None else wrap(fn)

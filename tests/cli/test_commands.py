@@ -280,7 +280,27 @@ def test_spawn_bad_arguments(
 
 def test_spawn_unknown_queue(teguh: Run, dsn: str) -> None:
     result = teguh("--dsn", dsn, "spawn", "nope", "t")
-    assert_user_error(result, 1, '"nope" does not exist', "teguh queue create")
+    # the suggestion is a command that works as printed
+    assert_user_error(result, 1, '"nope" does not exist', "`teguh queue create nope`")
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["--params", "[" * 30_000 + "]" * 30_000], 2),  # deeper than Python's JSON parser
+        (["--params", "[" * 900 + "]" * 900], 1),  # parsed; stored or refused cleanly
+        (["--delay", "1e13"], 1),
+        (["--priority", str(2**40)], 1),
+    ],
+)
+def test_spawn_extreme_values_are_one_line_errors(
+    teguh: Run, dsn: str, queue: str, args: list[str], code: int
+) -> None:
+    result = teguh("--dsn", dsn, "spawn", "q", "t", *args)
+    if result.returncode == 0:  # accepted by the engine: fine, as long as it is clean
+        assert "Traceback" not in result.stderr
+        return
+    assert_user_error(result, code)
 
 
 # -- task show / cancel / retry ---------------------------------------------------------

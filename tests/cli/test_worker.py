@@ -157,7 +157,7 @@ def test_worker_single_task_attribute(
     worker.signal(signal.SIGTERM)
     assert worker.wait(timeout=20) == 0
     result = teguh("--dsn", dsn, "worker", f"{MODULE}:elsewhere", "-q", "q")
-    assert_user_error(result, 1, "no @teguh.task for queue 'q'", "other")
+    assert_user_error(result, 1, "no task for queue(s) q", "other")
 
 
 @pytest.mark.parametrize(
@@ -165,8 +165,8 @@ def test_worker_single_task_attribute(
     [
         ("no_such_module_xyz", 1, ["cannot import 'no_such_module_xyz'"]),
         (f"{MODULE}:missing", 1, ["has no attribute 'missing'"]),
-        (f"{MODULE}:add.fn", 1, ["expected a @teguh.task"]),
-        ("tests.helpers", 1, ["defines no @teguh.task"]),
+        (f"{MODULE}:add.fn", 1, ["expected a teguh.App, a task"]),
+        ("tests.helpers", 1, ["defines no teguh.App and no @teguh.task"]),
         (":add", 2, ["expected MODULE or MODULE:ATTR"]),
     ],
 )
@@ -177,7 +177,7 @@ def test_worker_bad_target(
 
 
 def test_worker_bad_options(teguh: Run, dsn: str, queue: str) -> None:
-    assert_user_error(teguh("--dsn", dsn, "worker", MODULE), 2, "--queue")
+    assert_user_error(teguh("--dsn", dsn, "worker", MODULE, "-q", "Bad"), 2, "invalid queue name")
     assert_user_error(teguh("--dsn", dsn, "worker", MODULE, "-q", "q", "-c", "0"), 2, "at least 1")
 
 
@@ -189,3 +189,28 @@ def test_worker_unknown_queue(teguh: Run, dsn: str) -> None:
 def test_worker_unreachable_database(teguh: Run) -> None:
     result = teguh("--dsn", "postgresql://x@127.0.0.1:1/x", "worker", MODULE, "--queue", "q")
     assert_user_error(result, 1, "cannot connect")
+
+
+def test_worker_serves_several_queues(
+    start_worker: Callable[..., WorkerProcess], conn: Conn, queue: str
+) -> None:
+    conn.execute("select teguh.create_queue('other')")
+    for extra in (("-q", "other"), ("--queue", "q,other")):
+        worker = start_worker(*extra)
+        worker.wait_output("Ctrl-C or SIGTERM drains")
+        assert "on queue(s) q, other: 3 task(s) (add, elsewhere, slow)" in worker.output()
+        row = conn.execute(
+            "select task_id from teguh.spawn_task('other', 'elsewhere', '{}')"
+        ).fetchone()
+        assert row is not None
+        task_id = row[0]
+
+        def done(task_id: uuid.UUID = task_id) -> bool:
+            state = conn.execute(
+                "select state from teguh.get_task_result('other', %s)", (task_id,)
+            ).fetchone()
+            return state == ("completed",)
+
+        wait_for(done, timeout=20)
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(timeout=20) == 0

@@ -19,14 +19,20 @@ TERMINAL = ("completed", "failed", "cancelled")
 
 
 @pytest.fixture
-def client(dsn: str) -> Iterator[teguh.Client]:
-    """A `teguh.Client` on the test's database (closed after the test)."""
-    with teguh.Client(dsn, max_size=4) as c:
-        yield c
+def app(dsn: str) -> Iterator[teguh.App]:
+    """A `teguh.App` on the test's database (closed after the test)."""
+    with teguh.App(dsn, max_size=4) as a:
+        yield a
 
 
 @pytest.fixture
-def make_worker(client: teguh.Client, queue: str) -> Iterator[Callable[..., teguh.Worker]]:
+def client(app: teguh.App) -> teguh.Client:
+    """The app's `teguh.Client`."""
+    return app.client
+
+
+@pytest.fixture
+def make_worker(app: teguh.App, queue: str) -> Iterator[Callable[..., teguh.Worker]]:
     """Return a factory of workers on queue ``q``; every worker is stopped after the test.
 
     ``make_worker(handlers={"name": fn}, start=True, **worker_kwargs)``.
@@ -40,7 +46,7 @@ def make_worker(client: teguh.Client, queue: str) -> Iterator[Callable[..., tegu
         **kwargs: Any,
     ) -> teguh.Worker:
         kwargs.setdefault("poll_interval", 30)
-        worker = client.worker(queue, **kwargs)
+        worker = app.worker([queue], **kwargs)
         for name, fn in (handlers or {}).items():
             worker.handle(name, fn)
         workers.append(worker)

@@ -36,8 +36,8 @@ def make_handler(dsn: str, *, block: bool) -> teguh.worker.Handler:
 
 def main() -> None:
     dsn = sys.argv[1]
-    client = teguh.Client(dsn)
-    worker = client.worker("q", concurrency=2, claim_timeout=1, heartbeat_interval=0.3)
+    app = teguh.App(dsn)
+    worker = app.worker(["q"], concurrency=2, claim_timeout=1, heartbeat_interval=0.3)
     worker.handle("killme", make_handler(dsn, block=os.environ.get("TEGUH_TEST_BLOCK") == "1"))
     worker.run()
 

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 import teguh
-from teguh import errors
+from teguh import _engine
 from teguh.embedded import EmbeddedPostgres
 
 
@@ -133,9 +133,9 @@ def test_checkpoints_and_events(client: teguh.Client, queue: str) -> None:
     assert client.get_checkpoint(queue, spawned.task_id, "s1") == {"v": 1}
     assert client.get_checkpoints(queue, spawned.task_id, run.run_id) == {"s1": {"v": 1}}
     client.emit_event(queue, "ev", None)
-    waited = client.await_event(queue, spawned.task_id, run.run_id, "w1", "ev")
+    waited = client.await_event_in_run(queue, spawned.task_id, run.run_id, "w1", "ev")
     assert waited == teguh.WaitResult(should_suspend=False, payload=None, timed_out=False)
-    waited = client.await_event(queue, spawned.task_id, run.run_id, "w2", "later", timeout=5)
+    waited = client.await_event_in_run(queue, spawned.task_id, run.run_id, "w2", "later", timeout=5)
     assert waited.should_suspend
 
 
@@ -187,12 +187,12 @@ def test_translate_custom_sqlstates(conn: psycopg.Connection[Any]) -> None:
     ]:
         with pytest.raises(psycopg.Error) as caught:
             conn.execute(f"do $$ begin raise exception 'boom' using errcode = '{state}'; end $$")
-        mapped = errors.translate(caught.value)
+        mapped = _engine.translate(caught.value)
         assert isinstance(mapped, cls), state
         assert str(mapped) == "boom"
     with pytest.raises(psycopg.Error) as caught:
         conn.execute("select 1/0")
-    assert errors.translate(caught.value) is None
+    assert _engine.translate(caught.value) is None
 
 
 def test_schema_missing_and_outdated(pg_server: EmbeddedPostgres) -> None:

@@ -30,21 +30,21 @@ def double(ctx: teguh.TaskContext, n: int) -> int:
 
 
 def test_dispatch_and_result_round_trip(
-    client: teguh.Client, queue: str, make_worker: MakeWorker
+    app: teguh.App, client: teguh.Client, queue: str, make_worker: MakeWorker
 ) -> None:
+    app.include(double)
     worker = make_worker(start=False)
-    worker.include(double)
 
-    @worker.task("echo")
     def echo(ctx: teguh.TaskContext) -> Any:
         return {"params": ctx.params, "attempt": ctx.attempt, "name": ctx.task_name}
 
+    worker.handle("echo", echo)
     worker.start()
     spawned = client.spawn_task(queue, "echo", {"x": [1, 2]}, headers={"h": 1})
     result = wait_state(client, spawned.task_id)
     assert result.state == "completed"
     assert result.completed_payload == {"params": {"x": [1, 2]}, "attempt": 1, "name": "echo"}
-    typed = double.configure(client=client).spawn(n=21)
+    typed = double.spawn(n=21)
     assert wait_state(client, typed.task_id).completed_payload == 42
 
 
@@ -413,27 +413,23 @@ def test_worker_process_killed_after_step_one(
 
 
 def test_spawn_from_handler_and_task_objects(
-    client: teguh.Client, queue: str, make_worker: MakeWorker
+    app: teguh.App, client: teguh.Client, queue: str, make_worker: MakeWorker
 ) -> None:
-    teguh.set_default_client(client)
-    try:
-        worker = make_worker(start=False)
-        worker.include(double)
+    app.include(double)
+    worker = make_worker(start=False)
 
-        @worker.task("parent")
-        def parent(ctx: teguh.TaskContext) -> str:
-            child = ctx.step("spawn", lambda: str(ctx.spawn("double", {"n": 5}).task_id))
-            return child
+    def parent(ctx: teguh.TaskContext) -> str:
+        child = ctx.step("spawn", lambda: str(ctx.spawn("double", {"n": 5}).task_id))
+        return child
 
-        worker.start()
-        spawned = client.spawn_task(queue, "parent", {})
-        child_id = wait_state(client, spawned.task_id).completed_payload
-        child = wait_state(client, __import__("uuid").UUID(child_id))
-        assert child.completed_payload == 10
-        many = double.spawn_many([{"n": 1}, {"n": 2}])
-        assert [wait_state(client, r.task_id).completed_payload for r in many] == [2, 4]
-    finally:
-        teguh.set_default_client(None)
+    worker.handle("parent", parent)
+    worker.start()
+    spawned = client.spawn_task(queue, "parent", {})
+    child_id = wait_state(client, spawned.task_id).completed_payload
+    child = wait_state(client, __import__("uuid").UUID(child_id))
+    assert child.completed_payload == 10
+    many = double.spawn_many([{"n": 1}, {"n": 2}])
+    assert [wait_state(client, r.task_id).completed_payload for r in many] == [2, 4]
 
 
 @pytest.mark.parametrize("concurrency", [1, 4])

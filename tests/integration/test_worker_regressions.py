@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import teguh
-import teguh.worker as worker_mod
+import teguh.worker.executor as worker_mod
 from tests.integration.conftest import wait_state
 
 
@@ -57,13 +57,11 @@ def test_a_resumed_run_reclaimed_before_its_last_execution_unwound_stays_tracked
     assert [a for _r, a in calls] == [1, 1], calls
 
 
-def test_heartbeat_interval_must_be_shorter_than_the_lease(
-    client: teguh.Client, queue: str
-) -> None:
+def test_heartbeat_interval_must_be_shorter_than_the_lease(app: teguh.App, queue: str) -> None:
     # a 5 s lease with the old fixed 10 s heartbeat expired under every long handler
-    assert client.worker(queue, claim_timeout=6).heartbeat_interval == 2
+    assert app.worker([queue], claim_timeout=6).heartbeat_interval == 2
     with pytest.raises(ValueError, match="heartbeat_interval must be > 0 and shorter than"):
-        client.worker(queue, claim_timeout=5, heartbeat_interval=10)
+        app.worker([queue], claim_timeout=5, heartbeat_interval=10)
 
 
 def test_worker_claims_commit_asynchronously_without_touching_the_session(

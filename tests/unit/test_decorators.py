@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 import teguh
-from teguh.worker import Worker
 
 
 @teguh.task(queue="emails", name="send-email", max_attempts=3)
@@ -43,10 +42,13 @@ def test_params_are_bound_by_name() -> None:
         send_email.params()  # type: ignore[call-arg]
 
 
-def test_spawn_without_client_says_what_to_do() -> None:
-    teguh.set_default_client(None)
-    with pytest.raises(RuntimeError, match="set_default_client"):
-        send_email.spawn("a@b")
+def test_an_inert_task_cannot_spawn_until_an_app_includes_it() -> None:
+    fresh = teguh.task(name="fresh")(lambda ctx: None)
+    with pytest.raises(RuntimeError, match=r"app\.include"):
+        fresh.spawn()
+    app = teguh.App()
+    app.include(fresh)
+    assert fresh.app is app
 
 
 def test_step_outside_a_handler_just_runs() -> None:
@@ -72,25 +74,134 @@ def test_current_context_outside_a_handler() -> None:
         teguh.current_context()
 
 
-def test_worker_registration() -> None:
-    worker = Worker.__new__(Worker)  # registration needs no database
-    worker.queue = "emails"
-    worker._handlers = {}
+def test_app_registration_and_include() -> None:
+    app = teguh.App()  # opens nothing
 
-    @worker.task("a")
+    @app.task(queue="emails", name="a")
     def a(ctx: teguh.TaskContext) -> int:
         return 1
 
-    worker.handle("*", a)
-    worker.include(send_email)
-    assert set(worker.handlers) == {"a", "*", "send-email"}
-    with pytest.raises(ValueError, match="belongs to queue"):
-        worker.include(bare)
+    app.include(send_email)
     module = types.ModuleType("m")
     module.t = send_email  # type: ignore[attr-defined]
     module.other = bare  # type: ignore[attr-defined]
-    worker._handlers = {}
-    worker.include(module)
-    assert set(worker.handlers) == {"send-email"}
+    app.include(module)
+    assert set(app.tasks) == {"a", "send-email", bare.name}
+    assert send_email.app is app and a.app is app
     with pytest.raises(TypeError):
-        worker.include(42)  # type: ignore[arg-type]
+        app.include(42)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="two tasks named 'a'"):
+        app.task(name="a")(lambda ctx: None)
+
+
+def test_worker_routing_most_specific_wins() -> None:
+    app = teguh.App()
+    app.include(send_email)
+    worker = app.worker(["emails"])
+
+    def any_task(ctx: teguh.TaskContext) -> str:
+        return "any"
+
+    def email(ctx: teguh.TaskContext) -> str:
+        return "email"
+
+    def exact(ctx: teguh.TaskContext) -> str:
+        return "exact"
+
+    worker.handle("*", any_task)
+    worker.handle("email.*", email)
+    worker.handle("email.welcome", exact)
+    router = worker._router
+    assert router.find("email.welcome") is exact
+    assert router.find("email.other") is email
+    assert router.find("sms.x") is any_task
+    assert router.find("send-email") == send_email.handle
+    assert set(worker.handlers) == {"*", "email.*", "email.welcome"}
+    with pytest.raises(ValueError, match="already registered"):
+        worker.handle("email.*", exact)
+    with pytest.raises(ValueError, match="already registered"):
+        worker.handle("send-email", exact)  # the app has a task of that name
+
+
+def test_async_handlers_are_rejected_at_registration() -> None:
+    app = teguh.App()
+
+    async def handler(ctx: teguh.TaskContext) -> None:
+        return None
+
+    with pytest.raises(TypeError, match="async def"):
+        app.task(name="a")(handler)
+    with pytest.raises(TypeError, match="async def"):
+        app.worker(["q"]).handle("b", handler)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"queue": "Bad-Name"}, teguh.InvalidArgument, "invalid queue name"),
+        ({"queue": "x" * 56}, teguh.InvalidArgument, "invalid queue name"),
+        ({"max_attempts": "3"}, TypeError, "max_attempts must be an int"),
+        ({"priority": 2**40}, teguh.InvalidArgument, "priority must be between"),
+    ],
+)
+def test_declaration_time_checks(
+    kwargs: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        teguh.App().task(name="t", **kwargs)(lambda ctx: None)
+
+
+def test_a_function_that_cannot_take_the_context_is_refused() -> None:
+    def no_params() -> None:
+        return None
+
+    def keyword_only(*, ctx: Any) -> None:
+        return None
+
+    for fn in (no_params, keyword_only):
+        with pytest.raises(TypeError, match="TaskContext as its first"):
+            teguh.App().task(name="t")(fn)  # type: ignore[arg-type]
+
+
+def test_a_task_in_main_needs_a_name() -> None:
+    def handler(ctx: teguh.TaskContext) -> None:
+        return None
+
+    handler.__module__ = "__main__"
+    with pytest.raises(ValueError, match="pass name="):
+        teguh.App().task(handler)
+    assert teguh.App().task(name="ok")(handler).name == "ok"
+
+
+def test_registered_defaults_and_hooks_shape_every_spawn() -> None:
+    app = teguh.App()
+    app.include(send_email)
+    calls: list[tuple[str, Any]] = []
+
+    @app.before_spawn
+    def hook(name: str, params: Any, options: dict[str, Any]) -> dict[str, Any]:
+        calls.append((name, params))
+        return {**options, "headers": {"trace": "t1"}}
+
+    options = app._spawn_options("send-email", {"to": "x"}, {})
+    assert options == {"max_attempts": 3, "headers": {"trace": "t1"}}
+    assert app._spawn_options("send-email", {"to": "x"}, {"max_attempts": 9})["max_attempts"] == 9
+    assert app._spawn_options("unknown", {}, {}) == {"headers": {"trace": "t1"}}
+    with pytest.raises(TypeError, match="takes a JSON object"):
+        app._spawn_options("send-email", [1, 2], {})
+    with pytest.raises(TypeError, match="missing a required argument: 'to'"):
+        app._spawn_options("send-email", {}, {})
+    assert calls[0] == ("send-email", {"to": "x"})
+
+
+def test_worker_options_are_checked() -> None:
+    app = teguh.App()
+    with pytest.raises(TypeError, match="unknown worker option"):
+        app.worker(["q"], concurency=3)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="list of queue names"):
+        app.worker("q")
+    with pytest.raises(teguh.InvalidArgument, match="invalid queue name"):
+        app.worker(["Q"])
+    worker = app.worker({"a": 2, "b": 1}, concurrency=3)
+    assert worker.caps == {"a": 2, "b": 1}
+    assert app.worker().queues == ["default"]

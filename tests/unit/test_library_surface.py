@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 import teguh
-from teguh import _convert as C
+from teguh import _arguments as C
 from teguh import errors
 from teguh.client import Client
 
@@ -105,27 +106,17 @@ def test_dump_names_what_failed() -> None:
 
 
 def test_spawn_options_only_given_keys() -> None:
-    assert (
-        Client._spawn_options(
-            headers=None,
-            retry_strategy=None,
-            max_attempts=None,
-            cancellation=None,
-            available_at=None,
-            delay=None,
-            priority=None,
-        )
-        == {}
-    )
+    assert C.spawn_options({}) == {}
     when = datetime(2030, 1, 1, tzinfo=UTC)
-    options = Client._spawn_options(
-        headers={"h": 1},
-        retry_strategy={"kind": "fixed", "base_seconds": 2},
-        max_attempts=3,
-        cancellation={"max_delay": timedelta(seconds=1.5), "max_duration": 10},  # type: ignore[typeddict-item]
-        available_at=when,
-        delay=None,
-        priority=7,
+    options = C.spawn_options(
+        {
+            "headers": {"h": 1},
+            "retry_strategy": {"kind": "fixed", "base_seconds": 2},
+            "max_attempts": 3,
+            "cancellation": {"max_delay": timedelta(seconds=1.5), "max_duration": 10},  # type: ignore[dict-item]
+            "available_at": when,
+            "priority": 7,
+        }
     )
     assert options == {
         "headers": {"h": 1},
@@ -135,29 +126,48 @@ def test_spawn_options_only_given_keys() -> None:
         "available_at": "2030-01-01T00:00:00+00:00",
         "priority": 7,
     }
-    delayed = Client._spawn_options(
-        headers=None,
-        retry_strategy=None,
-        max_attempts=None,
-        cancellation=None,
-        available_at=None,
-        delay=timedelta(seconds=2.5),
-        priority=None,
-    )
-    assert delayed == {"delay_seconds": 2.5}
+    assert C.spawn_options({"delay": timedelta(seconds=2.5)}) == {"delay_seconds": 2.5}
+    with pytest.raises(TypeError, match="unknown spawn option"):
+        C.spawn_options({"max_attempt": 3})
 
 
 def test_spawn_options_reject_both_times() -> None:
     with pytest.raises(ValueError, match="not both"):
-        Client._spawn_options(
-            headers=None,
-            retry_strategy=None,
-            max_attempts=None,
-            cancellation=None,
-            available_at=datetime(2030, 1, 1, tzinfo=UTC),
-            delay=1,
-            priority=None,
-        )
+        C.spawn_options({"available_at": datetime(2030, 1, 1, tzinfo=UTC), "delay": 1})
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "argument"),
+    [
+        (lambda: C.text(5, "queue"), TypeError, None),
+        (lambda: C.text("a\x00b", "task_name"), teguh.InvalidArgument, "task_name"),
+        (lambda: C.integer(2**40, "qty"), teguh.InvalidArgument, "qty"),
+        (lambda: C.integer(True, "qty"), TypeError, None),
+        (lambda: C.uuid("not-a-uuid", "task_id"), teguh.InvalidArgument, "task_id"),
+        (lambda: C.uuid(12, "task_id"), TypeError, None),
+        (lambda: C.dump(C.default_dumps, {"a": "\x00"}, "params"), teguh.InvalidArgument, "params"),
+        (lambda: C.seconds(math.inf, "delay"), ValueError, None),
+    ],
+)
+def test_wrong_values_name_the_argument(call: Any, error: type[Exception], argument: str) -> None:
+    with pytest.raises(error) as caught:
+        call()
+    if argument is not None:
+        assert caught.value.argument == argument  # type: ignore[attr-defined]
+    if error is TypeError:
+        assert "must be" in str(caught.value)
+
+
+def test_a_literal_backslash_u0000_is_not_a_nul() -> None:
+    assert C.dump(C.default_dumps, {"a": "\\u0000"}, "params") == '{"a":"\\\\u0000"}'
+
+
+def test_client_rejects_a_malformed_conninfo_at_once() -> None:
+    with pytest.raises(teguh.InvalidArgument, match="invalid conninfo") as caught:
+        Client("not a dsn")
+    assert caught.value.argument == "conninfo"
+    with pytest.raises(teguh.InvalidArgument, match="invalid conninfo"):
+        teguh.App("not a dsn")
 
 
 def test_every_public_name_is_documented() -> None:

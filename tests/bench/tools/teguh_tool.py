@@ -1,7 +1,7 @@
-"""teguh, through its synchronous Python library (``teguh.Client`` and ``Worker``).
+"""teguh, through its synchronous Python library (``teguh.Client``, ``App`` and ``Worker``).
 
 Enqueue: ``Client.spawn_task()`` one call per job, ``Client.spawn_tasks()`` for a
-batch (one round trip). Work: ``client.worker(q, concurrency=N)`` in its own
+batch (one round trip). Work: ``app.worker([q], concurrency=N)`` in its own
 process with its defaults (a LISTEN connection, claims as many runs as it has
 free slots, handlers on a thread pool); workflows use ``ctx.step``, sleeps
 ``ctx.sleep_for`` (the worker wakes itself for the next due run; no pg_cron).
@@ -17,7 +17,7 @@ from tests.bench.common import Recorder, WorkSpec, chunks, emit_ready
 NAME = "teguh"
 DIST = "teguh"
 USAGE = (
-    "`Client.spawn_task()` / `spawn_tasks()`; worker `client.worker(q, concurrency=N)` "
+    "`Client.spawn_task()` / `spawn_tasks()`; worker `app.worker([q], concurrency=N)` "
     "(LISTEN/NOTIFY, thread pool); `ctx.step`, `ctx.sleep_for`"
 )
 FEATURES = {"batch", "workflow", "sleep", "idle"}
@@ -78,22 +78,21 @@ def latency_enqueue(dsn: str, n: int, gap: float) -> None:
 def work(dsn: str, spec: WorkSpec) -> Recorder:
     rec = Recorder(spec.expected)
     sleep_s = spec.sleep_seconds
-    with _client(dsn) as client:
-        worker = client.worker(QUEUE, concurrency=spec.concurrency)
+    import teguh
 
-        @worker.task("noop")
+    with teguh.App(dsn) as app:
+        worker = app.worker([QUEUE], concurrency=spec.concurrency)
+
         def noop(ctx: Any) -> None:
             t = ctx.params.get("t")
             rec.hit(ctx.params["i"], None if t is None else time.time() - t)
 
-        @worker.task("wf")
         def wf(ctx: Any) -> None:
             i = ctx.params["i"]
             for name in ("s1", "s2", "s3"):
                 ctx.step(name, lambda name=name: rec.step(i, name) or name)
             rec.hit(i)
 
-        @worker.task("sleepy")
         def sleepy(ctx: Any) -> None:
             i = ctx.params["i"]
 
@@ -105,6 +104,9 @@ def work(dsn: str, spec: WorkSpec) -> Recorder:
             ctx.sleep_for(sleep_s)
             rec.hit(i, time.time() - (t0 + sleep_s))
 
+        worker.handle("noop", noop)
+        worker.handle("wf", wf)
+        worker.handle("sleepy", sleepy)
         emit_ready()
         worker.start()
         try:

@@ -35,15 +35,16 @@ from typing import Any, TextIO, TypeVar
 
 import psycopg
 
-from teguh import _cli_format as F
 from teguh import schema
-from teguh._cli_base import CliError, Session, connect, positive_int, positive_seconds
+from teguh.app import App
+from teguh.cli import format as F
+from teguh.cli.common import CliError, Session, connect
 from teguh.client import Client
 from teguh.context import TaskContext
 from teguh.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from teguh.errors import Suspend
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["run"]
 
 T = TypeVar("T")
 
@@ -51,32 +52,6 @@ ORDER_TASK = "process-order"
 NOOP_TASK = "noop"
 _WORKFLOW_TIMEOUT = 40.0
 _BURST_TIMEOUT = 120.0
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Add the ``demo`` subcommand's arguments."""
-    p.add_argument(
-        "--tasks", type=positive_int, default=3000, metavar="N", help="tasks in the burst (3000)"
-    )
-    p.add_argument("--concurrency", "-c", type=positive_int, default=10, help="worker threads (10)")
-    p.add_argument(
-        "--sleep",
-        type=positive_seconds,
-        default=2.0,
-        metavar="SECONDS",
-        help="length of the workflow's durable sleep (2)",
-    )
-    p.add_argument(
-        "--pg-bindir",
-        metavar="DIR",
-        help="PostgreSQL server binaries for the throwaway server (default: pg_config "
-        "--bindir, initdb on PATH, /usr/lib/postgresql/*/bin)",
-    )
-    p.description = (
-        "Run a durable order workflow (a crash and retry, a durable sleep, an external "
-        "event) and a burst of tasks on a throwaway PostgreSQL, or with --dsn in a "
-        "queue of its own in that database (dropped afterwards)."
-    )
 
 
 # -- output ---------------------------------------------------------------------------
@@ -323,13 +298,14 @@ def run(args: argparse.Namespace, session: Session) -> int:
     try:
         out.line("teguh demo: durable execution inside PostgreSQL")
         out.line("================================================")
-        with _database(args, out) as (dsn, where), Client(dsn, max_size=4) as client:
+        with _database(args, out) as (dsn, where), App(dsn, max_size=4) as app:
+            client = app.client
             queue = f"demo_{secrets.token_hex(3)}"
             out.line(f"database: {where}")
             out.line(f"queue:    {queue} (dropped at the end)")
             client.create_queue(queue)
             try:
-                worker = client.worker(queue, concurrency=args.concurrency)
+                worker = app.worker([queue], concurrency=args.concurrency)
                 workflow = _OrderWorkflow(out, 1000 + secrets.randbelow(9000), args.sleep)
                 worker.handle(ORDER_TASK, workflow)
                 worker.handle(NOOP_TASK, _noop)

@@ -63,7 +63,9 @@ def json_arg(text: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"malformed JSON {text!r}: {exc}") from None
+        raise argparse.ArgumentTypeError(f"malformed JSON {one_line(exc)}") from None
+    except RecursionError:
+        raise argparse.ArgumentTypeError("JSON nested too deeply") from None
 
 
 def json_object_arg(text: str) -> dict[str, Any]:

@@ -1,0 +1,155 @@
+"""``teguh spawn``, ``teguh task show|cancel|retry`` and ``teguh emit``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+from uuid import UUID
+
+import psycopg
+
+from teguh.cli import format as F
+from teguh.cli.common import CliError, Session
+from teguh.client import Client
+from teguh.errors import InvalidState, TaskNotFound
+
+__all__ = ["cmd_cancel", "cmd_emit", "cmd_retry", "cmd_show", "cmd_spawn"]
+
+
+def cmd_spawn(args: argparse.Namespace, session: Session) -> int:
+    client, conn = session.checked()
+    try:
+        result = client.spawn_task(
+            args.queue,
+            args.task_name,
+            args.params,
+            max_attempts=args.max_attempts,
+            delay=args.delay,
+            priority=args.priority,
+            idempotency_key=args.idempotency_key,
+            headers=args.headers,
+            conn=conn,
+        )
+    except TypeError as exc:  # not reachable with JSON from the command line, but be safe
+        raise CliError(str(exc), 2) from None
+    if args.json:
+        F.print_json({"queue": args.queue, "task_name": args.task_name, **F.jsonable(result)})
+    elif result.created:
+        print(f"spawned task {result.task_id} ({args.task_name} on queue {args.queue})")
+    else:
+        print(
+            f"task {result.task_id} already exists for idempotency key "
+            f"{args.idempotency_key!r} (not spawned again)"
+        )
+    return 0
+
+
+def _task_or_fail(client: Client, conn: psycopg.Connection[Any], queue: str, task_id: UUID) -> Any:
+    info = client.get_task(queue, task_id, conn=conn)
+    if info is None:
+        raise TaskNotFound(f'task {task_id} does not exist in queue "{queue}"')
+    return info
+
+
+def _failure_text(failure: Any, *, traceback: bool) -> str:
+    if isinstance(failure, dict) and "name" in failure and "message" in failure:
+        text = f"{failure['name']}: {failure['message']}"
+        tb = failure.get("traceback")
+        if traceback and isinstance(tb, str) and tb.strip():
+            text += "\n" + tb.rstrip()
+        return text
+    return F.format_value(failure)
+
+
+def cmd_show(args: argparse.Namespace, session: Session) -> int:
+    client, conn = session.checked()
+    info = _task_or_fail(client, conn, args.queue, args.task_id)
+    checkpoints = client.get_checkpoints(args.queue, args.task_id, None, conn=conn)
+    if args.json:
+        F.print_json({"queue": args.queue, **F.jsonable(info), "checkpoints": checkpoints})
+        return 0
+    attempts = str(info.attempts)
+    if info.max_attempts is not None:
+        attempts += f" of {info.max_attempts}"
+    pairs: list[tuple[str, Any]] = [
+        ("task", str(info.task_id)),
+        ("name", info.task_name),
+        ("queue", args.queue),
+        ("state", info.state),
+        ("attempts", attempts),
+        ("priority", info.priority),
+        ("created", info.created_at),
+        ("started", info.first_started_at),
+        ("finished", info.finished_at),
+    ]
+    if info.cancelled_at is not None:
+        pairs.append(("cancelled", info.cancelled_at))
+    if info.idempotency_key is not None:
+        pairs.append(("idempotency key", info.idempotency_key))
+    pairs.append(("params", F.format_value(info.params, limit=2000)))
+    if info.headers:
+        pairs.append(("headers", info.headers))
+    pairs.append(("result", F.format_value(info.completed_payload, limit=2000)))
+    failure = info.last_failure
+    pairs.append(
+        (
+            "last failure",
+            "-" if failure is None else _failure_text(failure, traceback=args.traceback),
+        )
+    )
+    pairs.append(("checkpoints", str(len(checkpoints)) if checkpoints else "none"))
+    F.print_kv(pairs)
+    if checkpoints:
+        print()
+        F.print_table(
+            ["checkpoint", "state"], [[k, F.format_value(v)] for k, v in checkpoints.items()]
+        )
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace, session: Session) -> int:
+    client, conn = session.checked()
+    before = _task_or_fail(client, conn, args.queue, args.task_id).state
+    client.cancel_task(args.queue, args.task_id, conn=conn)
+    after = _task_or_fail(client, conn, args.queue, args.task_id).state
+    if args.json:
+        F.print_json({"task_id": args.task_id, "previous_state": before, "state": after})
+    if after != "cancelled":
+        raise CliError(f"task {args.task_id} already finished ({after}): nothing to cancel")
+    if not args.json:
+        if before == "cancelled":
+            print(f"task {args.task_id} was already cancelled")
+        else:
+            print(f"cancelled task {args.task_id} (was {before})")
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace, session: Session) -> int:
+    client, conn = session.checked()
+    try:
+        result = client.retry_task(
+            args.queue,
+            args.task_id,
+            spawn_new=args.spawn_new,
+            max_attempts=args.max_attempts,
+            conn=conn,
+        )
+    except InvalidState as exc:
+        raise CliError(f"{exc} (use --spawn-new to run it again as a new task)") from None
+    if args.json:
+        F.print_json({"retried_task_id": args.task_id, **F.jsonable(result)})
+    elif args.spawn_new:
+        print(f"spawned task {result.task_id} as a copy of task {args.task_id}")
+    else:
+        print(f"task {result.task_id} will run again as attempt {result.attempt}")
+    return 0
+
+
+def cmd_emit(args: argparse.Namespace, session: Session) -> int:
+    client, conn = session.checked()
+    client.emit_event(args.queue, args.event, args.payload, conn=conn)
+    if args.json:
+        F.print_json({"queue": args.queue, "event": args.event, "payload": args.payload})
+    else:
+        print(f"emitted event {args.event!r} on queue {args.queue}")
+    return 0

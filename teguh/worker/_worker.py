@@ -1,0 +1,524 @@
+"""`Worker`: run the handlers of one or more queues on threads.
+
+Threads of a started worker (all named ``teguh-...``):
+
+- the dispatcher (`teguh.worker.dispatcher`): owns the one LISTEN connection
+  (one channel per queue, `teguh.worker.listener`), claims as many runs as
+  there are free slots, fairly across queues, and runs the ticker of the
+  queues it leads;
+- the executor's ``concurrency`` threads run handlers inside the app's
+  middleware (`teguh.worker.executor`); each takes connections from the
+  worker's pool for its own calls;
+- one completer records completions in batches (`teguh.worker.completions`);
+- one heartbeat thread extends every lease (`teguh.worker.heartbeat`).
+
+`Worker.start` is all-or-nothing, `Worker.stop` is bounded, a dispatcher that
+dies stops the worker and `Worker.run` re-raises its error, and `Worker.run`
+owns the signal policy (`teguh.worker.signals`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import types
+import uuid
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Self, Unpack
+
+from psycopg_pool import ConnectionPool
+
+from teguh import _engine as E
+from teguh import schema
+from teguh.client import fail_undecodable
+from teguh.context import RunState
+from teguh.errors import QueueNotFound
+from teguh.records import WorkerOptions
+from teguh.tasks import check_queue_name
+from teguh.worker.completions import Completions
+from teguh.worker.dispatcher import Dispatcher, QueueState, Slots
+from teguh.worker.executor import Executor, Handler, NotFound, Router
+from teguh.worker.heartbeat import Heartbeat
+from teguh.worker.listener import Listener
+from teguh.worker.signals import SignalPolicy
+
+if TYPE_CHECKING:
+    from teguh.app import App
+
+__all__ = ["STOP_GRACE", "Worker"]
+
+logger = logging.getLogger("teguh.worker")
+
+STOP_GRACE = 5.0
+"""Seconds `Worker.stop` may take beyond its ``timeout`` to hand back and close."""
+
+_OPTIONS = frozenset(WorkerOptions.__annotations__)
+
+
+class Worker:
+    """Run the handlers of an app's tasks for one or more queues.
+
+    Made by ``app.worker(queues, concurrency=..., **WorkerOptions)``.
+    ``queues`` is a list of queue names, or ``{name: slots}`` to cap the slots
+    a queue may hold; by default the queues of the app's tasks.
+    ``concurrency``: handlers running at once (threads), shared by all queues;
+    no queue starves another. ``not_found``: what to do with a run whose task
+    has no handler here: ``"hand_back"`` (default), ``"fail"``, or a fallback
+    ``fn(ctx)``. See `teguh.WorkerOptions` for the rest.
+
+    Extra raw ``fn(ctx)`` handlers are routed with `handle`. Then `start`
+    (background threads), `run` (blocks, handles signals) or `drain` (runs
+    due work in the calling thread, for tests and scripts).
+    """
+
+    def __init__(
+        self,
+        app: App,
+        queues: Iterable[str] | Mapping[str, int] | None = None,
+        *,
+        concurrency: int = 10,
+        not_found: NotFound = "hand_back",
+        **options: Unpack[WorkerOptions],
+    ) -> None:
+        unknown = set(options) - _OPTIONS
+        if unknown:
+            raise TypeError(f"unknown worker option(s): {', '.join(sorted(unknown))}")
+        self.app = app
+        self.caps = _queues(app, queues)
+        self.queues = list(self.caps)
+        self.concurrency = E.integer(concurrency, "concurrency", 1, 10_000)
+        if not (callable(not_found) or not_found in ("hand_back", "fail")):
+            raise ValueError(
+                f"not_found must be 'hand_back', 'fail' or a handler, got {not_found!r}"
+            )
+        self.not_found: NotFound = not_found
+        lease = options.get("claim_timeout", 30)
+        self.claim_timeout = max(1, E.whole_seconds(lease, "claim_timeout"))
+        self.poll_interval = E.seconds(options.get("poll_interval", 30), "poll_interval")
+        hb = options.get("heartbeat_interval")
+        # A lease must outlive several heartbeats: a third of it by default.
+        self.heartbeat_interval = (
+            self.claim_timeout / 3 if hb is None else E.seconds(hb, "heartbeat_interval")
+        )
+        if not 0 < self.heartbeat_interval < self.claim_timeout:
+            raise ValueError(
+                f"heartbeat_interval must be > 0 and shorter than claim_timeout "
+                f"({self.claim_timeout}s), got {self.heartbeat_interval}s: leases would expire "
+                "under running handlers"
+            )
+        batch = options.get("batch_size")
+        batch = self.concurrency if batch is None else E.integer(batch, "batch_size", 1)
+        self.batch_size = min(batch, self.concurrency)
+        self.worker_id: str = options.get("worker_id") or (
+            f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        )
+        self.ticker_interval = E.seconds(options.get("ticker_interval", 5), "ticker_interval")
+        unknown_delay = options.get("unknown_task_delay", 5)
+        self.unknown_task_delay = E.seconds(unknown_delay, "unknown_task_delay")
+        self.shutdown_timeout = E.seconds(options.get("shutdown_timeout", 30), "shutdown_timeout")
+        self.connect_timeout = E.seconds(options.get("connect_timeout", 10), "connect_timeout")
+        self._pool_arg: ConnectionPool[Any] | None = options.get("pool")
+        self._router = Router(app)
+        self._running = False
+        self._stopping = threading.Event()
+        self._stop_deadline: float | None = None
+        self._crash: BaseException | None = None
+        self._parts: _Parts | None = None
+
+    def __repr__(self) -> str:
+        return f"<teguh.Worker queues={self.queues!r} id={self.worker_id!r}>"
+
+    # -- registration ---------------------------------------------------------------
+
+    def handle(self, pattern: str, fn: Handler) -> None:
+        """Route task ``pattern`` to a raw ``fn(ctx)`` handler.
+
+        ``pattern`` is a task name or a prefix ending in ``*`` (``"email.*"``;
+        ``"*"`` matches every task); the app's tasks and exact names win over
+        prefixes, and the longest prefix wins. A second handler for the same
+        pattern, or for a name the app already has a task for, raises
+        `ValueError`; an ``async def`` raises `TypeError`.
+        """
+        self._router.add(pattern, fn)
+
+    @property
+    def handlers(self) -> dict[str, Handler]:
+        """The worker's own routes, by pattern (a copy; the app's tasks are in ``app.tasks``)."""
+        return self._router.routes()
+
+    @property
+    def in_flight(self) -> int:
+        """How many runs are executing now."""
+        parts = self._parts
+        return 0 if parts is None else len(parts.slots.inflight)
+
+    @property
+    def is_running(self) -> bool:
+        """Whether the worker is started and not stopping (nor stopped by a failure)."""
+        return self._running and not self._stopping.is_set()
+
+    @property
+    def is_ticker(self) -> bool:
+        """Whether this worker currently runs the ticker of one of its queues."""
+        parts = self._parts
+        return parts is not None and bool(parts.listener.leading)
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def _connect_kwargs(self, role: str) -> dict[str, Any]:
+        kwargs = {**self.app.connect_kwargs, "autocommit": True}
+        kwargs.setdefault("connect_timeout", max(1, round(self.connect_timeout)))
+        if "application_name" not in self.app.conninfo:
+            # lets operators (and tests) tell teguh's sessions apart
+            kwargs.setdefault("application_name", f"{role}:{','.join(self.queues)}"[:63])
+        return kwargs
+
+    def start(self) -> Self:
+        """Start the worker's threads and return; all-or-nothing.
+
+        Connects (waiting at most ``connect_timeout`` seconds), checks the
+        schema and that every queue exists (`teguh.QueueNotFound`), opens
+        the pool, then starts the threads. On any failure everything opened
+        is closed, `is_running` stays false and the error propagates.
+        """
+        if self._running:
+            raise RuntimeError("this worker is already running")
+        kwargs = self._connect_kwargs("teguh-worker")
+        listen_kwargs = self._connect_kwargs("teguh-listen")
+        listener = Listener(self.app.conninfo, listen_kwargs, self.queues, self.app.engine)
+        pool: ConnectionPool[Any] | None = None
+        slots: Slots | None = None
+        self._stopping = threading.Event()
+        self._crash = None
+        try:
+            conn = listener.connect()
+            if self.app._client_options.get("check_schema", True):
+                schema.check(conn)
+            existing = set(self.app.engine.list_queues(conn))
+            missing = [q for q in self.queues if q not in existing]
+            if missing:
+                raise QueueNotFound(
+                    f"queue {missing[0]!r} does not exist: create it with "
+                    f"app.client.create_queue({missing[0]!r}) or `teguh queue create {missing[0]}`"
+                )
+            if self._pool_arg is not None:
+                pool = self._pool_arg
+            else:
+                size = self.concurrency + 3
+                pool = ConnectionPool(
+                    self.app.conninfo,
+                    min_size=size,
+                    max_size=size,
+                    kwargs=kwargs,
+                    check=ConnectionPool.check_connection,
+                    name=f"teguh-worker-{self.worker_id}",
+                    open=True,
+                )
+                pool.wait(timeout=self.connect_timeout)
+            slots = Slots(self.concurrency, max(1, self.batch_size // 2))
+            assert pool is not None
+            self._parts = self._assemble(pool, listener, slots)
+        except BaseException:
+            listener.close()
+            if pool is not None and self._pool_arg is None:
+                pool.close(timeout=1.0)
+            if slots is not None:
+                slots.close()
+            raise
+        self._running = True
+        self._parts.start(self._dispatch_main)
+        logger.info(
+            "worker %s started on queue(s) %s (concurrency %d)",
+            self.worker_id,
+            ", ".join(self.queues),
+            self.concurrency,
+            extra={"queue": ",".join(self.queues), "worker_id": self.worker_id},
+        )
+        return self
+
+    def _assemble(self, pool: ConnectionPool[Any], listener: Listener, slots: Slots) -> _Parts:
+        engine = self.app.engine
+        completions = Completions(pool, engine, self.worker_id)
+        executor = Executor(
+            self.app,
+            self._router,
+            completions,
+            pool,
+            worker_id=self.worker_id,
+            claim_timeout=self.claim_timeout,
+            not_found=self.not_found,
+            unknown_task_delay=self.unknown_task_delay,
+        )
+        threads = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="teguh-run")
+
+        def run_one(state: RunState, queue: str) -> None:
+            try:
+                executor.execute(state, queue)
+            finally:
+                slots.give_back(state)
+
+        def submit(state: RunState, queue: str) -> None:
+            threads.submit(run_one, state, queue)
+
+        dispatcher = Dispatcher(
+            queues=[QueueState(q, cap) for q, cap in self.caps.items()],
+            pool=pool,
+            engine=engine,
+            listener=listener,
+            slots=slots,
+            submit=submit,
+            worker_id=self.worker_id,
+            claim_timeout=self.claim_timeout,
+            batch_size=self.batch_size,
+            poll_interval=self.poll_interval,
+            ticker_interval=self.ticker_interval,
+            stopping=self._stopping,
+        )
+        heartbeat = Heartbeat(
+            pool,
+            engine,
+            slots,
+            worker_id=self.worker_id,
+            interval=self.heartbeat_interval,
+            claim_timeout=self.claim_timeout,
+        )
+        return _Parts(pool, listener, slots, completions, threads, dispatcher, heartbeat)
+
+    def _dispatch_main(self) -> None:
+        parts = self._parts
+        assert parts is not None
+        try:
+            parts.dispatcher.run()
+        except BaseException as exc:
+            logger.critical(
+                "the dispatcher of worker %s died: %r", self.worker_id, exc, exc_info=exc
+            )
+            self._crash = exc
+            self._stopping.set()
+
+    def run(self, *, handle_signals: bool = True) -> int:
+        """Start, block until `stop`, a signal or a failure, then stop; re-raise a failure.
+
+        The signal policy (from the main thread only, with ``handle_signals``):
+        the first SIGINT/SIGTERM drains (no new claims, running handlers get
+        ``shutdown_timeout``), the second hands running runs back at once, the
+        third exits the process with status 128 + the signal. Returns 0, or
+        128 + the signal when a second signal handed runs back. A dispatcher
+        that died is re-raised as `RuntimeError` from its error.
+        """
+        with SignalPolicy(install=handle_signals) as signals:
+            self.start()
+            try:
+                while not self._stopping.is_set() and not signals.count:
+                    signals.event.wait(0.2)
+                if signals.count:
+                    logger.info(
+                        "stopping: no new claims; waiting up to %gs for %d running handler(s) "
+                        "(signal again to hand them back)",
+                        self.shutdown_timeout,
+                        self.in_flight,
+                    )
+            finally:
+                self.stop(self.shutdown_timeout, _signals=signals)
+        if self._crash is not None:
+            raise RuntimeError(f"worker {self.worker_id} stopped: its dispatcher died") from (
+                self._crash
+            )
+        return signals.exit_code if signals.count >= 2 else 0
+
+    def stop(
+        self, timeout: E.Duration | None = None, *, _signals: SignalPolicy | None = None
+    ) -> None:
+        """Stop claiming, let in-flight handlers finish, then hand the rest back.
+
+        Waits up to ``timeout`` seconds (default ``shutdown_timeout``) for
+        running handlers; runs still executing then are handed back at once
+        (no attempt consumed) and their handlers' next teguh call raises
+        `teguh.LeaseLost`. Returns within ``timeout`` plus `STOP_GRACE`
+        seconds, even if a handler never returns. Idempotent; a call made
+        while another stop waits only shortens that wait.
+        """
+        wait = self.shutdown_timeout if timeout is None else E.seconds(timeout, "timeout")
+        if self._stop_deadline is not None:
+            self._stop_deadline = min(self._stop_deadline, time.monotonic() + wait)
+            return
+        parts = self._parts
+        if not self._running or parts is None:
+            return
+        self._stopping.set()  # before is_running turns false: no claim after that
+        self._running = False
+        self._stop_deadline = time.monotonic() + wait
+        try:
+            self._shut_down(parts, _signals)
+        finally:
+            self._stop_deadline = None
+
+    def _shut_down(self, parts: _Parts, signals: SignalPolicy | None) -> None:
+        # The dispatcher first (woken at once): a claim it is making is then
+        # submitted and waited for like the other runs.
+        parts.join_dispatcher(time.monotonic() + 2.0)
+        slots = parts.slots
+        with slots.lock:
+            # short waits: a later stop() or signal may bring the deadline forward
+            while slots.inflight:
+                if signals is not None and signals.count >= 2:
+                    if signals.count >= 3:
+                        logging.shutdown()
+                        os._exit(signals.exit_code)
+                    if self._stop_deadline != 0.0:
+                        name = signal.Signals(signals.last or signal.SIGTERM).name
+                        logger.warning(
+                            "second %s: handing %d running run(s) back and exiting",
+                            name,
+                            len(slots.inflight),
+                        )
+                    self._stop_deadline = 0.0
+                remaining = (self._stop_deadline or 0) - time.monotonic()
+                if remaining <= 0:
+                    break
+                slots.idle.wait(min(remaining, 0.1))
+            leftovers = list(slots.inflight.items())
+        grace = time.monotonic() + STOP_GRACE - 2.0
+        for state, queue in leftovers:
+            if time.monotonic() < grace:
+                parts.completions.release(state, queue)
+        parts.close(grace, own_pool=self._pool_arg is None)
+        logger.info(
+            "worker %s stopped (%d run(s) handed back)",
+            self.worker_id,
+            len(leftovers),
+            extra={"worker_id": self.worker_id},
+        )
+
+    def heartbeat(self) -> int:
+        """Extend every in-flight lease now; return how many runs were found gone."""
+        parts = self._parts
+        return 0 if parts is None else parts.heartbeat.beat()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: types.TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- drain ----------------------------------------------------------------------
+
+    def drain(self, timeout: E.Duration | None = None) -> int:
+        """Run due work in the calling thread until none is due; return how many runs ran.
+
+        For tests and scripts: claims one run at a time from each queue in
+        turn, runs it (middleware included) and records its outcome at once.
+        Stops when a pass over every queue claims nothing, or when
+        ``timeout`` seconds have passed. Uses the app's pool; the worker must
+        not be started.
+        """
+        if self._running:
+            raise RuntimeError("drain() runs a worker that is not started")
+        deadline = None if timeout is None else time.monotonic() + E.seconds(timeout, "timeout")
+        client = self.app.client
+        client.ensure_schema()
+        engine = self.app.engine
+        pool = self._pool_arg or client.pool
+        executor = Executor(
+            self.app,
+            self._router,
+            Completions(pool, engine, self.worker_id, batched=False),
+            pool,
+            worker_id=self.worker_id,
+            claim_timeout=self.claim_timeout,
+            not_found=self.not_found,
+            unknown_task_delay=self.unknown_task_delay,
+        )
+        count = 0
+        while True:
+            claimed = 0
+            for queue in self.queues:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return count
+                with pool.connection() as conn:
+                    runs, bad = engine.claim(conn, queue, self.worker_id, self.claim_timeout, 1)
+                    for run_id, exc in bad:
+                        fail_undecodable(engine, conn, queue, run_id, exc)
+                for run in runs:
+                    executor.execute(RunState(run), queue)
+                    claimed += 1
+            count += claimed
+            if not claimed:
+                return count
+
+
+class _Parts:
+    """What a started worker opened, closed in one place."""
+
+    def __init__(
+        self,
+        pool: ConnectionPool[Any],
+        listener: Listener,
+        slots: Slots,
+        completions: Completions,
+        threads: ThreadPoolExecutor,
+        dispatcher: Dispatcher,
+        heartbeat: Heartbeat,
+    ) -> None:
+        self.pool = pool
+        self.listener = listener
+        self.slots = slots
+        self.completions = completions
+        self.threads = threads
+        self.dispatcher = dispatcher
+        self.heartbeat = heartbeat
+        self.thread: threading.Thread | None = None
+
+    def start(self, target: Any) -> None:
+        self.heartbeat.start()
+        self.completions.start()
+        self.thread = threading.Thread(target=target, name="teguh-dispatch", daemon=True)
+        self.thread.start()
+
+    def join_dispatcher(self, deadline: float) -> None:
+        self.slots.poke()
+        if self.thread is not None and self.thread.is_alive():
+            self.thread.join(max(0.0, deadline - time.monotonic()))
+            if self.thread.is_alive():
+                logger.error("the dispatcher thread did not stop in time")
+
+    def close(self, deadline: float, *, own_pool: bool) -> None:
+        def left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
+        self.join_dispatcher(deadline)
+        self.completions.close(deadline)
+        self.heartbeat.stop(left())
+        self.threads.shutdown(wait=False, cancel_futures=True)
+        if own_pool:
+            self.pool.close(timeout=left())
+        self.slots.close()
+
+
+def _queues(app: App, queues: Iterable[str] | Mapping[str, int] | None) -> dict[str, int | None]:
+    """Return ``{queue: cap}`` from the ``queues`` argument (None: the app's task queues)."""
+    if queues is None:
+        names = sorted({t.queue for t in app.tasks.values()}) or ["default"]
+        return dict.fromkeys(names)
+    if isinstance(queues, str | bytes):
+        raise TypeError(f"queues must be a list of queue names, got the string {queues!r}")
+    out: dict[str, int | None] = {}
+    if isinstance(queues, Mapping):
+        for name, cap in queues.items():
+            out[check_queue_name(name, "queues")] = E.integer(cap, f"queues[{name!r}]", 1)
+    else:
+        for name in queues:
+            out[check_queue_name(name, "queues")] = None
+    if not out:
+        raise ValueError("a worker needs at least one queue")
+    return out

@@ -1,0 +1,362 @@
+"""The dispatcher: decide when to claim which queue's runs, as a state object.
+
+`Dispatcher` keeps per-queue state (`QueueState`: is work probably ready,
+was the last claim full, when is the next run due, when to tick) and offers
+small steps that the loop composes and tests can call one at a time:
+
+- `Dispatcher.claim_once`: claim for every queue that probably has ready
+  work, sharing the free slots fairly (round robin from a rotating start, each
+  queue at most its share), so a backlog in one queue cannot starve another;
+- `Dispatcher.next_timeout`: how long to wait: ``min(poll_interval, time
+  until the next known due run, next tick)``;
+- `Dispatcher.on_notify`: mark the notified queues;
+- `Dispatcher.on_tick`: run the ticker of the queues this worker leads.
+
+The loop ``select()``s on the LISTEN connection and on a socketpair that
+finishing handlers write to when enough slots are free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from teguh import _engine as E
+from teguh.client import fail_undecodable
+from teguh.context import RunState
+from teguh.worker.listener import Listener
+
+__all__ = ["Dispatcher", "QueueState", "Slots"]
+
+logger = logging.getLogger("teguh.worker")
+
+# In backlog mode (the last claim was full) the dispatcher waits up to this
+# long for half its slots to free before claiming, so claims stay batched.
+_BATCH_WINDOW = 0.005
+_RECONNECT_MAX = 5.0
+_CLAIM_ERROR_BACKOFF = 1.0
+# Every wait for a pooled connection is short, so an outage cannot pin the
+# dispatcher (and stop()) for the pool's default 30 s.
+POOL_WAIT = 2.0
+
+
+@dataclass
+class QueueState:
+    """What the dispatcher knows about one queue."""
+
+    name: str
+    cap: int | None = None  # most slots this queue may hold (None: any)
+    pending: bool = True  # a run may be ready: claim when a slot is free
+    full: bool = False  # the last claim was full: more runs are probably ready
+    due_at: float | None = None  # monotonic time of the next known due run
+    last_claim: float = 0.0
+    next_tick: float = 0.0
+
+
+class Slots:
+    """Runs in flight, per queue, and the wake-up of the dispatcher when slots free."""
+
+    def __init__(self, concurrency: int, min_batch: int) -> None:
+        self.concurrency = concurrency
+        self.min_batch = min_batch
+        self.lock = threading.Lock()
+        self.idle = threading.Condition(self.lock)
+        # one entry per execution: a resumed run comes back with the same run id
+        # while its previous execution may still be unwinding
+        self.inflight: dict[RunState, str] = {}
+        self.running: dict[str, int] = {}
+        self.poke_at = 0  # free slots at which a finishing handler wakes the dispatcher
+        self.wake_r, self.wake_w = socket.socketpair()
+        self.wake_r.setblocking(False)
+        self.wake_w.setblocking(False)
+
+    @property
+    def free(self) -> int:
+        return self.concurrency - len(self.inflight)
+
+    def take(self, state: RunState, queue: str) -> None:
+        with self.lock:
+            self.inflight[state] = queue
+            self.running[queue] = self.running.get(queue, 0) + 1
+
+    def give_back(self, state: RunState) -> None:
+        with self.lock:
+            queue = self.inflight.pop(state, None)
+            if queue is not None:
+                self.running[queue] -= 1
+            free = self.concurrency - len(self.inflight)
+            if not self.inflight:
+                self.idle.notify_all()
+        # Wake the dispatcher only when it waits for this many free slots:
+        # one wake-up per claim batch, not one per run.
+        poke_at = self.poke_at
+        if poke_at and free >= poke_at:
+            self.poke_at = 0
+            self.poke()
+
+    def poke(self) -> None:
+        with contextlib.suppress(OSError):
+            self.wake_w.send(b"\0")
+
+    def drain_pokes(self) -> None:
+        with contextlib.suppress(OSError):
+            self.wake_r.recv(4096)
+
+    def close(self) -> None:
+        self.wake_r.close()
+        self.wake_w.close()
+
+
+class Dispatcher:
+    """Claim runs for a worker's queues and submit them (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        queues: list[QueueState],
+        pool: ConnectionPool[Any],
+        engine: E.Engine,
+        listener: Listener,
+        slots: Slots,
+        submit: Callable[[RunState, str], None],
+        worker_id: str,
+        claim_timeout: int,
+        batch_size: int,
+        poll_interval: float,
+        ticker_interval: float,
+        stopping: threading.Event,
+    ) -> None:
+        self.queues = queues
+        self.pool = pool
+        self.engine = engine
+        self.listener = listener
+        self.slots = slots
+        self.submit = submit
+        self.worker_id = worker_id
+        self.claim_timeout = claim_timeout
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.ticker_interval = ticker_interval
+        self.stopping = stopping
+        self._rotate = 0
+        self._claim_ok_at = 0.0
+        self._batch_started: float | None = None
+        self._wait_slots: float | None = None
+        self._reconnect_at = 0.0
+        self._backoff = 0.1
+
+    # -- steps ----------------------------------------------------------------------
+
+    def claim_once(self, now: float) -> int:
+        """Claim for every queue with probable work and room; return how many runs."""
+        self._wait_slots = None
+        if now < self._claim_ok_at:
+            return 0
+        ready = [q for q in self.queues if q.pending and self._room(q) > 0]
+        free = self.slots.free
+        if not ready or free <= 0:
+            return 0
+        if any(q.full for q in ready) and free < self.slots.min_batch:
+            # Backlog: let more slots free up so the next claim is a batch.
+            self._batch_started = self._batch_started or now
+            wait = self._batch_started + _BATCH_WINDOW - now
+            if wait > 0:
+                self._wait_slots = wait
+                return 0
+        self._batch_started = None
+        n = len(ready)
+        start = self._rotate % n
+        self._rotate += 1
+        total = 0
+        for i in range(n):
+            q = ready[(start + i) % n]
+            free = self.slots.free
+            if free <= 0:
+                break
+            share = math.ceil(free / (n - i))
+            want = min(share, self._room(q), self.batch_size)
+            try:
+                total += self.claim_queue(q, want)
+            except psycopg.OperationalError as exc:
+                # Broken pool connections (server restart, killed backends):
+                # replace them all now, not one per claim.
+                logger.error("claiming runs on queue %s failed: %s", q.name, exc)
+                with contextlib.suppress(Exception):
+                    self.pool.check()
+                self._claim_ok_at = time.monotonic() + 0.1
+                break
+            except Exception:
+                logger.exception("claiming runs on queue %s failed", q.name)
+                self._claim_ok_at = time.monotonic() + _CLAIM_ERROR_BACKOFF
+                break
+        return total
+
+    def claim_queue(self, q: QueueState, want: int) -> int:
+        """Claim up to ``want`` runs of one queue and submit them; return how many."""
+        due_in: float | None = None
+        with self.pool.connection(timeout=POOL_WAIT) as conn:
+            runs, bad = self.engine.claim(
+                conn, q.name, self.worker_id, self.claim_timeout, want, asynchronous=True
+            )
+            for run_id, exc in bad:
+                fail_undecodable(self.engine, conn, q.name, run_id, exc)
+            for run in runs:
+                state = RunState(run)
+                self.slots.take(state, q.name)
+                self.submit(state, q.name)
+            got = len(runs) + len(bad)
+            if got < want:
+                due_in = self.engine.next_wake_in(conn, q.name)
+        now = time.monotonic()
+        q.last_claim = now
+        q.full = got == want
+        if not q.full:
+            q.pending = False
+            # From after the claim: the due time was measured at its end.
+            q.due_at = None
+            if due_in is not None:
+                q.due_at = now + (due_in if due_in > 0 else 0.05)
+                if q.name in self.listener.leading:
+                    q.next_tick = min(q.next_tick, q.due_at)
+        if runs and logger.isEnabledFor(logging.DEBUG):
+            logger.debug("claimed %d run(s) on queue %s", len(runs), q.name)
+        return len(runs)
+
+    def on_notify(self, queues: set[str]) -> None:
+        """Mark notified queues as probably having ready work."""
+        for q in self.queues:
+            if q.name in queues:
+                q.pending = True
+
+    def on_tick(self, now: float) -> None:
+        """Run the ticker of the queues whose tick is due (if this worker leads them)."""
+        if self.listener.conn is None:
+            return
+        for q in self.queues:
+            if now < q.next_tick:
+                continue
+            try:
+                if self.listener.tick(q.name):
+                    q.pending = True
+            except psycopg.OperationalError:
+                raise
+            except psycopg.Error:
+                logger.exception("ticker failed on queue %s", q.name)
+            q.next_tick = now + self.ticker_interval
+        # Notifications that arrived during the queries are in psycopg's backlog.
+        self.on_notify(self.listener.notified())
+
+    def on_timers(self, now: float) -> None:
+        """Mark queues whose poll interval elapsed or whose next run is due."""
+        lost = self.listener.conn is None
+        for q in self.queues:
+            if lost or now - q.last_claim >= self.poll_interval:
+                q.pending = True
+            if q.due_at is not None and now >= q.due_at:
+                q.pending = True
+                q.due_at = None
+
+    def next_timeout(self, now: float) -> float:
+        """Return how long the loop may wait for a notification or a freed slot."""
+        timeout = 5.0
+        free = self.slots.free
+        pending = [q for q in self.queues if q.pending]
+        if pending:
+            # Ask finishing handlers to wake us; re-check after asking, as one
+            # may have finished just before.
+            poke_at = self.slots.min_batch if any(q.full for q in pending) else 1
+            self.slots.poke_at = poke_at
+            ready = any(self._room(q) > 0 for q in pending)
+            if ready and self.slots.free >= poke_at and now >= self._claim_ok_at:
+                timeout = 0.0
+            elif ready and now < self._claim_ok_at:
+                timeout = min(timeout, self._claim_ok_at - now)
+        else:
+            self.slots.poke_at = 0
+        if free > 0:
+            for q in self.queues:
+                timeout = min(timeout, self.poll_interval - (now - q.last_claim))
+                if q.due_at is not None:
+                    timeout = min(timeout, q.due_at - now)
+            if self._wait_slots is not None:
+                timeout = min(timeout, self._wait_slots)
+        if self.listener.conn is None:
+            timeout = min(timeout, self._reconnect_at - now, 1.0)
+        else:
+            timeout = min(timeout, *(q.next_tick - now for q in self.queues))
+        return max(timeout, 0.0)
+
+    def _room(self, q: QueueState) -> int:
+        if q.cap is None:
+            return self.slots.free
+        return min(self.slots.free, q.cap - self.slots.running.get(q.name, 0))
+
+    # -- the loop -------------------------------------------------------------------
+
+    def ensure_listening(self, now: float) -> None:
+        """Reconnect the LISTEN connection when it was lost (with backoff)."""
+        if self.listener.conn is not None or now < self._reconnect_at:
+            return
+        try:
+            self.listener.connect()
+        except Exception as exc:
+            self._reconnect_at = now + self._backoff
+            logger.warning("cannot LISTEN (retrying in %.1fs): %s", self._backoff, exc)
+            self._backoff = min(self._backoff * 2, _RECONNECT_MAX)
+            return
+        if self._backoff > 0.1:
+            logger.info("the LISTEN connection is back")
+        self._backoff = 0.1
+        for q in self.queues:
+            q.pending = True  # notifications may have been missed
+            q.next_tick = now
+
+    def lost_listen(self, exc: BaseException) -> None:
+        """Drop a broken LISTEN connection; the next step reconnects."""
+        logger.warning("lost the LISTEN connection: %s", exc)
+        self.listener.close()
+        self._reconnect_at = time.monotonic()
+
+    def step(self) -> None:
+        """One turn of the loop: reconnect, tick, claim, then wait for something."""
+        now = time.monotonic()
+        self.ensure_listening(now)
+        try:
+            self.on_tick(now)
+        except psycopg.OperationalError as exc:
+            self.lost_listen(exc)
+            return
+        if self.claim_once(now):
+            return
+        timeout = self.next_timeout(now)
+        fds: list[Any] = [self.slots.wake_r]
+        if self.listener.conn is not None:
+            fds.append(self.listener.fileno())
+        readable, _, _ = select.select(fds, [], [], timeout)
+        if self.slots.wake_r in readable:
+            self.slots.drain_pokes()
+        if self.listener.conn is not None and len(readable) > (self.slots.wake_r in readable):
+            try:
+                self.on_notify(self.listener.notified())
+            except psycopg.OperationalError as exc:
+                self.lost_listen(exc)
+        self.on_timers(time.monotonic())
+
+    def run(self) -> None:
+        """Loop until ``stopping`` is set; exceptions propagate to the caller."""
+        try:
+            while not self.stopping.is_set():
+                self.step()
+        finally:
+            self.listener.close()

@@ -1,0 +1,97 @@
+"""The heartbeat thread: extend every in-flight lease, notice cancelled and lost runs.
+
+Every ``heartbeat_interval`` one ``teguh.extend_claims`` statement per queue
+extends all of that queue's in-flight leases; the runs the engine reports
+cancelled or lost are marked, so that their handlers' next teguh call raises
+and nothing more is recorded for them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+from uuid import UUID
+
+from psycopg_pool import ConnectionPool
+
+from teguh import _engine as E
+from teguh.context import CANCELLED, LOST, RunState
+from teguh.worker.completions import run_extra
+from teguh.worker.dispatcher import POOL_WAIT, Slots
+
+__all__ = ["Heartbeat"]
+
+logger = logging.getLogger("teguh.worker")
+
+
+class Heartbeat:
+    """Extend the leases of a worker's runs (see the module docstring)."""
+
+    def __init__(
+        self,
+        pool: ConnectionPool[Any],
+        engine: E.Engine,
+        slots: Slots,
+        *,
+        worker_id: str,
+        interval: float,
+        claim_timeout: int,
+    ) -> None:
+        self._pool = pool
+        self._engine = engine
+        self._slots = slots
+        self._worker_id = worker_id
+        self._interval = interval
+        self._claim_timeout = claim_timeout
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop, name=f"teguh-heartbeat-{worker_id}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(max(timeout, 0.0))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.beat()
+            except Exception:
+                logger.exception("heartbeat of worker %s failed", self._worker_id)
+
+    def beat(self) -> int:
+        """Extend every in-flight lease now; return how many runs were found gone."""
+        with self._slots.lock:
+            by_queue: dict[str, list[RunState]] = {}
+            for state, queue in self._slots.inflight.items():
+                if state.status is None:
+                    by_queue.setdefault(queue, []).append(state)
+        gone_count = 0
+        for queue, states in by_queue.items():
+            with self._pool.connection(timeout=POOL_WAIT) as conn:
+                gone_rows = self._engine.extend_claims(
+                    conn,
+                    queue,
+                    self._worker_id,
+                    [s.run.run_id for s in states],
+                    self._claim_timeout,
+                )
+            gone: dict[UUID, str] = {row.run_id: row.status for row in gone_rows}
+            gone_count += len(gone)
+            for state in states:
+                status = gone.get(state.run.run_id)
+                if status is None:
+                    continue
+                state.mark(CANCELLED if status == "cancelled" else LOST)
+                logger.info(
+                    "run %s is %s; its handler will be stopped at its next teguh call",
+                    state.run.run_id,
+                    status,
+                    extra=run_extra(queue, state.run),
+                )
+        return gone_count
