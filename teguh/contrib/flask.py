@@ -42,15 +42,16 @@ from collections.abc import Callable, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
 import click
-from flask import Flask, current_app
+from flask import Flask, current_app, has_app_context
 from flask.cli import AppGroup
 
+from teguh.app import App, Middleware
 from teguh.client import Client
 from teguh.context import TaskContext
-from teguh.contrib._workers import Handler, Middleware, WorkerGroup
-from teguh.errors import SchemaError
+from teguh.errors import QueueNotFound, SchemaError
 from teguh.records import Cancellation, RetryStrategy
 from teguh.tasks import DEFAULT_QUEUE, Task
+from teguh.worker import Worker
 
 __all__ = ["Teguh"]
 
@@ -63,31 +64,36 @@ EXTENSION = "teguh"
 
 
 class _State:
-    """The extension's per-Flask-app state: its client and in-process worker."""
+    """The extension's per-Flask-app state: its teguh `App` and in-process worker."""
 
     def __init__(self, ext: Teguh, app: Flask) -> None:
         self.ext = ext
         self.app = app
         self.lock = threading.Lock()
         self.start_lock = threading.Lock()
-        self.client: Client | None = None
-        self.worker: WorkerGroup | None = None
+        self.teguh_app: App | None = None
+        self.worker: Worker | None = None
         self.worker_pid: int | None = None
 
-    def get_client(self) -> Client:
+    def get_app(self) -> App:
         with self.lock:
-            if self.client is None:
+            if self.teguh_app is None:
                 config = self.app.config
-                self.client = Client(
+                teguh_app = App(
                     database_url(self.app),
                     min_size=int(config["TEGUH_POOL_MIN_SIZE"]),
                     max_size=int(config["TEGUH_POOL_MAX_SIZE"]),
                 )
-            return self.client
+                teguh_app.use(self.ext.app_context_middleware(self.app))
+                for middleware in self.ext.middleware:
+                    teguh_app.use(middleware)
+                teguh_app.include(list(self.ext.tasks.values()))
+                self.teguh_app = teguh_app
+            return self.teguh_app
 
     def after_fork(self) -> None:
         # Threads and pool connections do not survive fork(): forget them.
-        self.client = None
+        self.teguh_app = None
         self.worker = None
         self.worker_pid = None
         self.lock = threading.Lock()
@@ -96,28 +102,28 @@ class _State:
     def close(self) -> None:
         self.stop_worker()
         with self.lock:
-            client, self.client = self.client, None
-        if client is not None:
-            client.close()
+            teguh_app, self.teguh_app = self.teguh_app, None
+        if teguh_app is not None:
+            teguh_app.close()
 
-    def start_worker(self) -> WorkerGroup:
+    def start_worker(self) -> Worker:
         # One start at a time: a threaded server's concurrent first requests
         # must not start two workers.
         with self.start_lock:
             if self.worker is not None and self.worker_pid == os.getpid():
                 return self.worker
-            group = self.ext.make_worker(self.app)
-            group.start()
-            self.worker, self.worker_pid = group, os.getpid()
+            worker = self.ext.make_worker(self.app)
+            worker.start()
+            self.worker, self.worker_pid = worker, os.getpid()
         logger.info("teguh in-process worker started in pid %d", os.getpid())
-        return group
+        return worker
 
     def stop_worker(self, timeout: float | None = None) -> None:
         with self.start_lock:
-            group, self.worker = self.worker, None
+            worker, self.worker = self.worker, None
             mine = self.worker_pid == os.getpid()
-        if group is not None and mine:
-            group.stop(timeout)
+        if worker is not None and mine:
+            worker.stop(timeout)
 
 
 class Teguh:
@@ -134,6 +140,7 @@ class Teguh:
     def __init__(self, app: Flask | None = None) -> None:
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.middleware: list[Middleware] = []
+        self._states: list[_State] = []
         if app is not None:
             self.init_app(app)
 
@@ -151,6 +158,7 @@ class Teguh:
         config.setdefault("TEGUH_WORKER_IN_PROCESS", False)
         state = _State(self, app)
         app.extensions[EXTENSION] = state
+        self._states.append(state)
         app.cli.add_command(_cli(self))
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=state.after_fork)
@@ -175,13 +183,22 @@ class Teguh:
         return state
 
     @property
+    def app(self) -> App:
+        """The current Flask app's `teguh.App` (created on first use; its pool opens lazily)."""
+        return self._state().get_app()
+
+    def app_for(self, app: Flask) -> App:
+        """The `teguh.App` of Flask app ``app`` (outside an app context)."""
+        return self._state(app).get_app()
+
+    @property
     def client(self) -> Client:
-        """The current app's `teguh.Client` (its pool opens on first use)."""
-        return self._state().get_client()
+        """The current Flask app's `teguh.Client` (``teguh_ext.app.client``)."""
+        return self.app.client
 
     def client_for(self, app: Flask) -> Client:
-        """The `teguh.Client` of ``app`` (outside an app context)."""
-        return self._state(app).get_client()
+        """The `teguh.Client` of Flask app ``app`` (outside an app context)."""
+        return self.app_for(app).client
 
     def queues(self, app: Flask | None = None) -> list[str]:
         """The queues of ``app`` (``TEGUH_QUEUES``, else those of the declared tasks)."""
@@ -242,17 +259,23 @@ class Teguh:
         return wrap if fn is None else wrap(fn)
 
     def include(self, task: Task[Any, Any]) -> None:
-        """Run ``task`` (declared elsewhere) on this extension's workers."""
+        """Run ``task`` (declared elsewhere, say with ``@teguh.task``) on these workers."""
         existing = self.tasks.get(task.name)
         if existing is not None and existing is not task:
             raise ValueError(f"two tasks named {task.name!r}; pass a distinct name=")
         self.tasks[task.name] = task
+        for state in self._states:
+            if state.teguh_app is not None:
+                state.teguh_app.include(task)
 
     def use(self, middleware: Middleware) -> Middleware:
         """Wrap every task execution in ``middleware(ctx, call_next)`` (inside the app context)."""
         if not callable(middleware):
             raise TypeError(f"use takes a callable, got {middleware!r}")
         self.middleware.append(middleware)
+        for state in self._states:
+            if state.teguh_app is not None:
+                state.teguh_app.use(middleware)
         return middleware
 
     # -- workers ----------------------------------------------------------------------
@@ -260,7 +283,7 @@ class Teguh:
     def app_context_middleware(self, app: Flask) -> Middleware:
         """Return the middleware that runs each execution inside ``app.app_context()``."""
 
-        def in_app_context(ctx: TaskContext, call_next: Handler) -> Any:
+        def in_app_context(ctx: TaskContext, call_next: Callable[[TaskContext], Any]) -> Any:
             with app.app_context():
                 return call_next(ctx)
 
@@ -272,27 +295,16 @@ class Teguh:
         queues: Sequence[str] | None = None,
         *,
         concurrency: int | None = None,
-    ) -> WorkerGroup:
-        """Return a (not started) worker for ``app``'s queues and the declared tasks."""
+    ) -> Worker:
+        """Return a (not started) `teguh.Worker` for ``app``'s queues and the declared tasks."""
         config = app.config
-        return WorkerGroup(
-            self.client_for(app),
+        return self.app_for(app).worker(
             list(queues or self.queues(app)),
-            self._dispatch,
-            middleware=[self.app_context_middleware(app), *self.middleware],
             concurrency=int(concurrency or config["TEGUH_WORKER_CONCURRENCY"]),
             **dict(config["TEGUH_WORKER_OPTIONS"]),
         )
 
-    def _dispatch(self, ctx: TaskContext) -> Any:
-        task = self.tasks.get(ctx.task_name)
-        if task is None:
-            raise LookupError(
-                f"no task named {ctx.task_name!r} is declared on this Teguh extension"
-            )
-        return task.handle(ctx)
-
-    def start_worker(self, app: Flask | None = None) -> WorkerGroup:
+    def start_worker(self, app: Flask | None = None) -> Worker:
         """Start the in-process worker of ``app`` now (e.g. in gunicorn's ``post_fork``)."""
         return self._state(app).start_worker()
 
@@ -302,14 +314,16 @@ class Teguh:
 
 
 class _FlaskTask(Task[P, R]):
-    """A task whose spawns go through the current Flask app's client by default."""
+    """A task that spawns through the current Flask app's teguh `App`."""
 
     def __init__(self, ext: Teguh, fn: Callable[Concatenate[TaskContext, P], R], **kw: Any):
         super().__init__(fn, **kw)
         self._ext = ext
 
-    def configure(self, *, client: Client | None = None, **options: Any) -> Any:
-        return super().configure(client=client or self._ext.client, **options)
+    def bound_app(self) -> App:
+        if has_app_context() and EXTENSION in current_app.extensions:
+            return self._ext.app
+        return super().bound_app()  # outside a request: the app that included it last
 
 
 def database_url(app: Flask) -> str:
@@ -352,19 +366,20 @@ def _cli(ext: Teguh) -> AppGroup:
 
     @group.command("worker")
     @click.option("-q", "--queue", "queues", multiple=True, help="queue(s) to serve")
-    @click.option("-c", "--concurrency", type=int, help="handlers run at once, per queue")
+    @click.option("-c", "--concurrency", type=int, help="handlers run at once, all queues together")
     def worker(queues: tuple[str, ...], concurrency: int | None) -> None:
         """Run a worker until SIGINT/SIGTERM (finishes running tasks first)."""
         app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
         names = [q.strip() for v in queues for q in v.split(",") if q.strip()]
-        try:
-            ext.client.check_schema()
-        except SchemaError as exc:
-            raise click.ClickException(f"{exc} (run `flask teguh install`)") from exc
         group = ext.make_worker(app, names or None, concurrency=concurrency)
         click.echo(f"teguh worker: queues {', '.join(group.queues)}")
-        group.run()
+        try:
+            code = group.run()
+        except (SchemaError, QueueNotFound) as exc:
+            raise click.ClickException(f"{exc} (run `flask teguh install`)") from exc
         click.echo("teguh worker: stopped")
+        if code:
+            raise SystemExit(code)  # a second signal handed running tasks back
 
     @group.command("stats")
     def stats() -> None:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec
 
 import psycopg
 
+from teguh.app import App
 from teguh.errors import TeguhError
 
 if TYPE_CHECKING:
@@ -93,13 +94,19 @@ def spawn(
 
 def spawn_task(
     bind: Session | scoped_session[Any] | Connection,
-    client: Client,
+    client: App | Client,
     queue: str,
     task_name: str,
     params: Any = None,
     **options: Any,
 ) -> SpawnResult:
-    """Spawn a task by name inside ``bind``'s transaction (`Client.spawn_task` options)."""
+    """Spawn a task by name inside ``bind``'s transaction (`Client.spawn_task` options).
+
+    ``client`` is a `teguh.App` (its task defaults and ``before_spawn`` hooks
+    apply) or a `teguh.Client`.
+    """
+    if isinstance(client, App):
+        client = client.client
     return client.spawn_task(
         queue,
         task_name,

@@ -46,16 +46,30 @@ def _tasks(client: teguh.Client) -> list[Any]:
         return c.execute("select task_name, params from teguh.t_q").fetchall()
 
 
-def test_session_commit_keeps_the_task(engine: Engine, client: teguh.Client) -> None:
+def test_session_commit_keeps_the_task(engine: Engine, client: teguh.Client, dsn: str) -> None:
+    teguh_app = teguh.App(dsn)
     with Session(engine) as session, session.begin():
         session.execute(text("insert into orders values (1)"))
-        task = teguh.Task(deliver, queue="q", max_attempts=2, client=client)
+        task = teguh_app.task(queue="q", max_attempts=2)(deliver)
         result = spawn(session, task, order_id=1)
         assert result.created
         assert _tasks(client) == []  # not visible outside the transaction yet
     assert _tasks(client) == [(task.name, {"order_id": 1})]
     info = client.get_task("q", result.task_id)
     assert info is not None and info.max_attempts == 2
+    teguh_app.close()
+
+
+def test_spawn_task_through_an_app_applies_its_hooks(
+    engine: Engine, client: teguh.Client, dsn: str
+) -> None:
+    teguh_app = teguh.App(dsn)
+    teguh_app.before_spawn(lambda name, params, options: {**options, "headers": {"by": "hook"}})
+    with Session(engine) as session, session.begin():
+        spawned = spawn_task(session, teguh_app, "q", "by.app", {"n": 1})
+    info = client.get_task("q", spawned.task_id)
+    assert info is not None and info.headers == {"by": "hook"}
+    teguh_app.close()
 
 
 def test_session_rollback_drops_the_task(engine: Engine, client: teguh.Client) -> None:

@@ -87,7 +87,11 @@ def conninfo(alias: str) -> str:
     )
 
 
+def unpooled_pool() -> ConnectionPool[Any]:
+    """Return a pool that is never opened: for apps and clients used only with ``conn=``."""
+    return ConnectionPool("", open=False, name="teguh-django-unused")
+
+
 def connection_client(*, check_schema: bool = True) -> Client:
     """Return a `Client` for calls on a caller's connection: its pool never opens."""
-    pool: ConnectionPool[Any] = ConnectionPool("", open=False, name="teguh-django-unused")
-    return Client(pool=pool, check_schema=check_schema)
+    return Client(pool=unpooled_pool(), check_schema=check_schema)

@@ -27,6 +27,7 @@ from django.utils import timezone
 from django.utils.json import normalize_json
 from django.utils.module_loading import import_string
 
+from teguh.app import App
 from teguh.client import Client
 from teguh.contrib.django import _conf
 from teguh.records import Cancellation, RetryStrategy, TaskInfo
@@ -34,7 +35,9 @@ from teguh.records import Cancellation, RetryStrategy, TaskInfo
 __all__ = ["TeguhBackend", "TeguhTask"]
 
 ATTEMPT_PREFIX = "django.attempt."
-"""Checkpoint names under which the worker records each attempt (worker id, start, error)."""
+"""Step names under which the worker records each attempt (worker id, start)."""
+ERROR_PREFIX = "django.error."
+"""Step names under which the worker records each failed attempt's error."""
 
 _STATUS = {
     "pending": TaskResultStatus.READY,
@@ -99,6 +102,10 @@ class TeguhBackend(BaseTaskBackend):  # type: ignore[misc]  # Django is untyped
     ``claim_timeout``, ``poll_interval``...), ``WORKER_IN_PROCESS`` (run a
     worker in each process that serves requests, from its first request).
     ``QUEUES``: the teguh queues (created by ``manage.py migrate``).
+
+    ``backend.app`` is the backend's `teguh.App`: its ``before_spawn`` hooks
+    see every enqueue, and its middleware (``backend.app.use(...)``) wraps
+    every execution by this backend's workers.
     """
 
     task_class = TeguhTask
@@ -111,14 +118,12 @@ class TeguhBackend(BaseTaskBackend):  # type: ignore[misc]  # Django is untyped
         super().__init__(alias, params)
         self.database: str = self.options.get("DATABASE", _conf.DEFAULT_DATABASE)
         self.worker_options: dict[str, Any] = dict(self.options.get("WORKER", {}))
-        self._client: Client | None = None
+        self.app = App(pool=_conf.unpooled_pool())
 
     @property
     def client(self) -> Client:
-        """A `teguh.Client` for calls on Django's connection (it opens no pool)."""
-        if self._client is None:
-            self._client = _conf.connection_client()
-        return self._client
+        """The `teguh.Client` of `app`, used only on Django's connection (it opens no pool)."""
+        return self.app.client
 
     # -- enqueue ----------------------------------------------------------------------
 
@@ -148,10 +153,13 @@ class TeguhBackend(BaseTaskBackend):  # type: ignore[misc]  # Django is untyped
                 run_after = timezone.make_aware(run_after)
             options["available_at"] = run_after
         if isinstance(task, TeguhTask):
-            options["max_attempts"] = task.max_attempts
-            options["retry_strategy"] = task.retry
-            options["cancellation"] = task.cancellation
-            options["idempotency_key"] = task.idempotency_key
+            extra = {
+                "max_attempts": task.max_attempts,
+                "retry_strategy": task.retry,
+                "cancellation": task.cancellation,
+                "idempotency_key": task.idempotency_key,
+            }
+            options.update({k: v for k, v in extra.items() if v is not None})
         with transaction.mark_for_rollback_on_error(using=self.database):
             spawned = self.client.spawn_task(
                 task.queue_name,
@@ -207,8 +215,8 @@ class TeguhBackend(BaseTaskBackend):  # type: ignore[misc]  # Django is untyped
             raise TaskResultDoesNotExist(f"{info.task_id} is not a Django task")
         if task.queue_name != queue or task.backend != self.alias:
             task = replace(task, queue_name=queue, backend=self.alias)
-        attempts = attempt_records(checkpoints)
-        errors = [_task_error(a["error"]) for a in attempts if a.get("error")]
+        attempts = numbered(checkpoints, ATTEMPT_PREFIX)
+        errors = [_task_error(e) for e in numbered(checkpoints, ERROR_PREFIX)]
         status = _STATUS[info.state]
         if info.state == "failed" and not errors and info.last_failure:
             errors.append(_task_error(info.last_failure))  # recorded by the engine, not the runner
@@ -258,12 +266,12 @@ def django_task(module_path: str) -> Task | None:
     return found if isinstance(found, Task) else None
 
 
-def attempt_records(checkpoints: dict[str, Any]) -> list[dict[str, Any]]:
-    """Return the runner's per-attempt records, by attempt number."""
+def numbered(checkpoints: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
+    """Return the runner's per-attempt records named ``<prefix><n>``, by attempt number."""
     found: dict[int, dict[str, Any]] = {}
     for name, state in checkpoints.items():
-        if name.startswith(ATTEMPT_PREFIX) and isinstance(state, dict):
-            suffix = name[len(ATTEMPT_PREFIX) :]
+        if name.startswith(prefix) and isinstance(state, dict):
+            suffix = name[len(prefix) :]
             if suffix.isdigit():
                 found[int(suffix)] = state
     return [found[n] for n in sorted(found)]

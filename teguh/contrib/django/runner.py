@@ -1,22 +1,24 @@
 """Run Django tasks on teguh's worker threads.
 
-`DjangoRunner` is a raw ``fn(ctx)`` handler for every task name of the
-backend's queues: it imports the Django task by its ``module_path``, calls it
-with the stored args and kwargs, and sends ``task_started`` and
-``task_finished``. Django's database connections are handled per thread as
-Django's request cycle handles them: `close_old_connections` before and after
-each task, so ``CONN_MAX_AGE`` and ``CONN_HEALTH_CHECKS`` apply and a broken
-connection never leaks into the next task.
+`DjangoRunner` is a raw ``fn(ctx)`` handler (``worker.handle("*", ...)``)
+for every task name of the backend's queues: it imports the Django task by its
+``module_path``, calls it with the stored args and kwargs, and sends
+``task_started`` and ``task_finished``. `django_connections` is the execution
+middleware that handles Django's database connections per thread as Django's
+request cycle does.
 
-Each attempt records ``{"worker_id", "started_at", "error"}`` as the
-checkpoint ``django.attempt.<n>``, which `TeguhBackend.get_result` reads for
-``worker_ids``, ``last_attempted_at`` and one `TaskError` per failed attempt.
+Each attempt records ``{"worker_id", "started_at"}`` as the step
+``django.attempt.<n>`` and, when it raises, ``{"exception_class_path",
+"traceback"}`` as ``django.error.<n>``; `TeguhBackend.get_result` reads them
+for ``worker_ids``, ``last_attempted_at`` and one `TaskError` per failed
+attempt.
 """
 
 from __future__ import annotations
 
 import logging
 import traceback
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -29,12 +31,12 @@ from django.utils import timezone
 from django.utils.json import normalize_json
 
 from teguh.context import TaskContext
-from teguh.contrib.django.backend import ATTEMPT_PREFIX, TeguhBackend, attempt_records, django_task
+from teguh.contrib.django.backend import ATTEMPT_PREFIX, ERROR_PREFIX, TeguhBackend, django_task
 from teguh.errors import TeguhError
 
 logger = logging.getLogger("teguh.contrib.django")
 
-__all__ = ["DjangoRunner", "NotADjangoTask"]
+__all__ = ["DjangoRunner", "NotADjangoTask", "django_connections"]
 
 
 class NotADjangoTask(TeguhError):
@@ -42,19 +44,12 @@ class NotADjangoTask(TeguhError):
 
 
 class DjangoRunner:
-    """The worker handler that runs the Django tasks of ``backend`` (``runner(ctx)``)."""
+    """The raw worker handler that runs the Django tasks of ``backend`` (``runner(ctx)``)."""
 
     def __init__(self, backend: TeguhBackend) -> None:
         self.backend = backend
 
     def __call__(self, ctx: TaskContext) -> Any:
-        close_old_connections()
-        try:
-            return self.run(ctx)
-        finally:
-            close_old_connections()
-
-    def run(self, ctx: TaskContext) -> Any:
         """Run one attempt of the Django task behind ``ctx``; return its JSON result."""
         task = django_task(ctx.task_name)
         if task is None:
@@ -65,32 +60,27 @@ class DjangoRunner:
         params = ctx.params if isinstance(ctx.params, dict) else {}
         args = list(params.get("args", []))
         kwargs = dict(params.get("kwargs", {}))
-        client, queue = ctx.client, ctx.queue
-        previous = attempt_records(client.get_checkpoints(queue, ctx.task_id, ctx.run_id))
-        now = timezone.now()
-        record: dict[str, Any] = {
-            "worker_id": ctx.worker_id or "",
-            "started_at": now.isoformat(),
-            "error": None,
-        }
-        checkpoint = f"{ATTEMPT_PREFIX}{ctx.attempt}"
-        client.set_checkpoint(queue, ctx.task_id, checkpoint, record, ctx.run_id)
-        worker_ids = [a.get("worker_id") or "" for a in previous][: ctx.attempt - 1]
-        worker_ids += [""] * (ctx.attempt - 1 - len(worker_ids))  # attempts that left no record
-        worker_ids.append(record["worker_id"])
-        first = previous[0].get("started_at") if previous else None
+        # A step: written once per attempt, the same after a durable sleep resumes it.
+        record: dict[str, Any] = ctx.step(
+            f"{ATTEMPT_PREFIX}{ctx.attempt}",
+            _attempt_record,
+            ctx.worker_id or "",
+        )
+        started_at = datetime.fromisoformat(record["started_at"])
+        # Earlier attempts' workers are in get_result(); this attempt's is known here.
+        worker_ids = [""] * (ctx.attempt - 1) + [record["worker_id"]]
         result = TaskResult(
             task=task,
             id=str(ctx.task_id),
             status=TaskResultStatus.RUNNING,
             enqueued_at=_uuid7_time(ctx.task_id),
-            started_at=datetime.fromisoformat(first) if first else now,
+            started_at=started_at,
             finished_at=None,
-            last_attempted_at=now,
+            last_attempted_at=started_at,
             args=args,
             kwargs=kwargs,
             backend=self.backend.alias,
-            errors=[_error(a["error"]) for a in previous if a.get("error")],
+            errors=[],
             worker_ids=worker_ids,
         )
         sender = type(self.backend)
@@ -106,9 +96,8 @@ class DjangoRunner:
                 "exception_class_path": f"{type(exc).__module__}.{type(exc).__qualname__}",
                 "traceback": "".join(traceback.format_exception(exc)),
             }
-            record["error"] = error
             try:
-                client.set_checkpoint(queue, ctx.task_id, checkpoint, record, ctx.run_id)
+                ctx.step(f"{ERROR_PREFIX}{ctx.attempt}", lambda: error)
             except Exception:  # the failure itself is still recorded by the worker
                 logger.warning("could not record the error of %s", ctx.task_id, exc_info=True)
             result.errors.append(_error(error))
@@ -121,6 +110,24 @@ class DjangoRunner:
         object.__setattr__(result, "_return_value", value)
         task_finished.send(sender, task_result=result)
         return value
+
+
+def django_connections(ctx: TaskContext, call_next: Callable[[TaskContext], Any]) -> Any:
+    """Middleware: handle Django's connections around a task as its request cycle does.
+
+    `close_old_connections` before and after: ``CONN_MAX_AGE`` and
+    ``CONN_HEALTH_CHECKS`` apply to worker threads, and a connection broken
+    by one task is not handed to the next.
+    """
+    close_old_connections()
+    try:
+        return call_next(ctx)
+    finally:
+        close_old_connections()
+
+
+def _attempt_record(worker_id: str) -> dict[str, Any]:
+    return {"worker_id": worker_id, "started_at": timezone.now().isoformat()}
 
 
 def _error(error: dict[str, Any]) -> TaskError:

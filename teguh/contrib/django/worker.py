@@ -16,38 +16,31 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from teguh.client import Client
-from teguh.contrib._workers import WorkerGroup
+from teguh.app import App
 from teguh.contrib.django import _conf
 from teguh.contrib.django.backend import TeguhBackend
-from teguh.contrib.django.runner import DjangoRunner
+from teguh.contrib.django.runner import DjangoRunner, django_connections
+from teguh.worker import Worker
 
 __all__ = ["make_worker"]
 
 logger = logging.getLogger("teguh.contrib.django")
 
 
-class DjangoWorker(WorkerGroup):
-    """A `WorkerGroup` that owns its client (closed when the worker stops)."""
-
-    def stop(self, timeout: float | None = None) -> None:
-        try:
-            super().stop(timeout)
-        finally:
-            self.client.close()
-
-
 def make_worker(
     backend: str | TeguhBackend = "default",
     queues: Sequence[str] | None = None,
     **options: Any,
-) -> WorkerGroup:
-    """Return a (not started) worker running the Django tasks of a teguh backend.
+) -> Worker:
+    """Return a (not started) `teguh.Worker` running the Django tasks of a teguh backend.
 
     ``backend``: an alias of ``settings.TASKS`` or the backend itself;
     ``queues``: default, the backend's ``QUEUES``; ``options``: `teguh.Worker`
     keywords over ``OPTIONS["WORKER"]`` (``concurrency``, ``claim_timeout``...).
-    ``start()``/``stop(timeout)`` it, or ``run()`` it (blocks, handles signals).
+    ``start()`` and ``stop(timeout)`` it, or ``run()`` it (blocks, handles
+    signals). It connects to the backend's database with Django's settings of
+    the moment (the test database under ``manage.py test``); its app opens no
+    pool of its own unless you call ``worker.drain()`` (then ``worker.app.close()``).
     """
     from django.tasks import task_backends
 
@@ -58,13 +51,14 @@ def make_worker(
     unknown = sorted(set(names) - found.queues)
     if unknown:
         raise ValueError(f"queue(s) {', '.join(unknown)} not in TASKS[{found.alias!r}]['QUEUES']")
+    app = App(_conf.conninfo(found.database), min_size=1, max_size=2)
+    app.use(django_connections)
+    for middleware in found.app.middleware:
+        app.use(middleware)
     merged = {**found.worker_options, **options}
-    client = Client(_conf.conninfo(found.database), min_size=1, max_size=2)
-    try:
-        return DjangoWorker(client, names, DjangoRunner(found), **merged)
-    except BaseException:
-        client.close()
-        raise
+    worker = app.worker(names, **merged)
+    worker.handle("*", DjangoRunner(found))
+    return worker
 
 
 class _InProcess:
@@ -73,7 +67,7 @@ class _InProcess:
     def __init__(self, alias: str) -> None:
         self.alias = alias
         self.lock = threading.Lock()
-        self.worker: WorkerGroup | None = None
+        self.worker: Worker | None = None
         self.pid: int | None = None
         atexit.register(self.stop)
 
@@ -94,6 +88,7 @@ class _InProcess:
             mine = self.pid == os.getpid()
         if worker is not None and mine:
             worker.stop(10)
+            worker.app.close()
 
 
 _in_process: dict[str, _InProcess] = {}

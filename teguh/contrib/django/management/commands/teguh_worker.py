@@ -10,7 +10,7 @@ from django.tasks import task_backends
 
 from teguh.contrib.django.backend import TeguhBackend
 from teguh.contrib.django.worker import make_worker
-from teguh.errors import SchemaError
+from teguh.errors import QueueNotFound, SchemaError
 
 
 class Command(BaseCommand):  # type: ignore[misc]  # Django is untyped
@@ -31,7 +31,7 @@ class Command(BaseCommand):  # type: ignore[misc]  # Django is untyped
             help="queue to serve; repeat or separate with commas (default: the backend's QUEUES)",
         )
         parser.add_argument(
-            "-c", "--concurrency", type=int, help="tasks run at once, per queue (default 10)"
+            "-c", "--concurrency", type=int, help="tasks run at once, all queues together (default 10)"
         )
         parser.add_argument("--claim-timeout", type=float, help="lease of a claimed run, seconds")
         parser.add_argument(
@@ -59,17 +59,16 @@ class Command(BaseCommand):  # type: ignore[misc]  # Django is untyped
             worker = make_worker(backend, queues or None, **worker_options)
         except (TypeError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
-        try:
-            worker.client.check_schema()
-        except SchemaError as exc:
-            worker.client.close()
-            raise CommandError(f"{exc} (run `python manage.py migrate`)") from exc
         # The main thread's connection is not used while the worker runs.
         connections.close_all()
         self.stdout.write(f"teguh worker: queues {', '.join(worker.queues)} of TASKS[{alias!r}]")
         self.stdout.flush()
         try:
-            worker.run()
+            code = worker.run()
+        except (SchemaError, QueueNotFound) as exc:
+            raise CommandError(f"{exc} (run `python manage.py migrate`)") from exc
         finally:
-            worker.client.close()
+            worker.app.close()
         self.stdout.write("teguh worker: stopped")
+        if code:
+            raise SystemExit(code)  # a second signal handed running tasks back
