@@ -196,7 +196,7 @@ def test_manage_py_test(django_env: dict[str, str]) -> None:
     proc = manage(django_env, "test", "shop", "--noinput", "-v", "2")
     out, _ = proc.communicate(timeout=180)
     assert proc.returncode == 0, out
-    assert "Ran 3 tests" in out
+    assert "Ran 4 tests" in out
     assert "Destroying test database" in out
 
 

@@ -36,10 +36,26 @@ class EnqueueTests(TestCase):
 
 
 class WorkerTests(TransactionTestCase):
-    def test_in_process_worker_runs_the_task(self) -> None:
+    """Committed tasks run in the test's thread with worker.drain() (no polling)."""
+
+    def test_drain_runs_the_committed_task(self) -> None:
+        order = Order.objects.create(email="b@example.com")
+        result = fulfil.enqueue(order.pk)
+        worker = make_worker("default", ["default"])
+        try:
+            ran = worker.drain(timeout=30)
+        finally:
+            worker.app.close()  # drain() used the app's pool: the test database can be dropped
+        self.assertEqual(ran, 1)
+        result.refresh()
+        self.assertEqual(result.status, TaskResultStatus.SUCCESSFUL)
+        self.assertEqual(result.return_value["order_id"], order.pk)
+        self.assertTrue(Order.objects.get(pk=order.pk).fulfilled)
+
+    def test_started_worker_runs_the_task(self) -> None:
         import time
 
-        order = Order.objects.create(email="b@example.com")
+        order = Order.objects.create(email="c@example.com")
         result = fulfil.enqueue(order.pk)
         worker = make_worker("default", ["default"], poll_interval=0.5).start()
         try:
@@ -48,6 +64,5 @@ class WorkerTests(TransactionTestCase):
                 time.sleep(0.05)
                 result.refresh()
         finally:
-            worker.stop(5)  # closes its pool: the test database can be dropped
+            worker.stop(5)  # it opened only its own pool, closed here
         self.assertEqual(result.status, TaskResultStatus.SUCCESSFUL)
-        self.assertTrue(Order.objects.get(pk=order.pk).fulfilled)
