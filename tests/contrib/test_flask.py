@@ -208,3 +208,26 @@ def test_concurrent_first_requests_start_one_worker(app: Flask) -> None:
     for t in threads:
         t.join(30)
     assert len(started) == 4 and len({id(g) for g in started}) == 1
+
+
+def test_middleware_runs_inside_the_app_context(app: Flask) -> None:
+    from flask import current_app
+
+    seen: list[str] = []
+
+    def record(ctx: teguh.TaskContext, call_next: Any) -> Any:
+        seen.append(current_app.name)  # raises outside an app context
+        return call_next(ctx)
+
+    teguh_ext.use(record)
+    try:
+        with app.app_context():
+            spawned = fulfil.spawn(order_id=1)
+        worker = teguh_ext.make_worker(app)
+        assert worker.drain(timeout=30) == 1
+    finally:
+        teguh_ext.middleware.remove(record)
+    assert seen == [app.name]
+    # no order 1: the task failed inside the app context, as the handler ran there too
+    info = _task(app, str(spawned.task_id))
+    assert info is not None and "no order 1" in str(info.last_failure)

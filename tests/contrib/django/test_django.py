@@ -294,3 +294,25 @@ def test_outdated_schema_check() -> None:
                 f"language sql immutable as $$ select '{int(current)}'::text $$"
             )
     assert "version 0" in found.get("teguh.W102", ""), found
+
+
+def test_before_spawn_hooks_of_the_backend_app_see_every_enqueue() -> None:
+    from django.tasks import default_task_backend
+    from shop.tasks import send_email
+
+    from teguh.contrib.django._conf import raw_connection
+
+    hooks = default_task_backend.app._hooks
+
+    def hook(name: str, params: Any, options: dict[str, Any]) -> dict[str, Any]:
+        return {**options, "headers": {"traceparent": "00-abc-01"}}
+
+    default_task_backend.app.before_spawn(hook)
+    try:
+        result = send_email.enqueue("hooked@example.com")
+    finally:
+        hooks.remove(hook)
+    info = default_task_backend.client.get_task(
+        "emails", uuid.UUID(result.id), conn=raw_connection("default")
+    )
+    assert info is not None and info.headers == {"traceparent": "00-abc-01"}
