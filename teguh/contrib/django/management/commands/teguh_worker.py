@@ -31,7 +31,10 @@ class Command(BaseCommand):  # type: ignore[misc]  # Django is untyped
             help="queue to serve; repeat or separate with commas (default: the backend's QUEUES)",
         )
         parser.add_argument(
-            "-c", "--concurrency", type=int, help="tasks run at once, all queues together (default 10)"
+            "-c",
+            "--concurrency",
+            type=int,
+            help="tasks run at once, all queues together (default 10)",
         )
         parser.add_argument("--claim-timeout", type=float, help="lease of a claimed run, seconds")
         parser.add_argument(
