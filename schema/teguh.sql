@@ -10,7 +10,8 @@
 --   c_<q>  step checkpoints (task_id, name)      upsert
 --   e_<q>  emitted events, first write wins      insert
 --   w_<q>  tasks waiting for an event            insert on await, delete on wake/timeout
--- plus teguh.queues, one row per queue.
+-- plus teguh.queues, one row per queue, and teguh.queues_ticks, when the ticker
+-- last looked at each queue (for its NOTIFY of work that fell due).
 --
 -- Names of generated objects: every per-queue object is named <kind>_<queue>,
 -- where <kind> is a fixed word of at most 7 lowercase letters with no
@@ -46,16 +47,26 @@
 -- Functions (docs/sql-reference.md has the full contract):
 --   queues:   create_queue, drop_queue, list_queues, queue_stats
 --   spawn:    spawn_task, spawn_tasks
---   workers:  claim_task, complete_run, fail_run, schedule_run, extend_claim, extend_claims
+--   workers:  claim_task, claim_runs, complete_run, complete_runs, fail_run, schedule_run,
+--             extend_claim, extend_claims
 --   steps:    set_task_checkpoint_state, get_task_checkpoint_state, get_task_checkpoint_states
 --   events:   await_event, wait_event, emit_event
 --   tasks:    cancel_task, retry_task, get_task_result, get_task
 --   time:     ticker, next_wake_at, cleanup_tasks, cleanup_all_queues, start, stop
 --   misc:     version, portable_uuidv7, current_time
+--   security: grant_role, grant_producer, grant_worker, grant_monitor, grant_admin, revoke_role,
+--             allow_fake_time (schema owner only, like start and stop)
+--
+-- Security (last section, docs/security.md): the owner of schema teguh owns
+-- every object in it; application roles only EXECUTE the public functions of
+-- their kind, which run as the owner (security definer); every function pins
+-- search_path = pg_catalog, pg_temp (but the two per-task uuid functions,
+-- schema-qualified throughout). Tables: teguh.settings, teguh.role_grants.
 --
 -- Errors: 22023 invalid argument (COLUMN names it), 42704 unknown queue,
 -- P0002 unknown task, AB001 task cancelled, AB002 run not active,
--- 55000 task in the wrong state.
+-- 55000 task in the wrong state, 42501 insufficient privilege (a function
+-- of another kind of role, or teguh.fake_now set where fake time is not allowed).
 
 create schema if not exists teguh;
 
@@ -69,29 +80,71 @@ create table if not exists teguh.queues (
 -- Time, identifiers, version
 -- ---------------------------------------------------------------------------
 
+-- The schema version of this teguh.sql ('2'); teguh.schema checks it. No errors.
 create or replace function teguh.version() returns text
 language sql immutable as $$ select '2'::text $$;
 
--- The engine's clock: the teguh.fake_now setting when set (tests), else the
--- statement's start time (stable, so it can drive index conditions).
+-- The engine's clock: the statement's start time (stable, so it can drive
+-- index conditions), or the teguh.fake_now setting when the schema owner has
+-- allowed fake time in this database (teguh.allow_fake_time(), test
+-- databases). Raises 42501 when teguh.fake_now is set but fake time is not
+-- allowed, 22023 (COLUMN teguh.fake_now) when it does not parse: a session
+-- that believes its clock is fake never silently runs on real time.
 create or replace function teguh.current_time() returns timestamptz
-language sql stable as $$
-  select coalesce(nullif(current_setting('teguh.fake_now', true), '')::timestamptz,
-                  statement_timestamp())
+language plpgsql stable as $$
+declare
+  v_fake text := current_setting('teguh.fake_now', true);
+begin
+  if v_fake is null or v_fake = '' then
+    return statement_timestamp();
+  end if;
+  return teguh._fake_now(v_fake);
+end
+$$;
+
+-- teguh.fake_now as a timestamp, if the schema owner allowed fake time.
+create or replace function teguh._fake_now(p_value text) returns timestamptz
+language plpgsql stable as $$
+declare
+  v_at timestamptz;
+begin
+  if not exists (select 1 from teguh.settings s where s.name = 'allow_fake_time' and s.value = 'on') then
+    raise exception 'teguh.fake_now is set (%) but fake time is not allowed in database %',
+                    quote_literal(p_value), current_database()
+      using errcode = '42501',
+            hint = 'Reset teguh.fake_now, or have the owner of schema teguh run select teguh.allow_fake_time(true) (test databases only).';
+  end if;
+  begin
+    v_at := p_value::timestamptz;
+  exception when data_exception then
+    v_at := null;
+  end;
+  if v_at is null or not isfinite(v_at) then
+    raise exception 'invalid teguh.fake_now: expected a finite timestamp with time zone, got %', quote_literal(p_value)
+      using errcode = '22023', column = 'teguh.fake_now';
+  end if;
+  return v_at;
+end
 $$;
 
 -- A version 7 UUID for the given instant: 48 bits of Unix milliseconds, then
 -- random bits from gen_random_uuid() (core since PostgreSQL 13, drawn from the
 -- same strong random source as pgcrypto's gen_random_bytes).
+--
+-- This function and portable_uuidv7() run once per spawned task, so unlike
+-- every other function they do not pin search_path (a SET clause costs a few
+-- microseconds per call): every name in them is schema-qualified instead,
+-- operators included, so no search_path can redirect them.
 create or replace function teguh._uuidv7_at(p_at timestamptz) returns uuid
 language plpgsql volatile as $$
 declare
-  v_bytes bytea := uuid_send(gen_random_uuid());
+  v_bytes pg_catalog.bytea := pg_catalog.uuid_send(pg_catalog.gen_random_uuid());
+  v_ms    bigint           := pg_catalog.floor(extract(epoch from p_at) operator(pg_catalog.*) 1000)::bigint;
 begin
-  v_bytes := overlay(v_bytes placing substring(int8send(floor(extract(epoch from p_at) * 1000)::bigint) from 3)
-                     from 1 for 6);
-  v_bytes := set_byte(v_bytes, 6, (get_byte(v_bytes, 6) & 15) | 112);
-  return encode(v_bytes, 'hex')::uuid;
+  v_bytes := overlay(v_bytes placing substring(pg_catalog.int8send(v_ms) from 3) from 1 for 6);
+  v_bytes := pg_catalog.set_byte(v_bytes, 6,
+                                 (pg_catalog.get_byte(v_bytes, 6) operator(pg_catalog.&) 15) operator(pg_catalog.|) 112);
+  return pg_catalog.encode(v_bytes, 'hex')::pg_catalog.uuid;
 end
 $$;
 
@@ -102,8 +155,10 @@ language sql immutable as $$
                 || '\x70000000000000000000'::bytea, 'hex')::uuid
 $$;
 
--- Ids follow teguh.current_time() so that fake time and id order agree; the
--- native uuidv7() is used where the server has one and time is real.
+-- A version 7 UUID (portable_uuidv7): ids follow teguh.current_time() so that
+-- fake time and id order agree; the native uuidv7() is used where the server
+-- has one and time is real. Schema-qualified throughout instead of a pinned
+-- search_path (see above). Errors: those of teguh.current_time().
 do $$
 begin
   if to_regprocedure('pg_catalog.uuidv7()') is not null then
@@ -111,7 +166,7 @@ begin
       create or replace function teguh.portable_uuidv7() returns uuid
       language plpgsql volatile as $b$
       begin
-        if coalesce(current_setting('teguh.fake_now', true), '') <> '' then
+        if pg_catalog.current_setting('teguh.fake_now', true) operator(pg_catalog.<>) '' then
           return teguh._uuidv7_at(teguh.current_time());
         end if;
         return pg_catalog.uuidv7();
@@ -123,10 +178,10 @@ begin
       create or replace function teguh.portable_uuidv7() returns uuid
       language plpgsql volatile as $b$
       begin
-        if coalesce(current_setting('teguh.fake_now', true), '') <> '' then
+        if pg_catalog.current_setting('teguh.fake_now', true) operator(pg_catalog.<>) '' then
           return teguh._uuidv7_at(teguh.current_time());
         end if;
-        return teguh._uuidv7_at(clock_timestamp());
+        return teguh._uuidv7_at(pg_catalog.clock_timestamp());
       end
       $b$
     $f$;
@@ -247,7 +302,8 @@ begin
     perform teguh._invalid(p_argument, format('expected a number %s %s and <= %s, got %s',
                                               case when p_strict then '>' else '>=' end, p_min, p_max, p_value));
   end if;
-  return p_value::numeric::double precision;
+  -- nanoseconds at most: 1e-400 would underflow double precision
+  return round(p_value::numeric, 9)::double precision;
 end
 $$;
 
@@ -334,32 +390,32 @@ begin
 end
 $$;
 
+-- A stored number of seconds, read defensively: clamped to [0, 315360000],
+-- p_default when it is not a JSON number.
+create or replace function teguh._stored_seconds(p_value jsonb, p_default double precision)
+returns double precision
+language sql immutable as $$
+  select case when jsonb_typeof(p_value) = 'number'
+              then round(least(greatest(p_value::numeric, 0), 315360000), 9)::double precision
+              else p_default end
+$$;
+
 -- Seconds to wait before the attempt after p_attempt failed. Reads the
 -- stored strategy defensively (a strategy stored by an older version or
--- written directly may hold anything): each value is clamped to its range,
--- one that does not parse falls back to the default strategy, and the
--- exponential delay is capped before it is computed, so neither a huge
--- attempt number nor a huge factor can overflow.
+-- written directly may hold anything): each field is clamped to its range,
+-- a field that is not a number takes its default, and the exponential delay
+-- is capped before it is computed, so that neither a huge attempt number nor
+-- a huge factor can overflow.
 create or replace function teguh._retry_delay(p_strategy jsonb, p_attempt integer) returns double precision
 language plpgsql immutable as $$
 declare
-  v_kind   text;
-  v_base   double precision;
-  v_factor double precision;
-  v_max    double precision;
+  v_kind   text := coalesce(p_strategy->>'kind', 'exponential');
+  v_base   double precision := teguh._stored_seconds(p_strategy->'base_seconds', 1);
+  v_factor double precision := least(greatest(case when jsonb_typeof(p_strategy->'factor') = 'number'
+                                                   then (p_strategy->'factor')::numeric else 2 end, 1), 1000);
+  v_max    double precision := teguh._stored_seconds(p_strategy->'max_seconds', 300);
   v_n      integer := greatest(coalesce(p_attempt, 1) - 1, 0);
 begin
-  begin
-    v_kind := coalesce(p_strategy->>'kind', 'exponential');
-    v_base := least(greatest(coalesce((p_strategy->>'base_seconds')::numeric, 1), 0), 315360000);
-    v_factor := least(greatest(coalesce((p_strategy->>'factor')::numeric, 2), 1), 1000);
-    v_max := least(greatest(coalesce((p_strategy->>'max_seconds')::numeric, 300), 0), 315360000);
-  exception when others then
-    v_kind := 'exponential';
-    v_base := 1;
-    v_factor := 2;
-    v_max := 300;
-  end;
   if v_kind = 'fixed' then
     return v_base;
   elsif v_kind is distinct from 'exponential' then
@@ -433,11 +489,14 @@ begin
     end if;
     perform teguh._check_keys('cancellation', v_value, array['max_delay', 'max_duration']);
     v_value := jsonb_strip_nulls(v_value);
+    -- stored as checked (rounded to nanoseconds), so later arithmetic cannot fail
     if v_value ? 'max_delay' then
-      perform teguh._json_range('cancellation.max_delay', v_value->'max_delay', 0, 315360000, true);
+      v_value := jsonb_set(v_value, '{max_delay}', to_jsonb(
+        teguh._json_range('cancellation.max_delay', v_value->'max_delay', 0, 315360000, true)));
     end if;
     if v_value ? 'max_duration' then
-      perform teguh._json_range('cancellation.max_duration', v_value->'max_duration', 0, 315360000, true);
+      v_value := jsonb_set(v_value, '{max_duration}', to_jsonb(
+        teguh._json_range('cancellation.max_duration', v_value->'max_duration', 0, 315360000, true)));
     end if;
     o_cancellation := nullif(v_value, '{}'::jsonb);
   end if;
@@ -568,8 +627,13 @@ end
 $fn$
 $tmpl$,
 $tmpl$
-create or replace function teguh.{claim}(p_worker_id text, p_claim_timeout integer, p_qty integer, p_now timestamptz)
-returns table (run_id uuid, task_id uuid, attempt integer, task_name text, params jsonb, retry_strategy jsonb,
+create or replace function teguh.{claim}(
+  p_worker_id     text,
+  p_claim_timeout integer,
+  p_qty           integer,
+  p_now           timestamptz,
+  p_run_seq       boolean
+) returns table (run_id uuid, task_id uuid, attempt integer, task_name text, params jsonb, retry_strategy jsonb,
                max_attempts integer, headers jsonb, wake_event text, event_payload jsonb)
 -- Plans are cached and generic: a table of finished tasks, whose states the
 -- planner sees as never 'pending', must not tempt it into a sequential scan.
@@ -616,6 +680,7 @@ begin
     ), started as (
       update teguh.{t} t
          set state = 'running', attempts = ready.attempt, current_run_id = ready.run_id,
+             claims = greatest(t.claims + 1, ready.attempt),
              first_started_at = coalesce(t.first_started_at, p_now),
              cancel_at = case when t.first_started_at is not null then t.cancel_at
                               -- clamped: a value stored by an older version may be huge
@@ -624,11 +689,13 @@ begin
                                                          end::double precision)
                          end
         from ready where t.task_id = ready.task_id
-      returning t.task_id, t.task_name, t.params, t.retry_strategy, t.max_attempts, t.headers
+      returning t.task_id, t.task_name, t.params, t.retry_strategy, t.max_attempts, t.headers, t.claims
     ), leased as (
+      -- a claim_timeout of 0 is a lease that never expires
       insert into teguh.{r} (run_id, task_id, attempt, worker_id, claimed_at, expires_at)
       select ready.run_id, ready.task_id, ready.attempt, p_worker_id, p_now,
-             p_now + make_interval(secs => p_claim_timeout)
+             case when p_claim_timeout = 0 then 'infinity'::timestamptz
+                  else p_now + make_interval(secs => p_claim_timeout) end
         from ready
     ), timed_out as (
       -- runs resumed by an event-wait timeout: drop the wait, checkpoint the timeout
@@ -639,7 +706,8 @@ begin
       select timed_out.task_id, timed_out.step_name, null, true, timed_out.run_id, p_now from timed_out
       on conflict (task_id, checkpoint_name) do nothing
     )
-    select ready.run_id, ready.task_id, ready.attempt, started.task_name, started.params, started.retry_strategy,
+    select ready.run_id, ready.task_id, case when p_run_seq then started.claims else ready.attempt end,
+           started.task_name, started.params, started.retry_strategy,
            started.max_attempts, started.headers, ready.wake_event, ready.event_payload
       from ready join started on started.task_id = ready.task_id
      order by ready.priority desc, ready.available_at, ready.seq;
@@ -711,7 +779,9 @@ begin
     return coalesce(v_state, 'missing');
   end if;
   if p_extend_by is not null then
-    update teguh.{r} r set expires_at = p_now + make_interval(secs => p_extend_by) where r.run_id = p_owner_run;
+    -- a lease that never expires (claim_timeout 0) stays so
+    update teguh.{r} r set expires_at = p_now + make_interval(secs => p_extend_by)
+     where r.run_id = p_owner_run and r.expires_at < 'infinity';
   end if;
   insert into teguh.{c} as c (task_id, checkpoint_name, state, timed_out, owner_run, updated_at)
   values (p_task_id, p_step_name, p_state, false, p_owner_run, p_now)
@@ -771,6 +841,8 @@ begin
       completed_payload jsonb,
       last_failure     jsonb,
       cancelled_at     timestamptz,
+      -- claims so far, resumes included: the run sequence claim_task reports
+      claims           integer     not null default 0,
       constraint %I primary key (task_id)
     ) with (fillfactor = 50)$t$, 't_' || p_queue_name, 'tpk_' || p_queue_name);
   -- Only columns that never change after insert (or change only for tasks
@@ -852,6 +924,8 @@ begin
 end
 $$;
 
+-- Creates queue p_queue_name (its six tables and hot-path functions);
+-- idempotent. Errors: 22023 an invalid name.
 create or replace function teguh.create_queue(p_queue_name text) returns void
 language plpgsql as $$
 begin
@@ -861,9 +935,12 @@ begin
   perform teguh._create_queue_tables(p_queue_name);
   perform teguh._create_queue_functions(p_queue_name);
   insert into teguh.queues (queue_name) values (p_queue_name) on conflict do nothing;
+  perform teguh._secure_functions();  -- the queue's new functions
 end
 $$;
 
+-- Drops a queue with all its tasks, runs, checkpoints and events; a
+-- missing queue is a no-op. Errors: 22023 an invalid name.
 create or replace function teguh.drop_queue(p_queue_name text) returns void
 language plpgsql as $$
 declare
@@ -887,15 +964,21 @@ begin
 end
 $$;
 
-create or replace function teguh.list_queues() returns table (queue_name text)
+-- Every queue with its creation time, in name order. No errors.
+create or replace function teguh.list_queues() returns table (queue_name text, created_at timestamptz)
 language sql stable as $$
-  select q.queue_name from teguh.queues q order by q.queue_name
+  select q.queue_name, q.created_at from teguh.queues q order by q.queue_name
 $$;
 
 -- ---------------------------------------------------------------------------
 -- Spawning
 -- ---------------------------------------------------------------------------
 
+-- Creates a task and its first run, ready at once or at available_at /
+-- after delay_seconds; an idempotency_key already used returns that task
+-- with created = false. Errors: 22023 (task_name, options: headers,
+-- retry_strategy, max_attempts, priority, cancellation, idempotency_key,
+-- available_at, delay_seconds), 42704 unknown queue.
 create or replace function teguh.spawn_task(
   p_queue_name     text,
   p_task_name text,
@@ -917,6 +1000,9 @@ begin
 end
 $$;
 
+-- Spawns one task per element of the JSON array p_params with the same
+-- options, atomically, in order; idempotency_keys gives one key per task.
+-- Errors: 22023 (task_name, params, options, idempotency_keys), 42704.
 create or replace function teguh.spawn_tasks(
   p_queue_name     text,
   p_task_name text,
@@ -1169,29 +1255,66 @@ begin
 end
 $$;
 
-create or replace function teguh.claim_task(
-  p_queue_name         text,
+-- Validates a claim's arguments and runs the queue's claim function.
+-- p_run_seq selects what the attempt column reports (see claim_task).
+create or replace function teguh._claim(
+  p_queue_name    text,
   p_worker_id     text,
-  p_claim_timeout integer default 30,
-  p_qty           integer default 1
+  p_claim_timeout integer,
+  p_qty           integer,
+  p_run_seq       boolean
 ) returns table (run_id uuid, task_id uuid, attempt integer, task_name text, params jsonb, retry_strategy jsonb,
                  max_attempts integer, headers jsonb, wake_event text, event_payload jsonb)
 language plpgsql as $$
 begin
   perform teguh._assert_queue(p_queue_name);
   perform teguh._check_name('worker_id', p_worker_id);
-  perform teguh._check_seconds('claim_timeout', p_claim_timeout, 1);
+  -- 0: a lease that never expires
+  perform teguh._check_seconds('claim_timeout', p_claim_timeout, 0);
   if p_qty is null or p_qty < 1 or p_qty > 10000 then
     perform teguh._invalid('qty', format('expected an integer between 1 and 10000, got %s', coalesce(p_qty::text, 'null')));
   end if;
-  return query execute format('select * from teguh.%I($1, $2, $3, $4)', '_claim_' || p_queue_name)
-    using p_worker_id, p_claim_timeout, p_qty, teguh.current_time();
+  return query execute format('select * from teguh.%I($1, $2, $3, $4, $5)', '_claim_' || p_queue_name)
+    using p_worker_id, p_claim_timeout, p_qty, teguh.current_time(), p_run_seq;
 end
+$$;
+
+-- Leases up to p_qty ready runs for p_claim_timeout seconds (0: a lease that
+-- never expires), recovering expired leases and enforcing cancellation
+-- deadlines first. The attempt column is the run sequence the Go client
+-- expects: 1 on the first claim, one more on every later claim, a resume
+-- after a sleep or an event included; max_attempts and backoff still count
+-- failures only (teguh.claim_runs reports that attempt number).
+-- Errors: 22023 (worker_id, claim_timeout, qty), 42704 unknown queue.
+create or replace function teguh.claim_task(
+  p_queue_name    text,
+  p_worker_id     text,
+  p_claim_timeout integer default 30,
+  p_qty           integer default 1
+) returns table (run_id uuid, task_id uuid, attempt integer, task_name text, params jsonb, retry_strategy jsonb,
+                 max_attempts integer, headers jsonb, wake_event text, event_payload jsonb)
+language sql as $$
+  select * from teguh._claim(p_queue_name, p_worker_id, p_claim_timeout, p_qty, true)
+$$;
+
+-- claim_task with attempt = the attempt number (failures so far + 1), which
+-- a resume after a sleep or an event keeps: the Python worker's claim.
+-- Errors: as claim_task.
+create or replace function teguh.claim_runs(
+  p_queue_name    text,
+  p_worker_id     text,
+  p_claim_timeout integer default 30,
+  p_qty           integer default 1
+) returns table (run_id uuid, task_id uuid, attempt integer, task_name text, params jsonb, retry_strategy jsonb,
+                 max_attempts integer, headers jsonb, wake_event text, event_payload jsonb)
+language sql as $$
+  select * from teguh._claim(p_queue_name, p_worker_id, p_claim_timeout, p_qty, false)
 $$;
 
 -- Completes many runs of one queue in one statement (a worker's batched
 -- completions). Returns the runs that were not completed: 'cancelled' or
 -- 'lost' (not the task's active run any more); the others are completed.
+-- Errors: 22023 (run_ids, states), 42704 unknown queue.
 create or replace function teguh.complete_runs(p_queue_name text, p_run_ids uuid[], p_states jsonb[] default null)
 returns table (run_id uuid, status text)
 language plpgsql as $$
@@ -1210,6 +1333,8 @@ begin
 end
 $$;
 
+-- Completes the task of an active run with result p_state.
+-- Errors: 42704 unknown queue, AB001 task cancelled, AB002 run not active.
 create or replace function teguh.complete_run(p_queue_name text, p_run_id uuid, p_state jsonb default null)
 returns void
 language plpgsql as $$
@@ -1242,6 +1367,9 @@ begin
 end
 $$;
 
+-- Ends an active run as failed with p_reason: the next attempt is queued
+-- after the retry strategy's backoff (or at p_retry_at) while attempts
+-- remain, else the task fails. Errors: 22023 (reason), 42704, AB001, AB002.
 create or replace function teguh.fail_run(p_queue_name text, p_run_id uuid, p_reason jsonb, p_retry_at timestamptz default null)
 returns void
 language plpgsql as $$
@@ -1263,6 +1391,7 @@ $$;
 
 -- A durable sleep: the run leaves its lease and is claimable again at
 -- p_wake_at, with the same run id and attempt.
+-- Errors: 22023 (wake_at), 42704, AB001 task cancelled, AB002 run not active.
 create or replace function teguh.schedule_run(p_queue_name text, p_run_id uuid, p_wake_at timestamptz)
 returns void
 language plpgsql as $$
@@ -1286,6 +1415,8 @@ begin
 end
 $$;
 
+-- Heartbeat: the run's lease becomes now + p_extend_by (a lease that never
+-- expires stays so). Errors: 22023 (extend_by), 42704, AB001, AB002.
 create or replace function teguh.extend_claim(p_queue_name text, p_run_id uuid, p_extend_by integer)
 returns void
 language plpgsql as $$
@@ -1297,7 +1428,7 @@ begin
   -- the lease becomes now + extend_by: heartbeats do not accumulate
   execute format($q$
     with extended as (
-      update teguh.%1$I r set expires_at = $2
+      update teguh.%1$I r set expires_at = case when r.expires_at = 'infinity' then r.expires_at else $2 end
         from teguh.%2$I t
        where r.run_id = $1 and t.task_id = r.task_id and t.current_run_id = $1 and t.state = 'running'
       returning 1
@@ -1311,6 +1442,7 @@ $$;
 
 -- The batched heartbeat of one worker. Returns only the runs that were not
 -- extended: 'cancelled' (their lease is released here) or 'lost'.
+-- Errors: 22023 (worker_id, run_ids, extend_by), 42704 unknown queue.
 create or replace function teguh.extend_claims(p_queue_name text, p_worker_id text, p_run_ids uuid[], p_extend_by integer)
 returns table (run_id uuid, status text)
 language plpgsql as $$
@@ -1332,7 +1464,7 @@ begin
        order by r.run_id
          for no key update skip locked
     ), extended as (
-      update teguh.%1$I r set expires_at = $3
+      update teguh.%1$I r set expires_at = case when r.expires_at = 'infinity' then r.expires_at else $3 end
         from mine, teguh.%2$I t
        where r.run_id = mine.run_id
          and t.task_id = r.task_id and t.current_run_id = r.run_id and t.state = 'running'
@@ -1376,6 +1508,9 @@ begin
 end
 $$;
 
+-- Records step p_step_name's result for an active run (upsert), and
+-- extends its lease by p_extend_claim_by when given.
+-- Errors: 22023 (step_name, extend_claim_by), 42704, AB001, AB002.
 create or replace function teguh.set_task_checkpoint_state(
   p_queue_name           text,
   p_task_id         uuid,
@@ -1403,6 +1538,8 @@ begin
 end
 $$;
 
+-- One checkpoint's state, null when there is none.
+-- Errors: 42704 unknown queue.
 create or replace function teguh.get_task_checkpoint_state(p_queue_name text, p_task_id uuid, p_checkpoint_name text)
 returns jsonb
 language plpgsql as $$
@@ -1416,6 +1553,8 @@ begin
 end
 $$;
 
+-- Every checkpoint of a task, in name order.
+-- Errors: 42704, AB001 when p_run_id is given and the task was cancelled.
 create or replace function teguh.get_task_checkpoint_states(p_queue_name text, p_task_id uuid, p_run_id uuid)
 returns table (checkpoint_name text, state jsonb)
 language plpgsql as $$
@@ -1456,6 +1595,11 @@ language sql as $$
   select pg_advisory_xact_lock(hashtext('teguh.event.' || p_queue_name), hashtext(p_event_name))
 $$;
 
+-- Returns event p_event_name's payload to an active run (recording it as
+-- checkpoint p_step_name), or suspends the run until it is emitted or
+-- p_timeout seconds pass; timed_out tells a timeout from a null payload.
+-- Errors: 22023 (step_name, event_name, timeout), 42704, AB001, AB002,
+-- 0A000 outside READ COMMITTED.
 create or replace function teguh.wait_event(
   p_queue_name      text,
   p_task_id    uuid,
@@ -1521,6 +1665,8 @@ begin
 end
 $$;
 
+-- wait_event without timed_out (the Go reference's columns).
+-- Errors: as wait_event.
 create or replace function teguh.await_event(
   p_queue_name      text,
   p_task_id    uuid,
@@ -1534,6 +1680,9 @@ language sql as $$
     from teguh.wait_event(p_queue_name, p_task_id, p_run_id, p_step_name, p_event_name, p_timeout) w
 $$;
 
+-- Records event p_event_name (first write wins) and wakes the tasks
+-- waiting for it. Errors: 22023 (event_name), 42704, 0A000 outside READ
+-- COMMITTED.
 create or replace function teguh.emit_event(p_queue_name text, p_event_name text, p_payload jsonb default null)
 returns void
 language plpgsql as $$
@@ -1602,6 +1751,9 @@ begin
 end
 $$;
 
+-- Cancels a task that has not finished (a finished one is left as is): it
+-- is never claimed again, its worker's next call raises AB001.
+-- Errors: 42704 unknown queue, P0002 unknown task.
 create or replace function teguh.cancel_task(p_queue_name text, p_task_id uuid) returns void
 language plpgsql as $$
 declare
@@ -1620,6 +1772,10 @@ begin
 end
 $$;
 
+-- Runs a failed task again in place (a new run and attempt, created =
+-- true), or, with {"spawn_new": true}, any task as a new task.
+-- Errors: 22023 (options, spawn_new, max_attempts), 42704, P0002,
+-- 55000 in place on a task that is not failed.
 create or replace function teguh.retry_task(p_queue_name text, p_task_id uuid, p_options jsonb default '{}')
 returns table (task_id uuid, run_id uuid, attempt integer, created boolean)
 language plpgsql as $$
@@ -1679,10 +1835,13 @@ begin
                  'p_' || p_queue_name)
     using p_task_id, v_run, v_task.attempts + 1, v_task.priority, teguh.current_time();
   perform teguh._notify(p_queue_name);
-  return query select p_task_id, v_run, v_task.attempts + 1, false;
+  -- created: a new run was created (the Go reference's convention)
+  return query select p_task_id, v_run, v_task.attempts + 1, true;
 end
 $$;
 
+-- A task's state, attempts, result and cancellation time; no row for an
+-- unknown task. Errors: 42704 unknown queue.
 create or replace function teguh.get_task_result(p_queue_name text, p_task_id uuid)
 returns table (task_id uuid, state text, attempts integer, completed_payload jsonb, cancelled_at timestamptz)
 language plpgsql as $$
@@ -1694,6 +1853,8 @@ begin
 end
 $$;
 
+-- Everything about one task; no row for an unknown task.
+-- Errors: 42704 unknown queue.
 create or replace function teguh.get_task(p_queue_name text, p_task_id uuid)
 returns table (task_id uuid, task_name text, state text, attempts integer, max_attempts integer, priority integer,
                params jsonb, headers jsonb, retry_strategy jsonb, idempotency_key text, created_at timestamptz,
@@ -1744,11 +1905,48 @@ begin
 end
 $$;
 
+-- When each queue was last ticked: the ticker NOTIFYs work that fell due since.
+create table if not exists teguh.queues_ticks (
+  queue_name text        primary key references teguh.queues (queue_name) on delete cascade,
+  ticked_at  timestamptz not null
+);
+
+-- Sends one NOTIFY on the queue's channel when a run fell due since the
+-- queue's last tick (a sleep, a delayed retry or spawn, an event timeout), so
+-- that a worker that only polls now and then (the Go client every 30 s) is
+-- woken; returns whether it notified. Never waits: when another ticker holds
+-- the queue's tick row, that one notifies.
+create or replace function teguh._notify_due(p_queue_name text, p_now timestamptz) returns boolean
+language plpgsql as $$
+declare
+  v_last timestamptz;
+  v_due  boolean;
+begin
+  insert into teguh.queues_ticks (queue_name, ticked_at) values (p_queue_name, '-infinity')
+  on conflict (queue_name) do nothing;
+  select t.ticked_at into v_last from teguh.queues_ticks t where t.queue_name = p_queue_name for update skip locked;
+  if not found then
+    return false;
+  end if;
+  update teguh.queues_ticks t set ticked_at = p_now where t.queue_name = p_queue_name;
+  -- one probe of the due index
+  execute format('select exists (select 1 from teguh.%I where available_at > $1 and available_at <= $2)',
+                 'p_' || p_queue_name)
+    into v_due using v_last, p_now;
+  if v_due then
+    perform teguh._notify(p_queue_name);
+  end if;
+  return v_due;
+end
+$$;
+
 -- Recovers expired leases and enforces cancellation deadlines, for one queue
--- or all; returns how many tasks it moved. Sleeps, delayed spawns and event
--- timeouts need no ticker. Each queue's maintenance runs in its own
+-- or all, and NOTIFYs each queue whose work fell due since its last tick;
+-- returns how many tasks it moved. Sleeps, delayed spawns and event timeouts
+-- need no ticker to be claimable. Each queue's maintenance runs in its own
 -- exception block: a queue that fails is named in a WARNING and rolled back
 -- alone, and the other queues are ticked all the same.
+-- Errors: 22023 an invalid queue name, 42704 unknown queue.
 create or replace function teguh.ticker(p_queue_name text default null) returns integer
 language plpgsql as $$
 declare
@@ -1765,6 +1963,7 @@ begin
       -- one line per maintenance step of a queue
       v_count := v_count + teguh._recover_expired(v_queue, v_now, 1000);
       v_count := v_count + teguh._enforce_deadlines(v_queue, v_now, 1000);
+      perform teguh._notify_due(v_queue, v_now);
     exception when others then
       raise warning 'teguh.ticker: queue "%" failed and was skipped: % (SQLSTATE %)', v_queue, sqlerrm, sqlstate;
     end;
@@ -1776,13 +1975,15 @@ $$;
 -- The earliest time something on the queue falls due: a delayed, retrying or
 -- sleeping run, an event timeout, a lease expiry or a cancellation deadline.
 -- May lie in the past (something is due now); null when nothing is pending.
+-- Errors: 42704 unknown queue.
 create or replace function teguh.next_wake_at(p_queue_name text) returns timestamptz
 language plpgsql as $$
 declare
   v_at timestamptz;
 begin
   perform teguh._assert_queue(p_queue_name);
-  execute format('select least((select min(available_at) from teguh.%I), (select min(expires_at) from teguh.%I),
+  execute format('select least((select min(available_at) from teguh.%I),
+                               (select min(expires_at) from teguh.%I where expires_at < ''infinity''),
                                (select min(cancel_at) from teguh.%I))',
                  'p_' || p_queue_name, 'r_' || p_queue_name, 't_' || p_queue_name)
     into v_at;
@@ -1800,6 +2001,7 @@ $$;
 -- Deletes up to p_limit terminal tasks that finished more than p_ttl_seconds
 -- ago. Task ids are time-ordered (v7), so the primary key bounds the scan to
 -- tasks created before the cut-off; finished_at decides.
+-- Errors: 22023 (ttl_seconds, limit), 42704 unknown queue.
 create or replace function teguh.cleanup_tasks(p_queue_name text, p_ttl_seconds integer, p_limit integer default 1000)
 returns integer
 language plpgsql as $$
@@ -1834,6 +2036,7 @@ $$;
 -- tasks and 10000 events a call), or one queue's; one row per queue. A
 -- queue that fails is rolled back alone: its row has error set (and a
 -- WARNING names it) and the other queues are cleaned all the same.
+-- Errors: 22023 an invalid queue name, 42704 unknown queue.
 create or replace function teguh.cleanup_all_queues(p_queue_name text default null)
 returns table (queue_name text, tasks_deleted integer, events_deleted integer, error text)
 language plpgsql as $$
@@ -1867,9 +2070,10 @@ begin
 end
 $$;
 
--- Task counts by state, per queue or for one. A queue whose counts cannot be
--- read gets a row with null counts and error set (and a WARNING); the other
--- queues are counted all the same.
+-- Task counts by state, the oldest due run's wait and the leases in flight,
+-- per queue or for one. A queue whose counts cannot be read gets a row with
+-- null counts and error set (and a WARNING); the other queues are counted
+-- all the same. Errors: 22023 an invalid queue name, 42704 unknown queue.
 create or replace function teguh.queue_stats(p_queue_name text default null)
 returns table (queue_name text, pending bigint, running bigint, sleeping bigint, completed bigint, failed bigint,
                cancelled bigint, oldest_pending_seconds double precision, in_flight bigint, error text)
@@ -1907,43 +2111,665 @@ end
 $$;
 
 -- ---------------------------------------------------------------------------
+-- Switching from the Go reference's schema
+-- ---------------------------------------------------------------------------
+
+-- `teguh install` (teguh.schema.install) finds the Go reference's schema in
+-- schema teguh (teguh.queues without teguh.version()), renames that schema,
+-- applies this file and calls _import_go_reference, all in one transaction:
+-- any error leaves the database as it was.
+
+-- The reference's retry strategy with its defaults spelled out: none when
+-- absent, fixed 60 s, exponential from 30 s by 2 up to a day.
+create or replace function teguh._import_retry_strategy(p_value jsonb) returns jsonb
+language plpgsql as $$
+declare
+  v_kind text;
+begin
+  if jsonb_typeof(p_value) is distinct from 'object' then
+    return jsonb_build_object('kind', 'none');
+  end if;
+  p_value := jsonb_strip_nulls(p_value);
+  v_kind := coalesce(p_value->>'kind', 'none');
+  if v_kind = 'fixed' then
+    return teguh._normalize_retry_strategy(jsonb_build_object(
+      'kind', 'fixed', 'base_seconds', coalesce(p_value->'base_seconds', '60')));
+  elsif v_kind = 'exponential' then
+    return teguh._normalize_retry_strategy(jsonb_build_object(
+      'kind', 'exponential', 'base_seconds', coalesce(p_value->'base_seconds', '30'),
+      'factor', coalesce(p_value->'factor', '2'), 'max_seconds', coalesce(p_value->'max_seconds', '86400')));
+  end if;
+  return jsonb_build_object('kind', 'none');
+end
+$$;
+
+-- The reference's cancellation policy, keeping the deadlines teguh accepts.
+create or replace function teguh._import_cancellation(p_value jsonb) returns jsonb
+language sql immutable as $$
+  select nullif(jsonb_strip_nulls(jsonb_build_object(
+           'max_delay', case when jsonb_typeof(p_value->'max_delay') = 'number'
+                              and (p_value->>'max_delay')::numeric > 0 then p_value->'max_delay' end,
+           'max_duration', case when jsonb_typeof(p_value->'max_duration') = 'number'
+                                 and (p_value->>'max_duration')::numeric > 0 then p_value->'max_duration' end)),
+         '{}'::jsonb)
+  from (select case when jsonb_typeof(p_value) = 'object' then p_value end) v(p_value)
+$$;
+
+-- Carries the Go reference's queues, set aside in schema p_schema, over to
+-- teguh: queues, tasks in every state, leases, sleeps, event waits, committed
+-- checkpoints and emitted events; then drops p_schema. Returns the number of
+-- queues. Attempts count failed runs (the reference also counted wakes); the
+-- run sequence the Go client sees goes on from the reference's.
+-- Errors: 55000 a queue or table it cannot carry over, 2BP01 an object of
+-- the user's depends on the reference's schema.
+create or replace function teguh._import_go_reference(p_schema text) returns integer
+language plpgsql as $$
+declare
+  v_queue   record;
+  v_missing text;
+  v_count   integer := 0;
+  v_now     timestamptz := teguh.current_time();
+  v_detail  text;
+  v_prefix  text;
+  v_function regprocedure;
+begin
+  -- check everything first, so that a refusal names the first problem only
+  for v_queue in execute format('select q.queue_name from %I.queues q order by q.queue_name', p_schema) loop
+    if v_queue.queue_name !~ '^[a-z][a-z0-9_]*$' or octet_length(v_queue.queue_name) > 55 then
+      raise exception 'cannot carry queue "%" of the Go reference''s schema over to teguh: teguh queue names match ^[a-z][a-z0-9_]*$ and have at most 55 bytes',
+                      v_queue.queue_name
+        using errcode = '55000', hint = 'Drain and drop that queue with the Go reference first. Nothing was changed.';
+    end if;
+    select string_agg(format('%s_%s.%s', r.prefix, v_queue.queue_name, r.col), ', ') into v_missing
+      from (values ('t', 'task_id'), ('t', 'task_name'), ('t', 'params'), ('t', 'headers'), ('t', 'retry_strategy'),
+                   ('t', 'max_attempts'), ('t', 'cancellation'), ('t', 'enqueue_at'), ('t', 'first_started_at'),
+                   ('t', 'state'), ('t', 'last_attempt_run'), ('t', 'completed_payload'), ('t', 'cancelled_at'),
+                   ('r', 'run_id'), ('r', 'task_id'), ('r', 'attempt'), ('r', 'state'), ('r', 'claimed_by'),
+                   ('r', 'claim_expires_at'), ('r', 'available_at'), ('r', 'wake_event'), ('r', 'event_payload'),
+                   ('r', 'started_at'), ('r', 'completed_at'), ('r', 'failed_at'), ('r', 'failure_reason'),
+                   ('r', 'created_at'), ('c', 'task_id'), ('c', 'checkpoint_name'), ('c', 'state'),
+                   ('c', 'updated_at'), ('e', 'event_name'), ('e', 'payload'), ('e', 'emitted_at'),
+                   ('w', 'run_id'), ('w', 'step_name'), ('w', 'event_name'), ('w', 'timeout_at'),
+                   ('w', 'created_at')) r(prefix, col)
+     where not exists (
+       select 1 from pg_attribute a
+        where a.attrelid = to_regclass(format('%I.%I', p_schema, r.prefix || '_' || v_queue.queue_name))
+          and a.attname = r.col and a.attnum > 0 and not a.attisdropped);
+    if v_missing is not null then
+      raise exception 'cannot carry queue "%" of the Go reference''s schema over to teguh: missing %', v_queue.queue_name, v_missing
+        using errcode = '55000', hint = 'This is not a schema teguh knows how to migrate. Nothing was changed.';
+    end if;
+  end loop;
+
+  -- nothing may commit into the reference's tables once they are copied
+  execute format('lock table %I.queues in access exclusive mode', p_schema);
+  for v_queue in execute format('select q.queue_name from %I.queues q order by q.queue_name', p_schema) loop
+    execute format('lock table %1$I.%2$I, %1$I.%3$I, %1$I.%4$I, %1$I.%5$I, %1$I.%6$I in access exclusive mode',
+                   p_schema, 't_' || v_queue.queue_name, 'r_' || v_queue.queue_name, 'w_' || v_queue.queue_name,
+                   'c_' || v_queue.queue_name, 'e_' || v_queue.queue_name);
+  end loop;
+
+  for v_queue in execute format('select q.queue_name, to_jsonb(q) as q from %I.queues q order by q.queue_name', p_schema)
+  loop
+    perform teguh.create_queue(v_queue.queue_name);
+    update teguh.queues
+       set created_at = coalesce((v_queue.q->>'created_at')::timestamptz, created_at),
+           cleanup_ttl_seconds = coalesce(extract(epoch from (v_queue.q->>'cleanup_ttl')::interval)::integer,
+                                          cleanup_ttl_seconds)
+     where queue_name = v_queue.queue_name;
+
+    -- tasks: the current run is the task's last_attempt_run (else its latest)
+    execute format($q$
+      insert into teguh.%2$I (task_id, task_name, params, headers, retry_strategy, max_attempts, priority,
+                              cancellation, idempotency_key, state, attempts, current_run_id, created_at,
+                              available_at, first_started_at, finished_at, cancel_at, completed_payload,
+                              last_failure, cancelled_at, claims)
+      select t.task_id, t.task_name, coalesce(t.params, 'null'::jsonb),
+             case when jsonb_typeof(t.headers) = 'object' then t.headers else '{}'::jsonb end,
+             teguh._import_retry_strategy(t.retry_strategy),
+             coalesce(greatest(t.max_attempts, 1), 2147483647),  -- none: unlimited, as on the reference
+             0, x.cancellation, to_jsonb(t)->>'idempotency_key', s.state, s.attempts,
+             coalesce(cur.run_id, teguh.portable_uuidv7()), t.enqueue_at, t.enqueue_at, t.first_started_at,
+             case when s.state in ('completed', 'failed', 'cancelled')
+                  then coalesce(cur.completed_at, cur.failed_at, t.cancelled_at, cur.created_at, t.enqueue_at) end,
+             case when s.state not in ('completed', 'failed', 'cancelled') then
+               case when t.first_started_at is null
+                    then t.enqueue_at + make_interval(secs => (x.cancellation->>'max_delay')::double precision)
+                    else t.first_started_at + make_interval(secs => (x.cancellation->>'max_duration')::double precision)
+               end
+             end,
+             t.completed_payload, lf.failure_reason, t.cancelled_at,
+             coalesce(cur.attempt, 1) - case when cur.started_at is null then 1 else 0 end
+        from %1$I.%3$I t
+        left join lateral (
+          select r.* from %1$I.%4$I r where r.task_id = t.task_id
+           order by r.run_id = t.last_attempt_run desc nulls last, r.attempt desc, r.created_at desc limit 1
+        ) cur on true
+        left join lateral (
+          select count(*)::integer as n from %1$I.%4$I r where r.task_id = t.task_id and r.state = 'failed'
+        ) f on true
+        left join lateral (
+          select r.failure_reason from %1$I.%4$I r where r.task_id = t.task_id and r.state = 'failed'
+           order by r.attempt desc, r.failed_at desc limit 1
+        ) lf on true
+        cross join lateral (select teguh._import_cancellation(t.cancellation) as cancellation) x
+        cross join lateral (
+          select case when t.state in ('completed', 'failed', 'cancelled') then t.state
+                      when cur.state = 'running' then 'running'
+                      when cur.started_at is not null then 'sleeping'  -- a run that ran, then slept or waited
+                      else 'pending' end as state,
+                 f.n + case when cur.started_at is not null and cur.state <> 'failed' then 1 else 0 end as attempts
+        ) s$q$,
+      p_schema, 't_' || v_queue.queue_name, 't_' || v_queue.queue_name, 'r_' || v_queue.queue_name);
+
+    -- runs waiting to be claimed: new attempts, sleeps, woken runs, event-wait timeouts
+    execute format($q$
+      insert into teguh.%2$I (task_id, run_id, attempt, priority, available_at, wake_event, event_payload, timeout_step)
+      select t.task_id, t.current_run_id, t.attempts + case when t.state = 'pending' then 1 else 0 end, 0,
+             r.available_at, r.wake_event, r.event_payload, w.step_name
+        from teguh.%3$I t
+        join %1$I.%4$I r on r.run_id = t.current_run_id
+        left join lateral (
+          select w.step_name from %1$I.%5$I w
+           where r.state = 'sleeping' and w.run_id = r.run_id and w.event_name = r.wake_event
+           order by w.created_at desc limit 1
+        ) w on true
+       where t.state in ('pending', 'sleeping') and r.state in ('pending', 'sleeping') and r.available_at < 'infinity'
+       order by r.available_at$q$,
+      p_schema, 'p_' || v_queue.queue_name, 't_' || v_queue.queue_name, 'r_' || v_queue.queue_name,
+      'w_' || v_queue.queue_name);
+
+    execute format($q$
+      insert into teguh.%2$I (task_id, run_id, attempt, step_name, event_name, timeout_at, created_at)
+      select distinct on (t.task_id) t.task_id, t.current_run_id, t.attempts, w.step_name, w.event_name,
+             w.timeout_at, w.created_at
+        from teguh.%3$I t
+        join %1$I.%4$I r on r.run_id = t.current_run_id and r.state = 'sleeping'
+        join %1$I.%5$I w on w.run_id = r.run_id and w.event_name = r.wake_event
+       where t.state = 'sleeping'
+       order by t.task_id, w.created_at desc$q$,
+      p_schema, 'w_' || v_queue.queue_name, 't_' || v_queue.queue_name, 'r_' || v_queue.queue_name,
+      'w_' || v_queue.queue_name);
+
+    -- leases: a claim without expiry (claim_timeout 0) never expires here either
+    execute format($q$
+      insert into teguh.%2$I (run_id, task_id, attempt, worker_id, claimed_at, expires_at)
+      select t.current_run_id, t.task_id, t.attempts, coalesce(nullif(r.claimed_by, ''), 'go-reference'),
+             coalesce(r.started_at, $1), coalesce(r.claim_expires_at, 'infinity')
+        from teguh.%3$I t join %1$I.%4$I r on r.run_id = t.current_run_id
+       where t.state = 'running'$q$,
+      p_schema, 'r_' || v_queue.queue_name, 't_' || v_queue.queue_name, 'r_' || v_queue.queue_name)
+      using v_now;
+
+    execute format($q$
+      insert into teguh.%2$I (task_id, checkpoint_name, state, timed_out, owner_run, updated_at)
+      select c.task_id, c.checkpoint_name, c.state, false, (to_jsonb(c)->>'owner_run_id')::uuid, c.updated_at
+        from %1$I.%3$I c
+       where coalesce(to_jsonb(c)->>'status', 'committed') = 'committed'
+         and exists (select 1 from teguh.%4$I t where t.task_id = c.task_id)$q$,
+      p_schema, 'c_' || v_queue.queue_name, 'c_' || v_queue.queue_name, 't_' || v_queue.queue_name);
+
+    -- a null payload marks an event the reference has not seen emitted yet
+    execute format('insert into teguh.%I (event_name, payload, emitted_at)
+                    select e.event_name, e.payload, e.emitted_at from %I.%I e where e.payload is not null',
+                   'e_' || v_queue.queue_name, p_schema, 'e_' || v_queue.queue_name);
+
+    perform teguh._notify(v_queue.queue_name);
+    v_count := v_count + 1;
+  end loop;
+
+  -- drop the reference's objects one by one, never cascading to the user's
+  begin
+    for v_queue in execute format('select q.queue_name from %I.queues q', p_schema) loop
+      foreach v_prefix in array array['i_', 'w_', 'e_', 'c_', 'r_', 't_'] loop
+        execute format('drop table if exists %I.%I', p_schema, v_prefix || v_queue.queue_name);
+      end loop;
+    end loop;
+    execute format('drop table %I.queues', p_schema);
+    for v_function in select p.oid::regprocedure from pg_proc p where p.pronamespace = p_schema::regnamespace loop
+      execute format('drop function %s', v_function);
+    end loop;
+    execute format('drop schema %I', p_schema);
+  exception when dependent_objects_still_exist then
+    get stacked diagnostics v_detail = pg_exception_detail;
+    raise exception 'cannot replace the Go reference''s schema: %', sqlerrm
+      using errcode = '2BP01', detail = v_detail,
+            hint = 'Drop or move what depends on it (or what else lives in schema teguh), then run teguh install again. Nothing was changed.';
+  end;
+  return v_count;
+end
+$$;
+
+-- ---------------------------------------------------------------------------
 -- pg_cron
 -- ---------------------------------------------------------------------------
 
--- Schedules the ticker and cleanup with pg_cron when it is installed here.
--- pg_cron 1.5+ runs the ticker every second, older versions every minute.
-create or replace function teguh.start() returns void
+-- Schedules the ticker (every second on pg_cron 1.5+, every minute before)
+-- and an hourly cleanup with pg_cron when it is installed here; replaces
+-- teguh's jobs scheduled earlier, whoever they ran as. The jobs run as
+-- p_run_as, by default the owner of schema teguh, which must not be a
+-- superuser (42501) and must be able to log in (pg_cron connects as it);
+-- the role is granted the 'maintenance' privileges. Not granted to
+-- application roles: the schema owner or a superuser calls it.
+-- Raises 22023 (COLUMN run_as) for an unknown role, 42501 for a superuser.
+create or replace function teguh.start(p_run_as text default null) returns void
 language plpgsql as $$
 declare
   v_version text;
+  v_role    text := p_run_as;
+  v_super   boolean;
+  v_jobs    text[][] := array[['teguh_ticker', null, 'select teguh.ticker()'],
+                              ['teguh_cleanup', '17 * * * *', 'select teguh.cleanup_all_queues()']];
+  v_job     text[];
 begin
-  select extversion into v_version from pg_extension where extname = 'pg_cron';
+  select e.extversion into v_version from pg_catalog.pg_extension e where e.extname = 'pg_cron';
   if v_version is null then
     raise notice 'teguh.start(): pg_cron is not installed in this database, nothing scheduled; workers run the ticker themselves';
     return;
   end if;
-  execute 'select cron.schedule($1, $2, $3)'
-    using 'teguh_ticker',
-          case when string_to_array(split_part(v_version, '-', 1), '.')::int[] >= array[1, 5]
-               then '1 seconds' else '* * * * *' end,
-          'select teguh.ticker()';
-  execute 'select cron.schedule($1, $2, $3)' using 'teguh_cleanup', '17 * * * *', 'select teguh.cleanup_all_queues()';
+  if v_role is null then
+    select pg_catalog.pg_get_userbyid(n.nspowner) into v_role from pg_catalog.pg_namespace n where n.nspname = 'teguh';
+  end if;
+  select r.rolsuper into v_super from pg_catalog.pg_roles r where r.rolname = v_role;
+  if v_super is null then
+    perform teguh._invalid('run_as', format('no role named %s', quote_literal(v_role)));
+  end if;
+  if v_super then
+    raise exception 'teguh.start(): the pg_cron jobs would run as %, a superuser', quote_ident(v_role)
+      using errcode = '42501',
+            hint = 'Pass a role that is not a superuser and can log in, e.g. create role teguh_cron login; '
+                   'select teguh.start(''teguh_cron''); (docs/security.md)';
+  end if;
+  perform teguh._grant_kind(v_role, 'maintenance');
+  perform teguh.stop();
+  v_jobs[1][2] := case when string_to_array(split_part(v_version, '-', 1), '.')::int[] >= array[1, 5]
+                       then '1 seconds' else '* * * * *' end;
+  foreach v_job slice 1 in array v_jobs loop
+    if v_role = current_user then
+      -- pg_cron runs a job as the role that scheduled it
+      perform cron.schedule(v_job[1], v_job[2], v_job[3]);
+    else
+      -- another role: pg_cron lets a superuser (or whom it grants) name it
+      perform cron.schedule_in_database(v_job[1], v_job[2], v_job[3], current_database(), v_role);
+    end if;
+  end loop;
 end
 $$;
 
+-- Unschedules the jobs teguh.start() scheduled, whoever they run as (a
+-- notice without pg_cron). No errors.
 create or replace function teguh.stop() returns void
 language plpgsql as $$
 begin
-  if not exists (select 1 from pg_extension where extname = 'pg_cron') then
+  if not exists (select 1 from pg_catalog.pg_extension e where e.extname = 'pg_cron') then
     raise notice 'teguh.stop(): pg_cron is not installed in this database, nothing to unschedule';
     return;
   end if;
-  execute $q$select cron.unschedule(jobid) from cron.job where jobname in ('teguh_ticker', 'teguh_cleanup')$q$;
+  perform cron.unschedule(j.jobid) from cron.job j where j.jobname in ('teguh_ticker', 'teguh_cleanup');
 end
 $$;
+
+-- ---------------------------------------------------------------------------
+-- Descriptions for psql's \df+ (the comments above each function say more)
+-- ---------------------------------------------------------------------------
+
+comment on function teguh.version() is 'The installed teguh schema version.';
+comment on function teguh.current_time() is
+  'The engine''s clock: teguh.fake_now where the owner allowed fake time, else the statement time. Errors: 22023, 42501.';
+comment on function teguh.portable_uuidv7() is 'A version 7 UUID on the engine''s clock.';
+comment on function teguh.create_queue(text) is 'Creates a queue (idempotent). Errors: 22023.';
+comment on function teguh.drop_queue(text) is 'Drops a queue and everything in it (no-op when missing). Errors: 22023.';
+comment on function teguh.list_queues() is 'Every queue with its creation time.';
+comment on function teguh.spawn_task(text, text, jsonb, jsonb) is
+  'Creates a task (idempotency_key: the existing one, created = false). Errors: 22023, 42704.';
+comment on function teguh.spawn_tasks(text, text, jsonb, jsonb) is
+  'Spawns one task per element of a JSON array, atomically. Errors: 22023, 42704.';
+comment on function teguh.claim_task(text, text, integer, integer) is
+  'Leases ready runs (claim_timeout 0: never expires); attempt is the Go client''s run sequence. Errors: 22023, 42704.';
+comment on function teguh.claim_runs(text, text, integer, integer) is
+  'claim_task whose attempt is the attempt number a resume keeps (the Python worker''s). Errors: 22023, 42704.';
+comment on function teguh.complete_runs(text, uuid[], jsonb[]) is
+  'Completes many runs; returns those cancelled or lost. Errors: 22023, 42704.';
+comment on function teguh.complete_run(text, uuid, jsonb) is 'Completes an active run. Errors: 42704, AB001, AB002.';
+comment on function teguh.fail_run(text, uuid, jsonb, timestamptz) is
+  'Fails an active run: retries by the strategy (or at retry_at) or fails the task. Errors: 22023, 42704, AB001, AB002.';
+comment on function teguh.schedule_run(text, uuid, timestamptz) is
+  'Durable sleep: the run is claimable again at wake_at, same run and attempt. Errors: 22023, 42704, AB001, AB002.';
+comment on function teguh.extend_claim(text, uuid, integer) is
+  'Heartbeat: lease = now + extend_by. Errors: 22023, 42704, AB001, AB002.';
+comment on function teguh.extend_claims(text, text, uuid[], integer) is
+  'Batched heartbeat; returns the runs cancelled or lost. Errors: 22023, 42704.';
+comment on function teguh.set_task_checkpoint_state(text, uuid, text, jsonb, uuid, integer) is
+  'Records a step''s result for an active run. Errors: 22023, 42704, AB001, AB002.';
+comment on function teguh.get_task_checkpoint_state(text, uuid, text) is 'One checkpoint''s state, or null. Errors: 42704.';
+comment on function teguh.get_task_checkpoint_states(text, uuid, uuid) is 'A task''s checkpoints. Errors: 42704, AB001.';
+comment on function teguh.wait_event(text, uuid, uuid, text, text, integer) is
+  'An event''s payload, or suspends until it is emitted or times out (timed_out). Errors: 22023, 42704, AB001, AB002, 0A000.';
+comment on function teguh.await_event(text, uuid, uuid, text, text, integer) is
+  'wait_event without timed_out (the Go reference''s columns). Errors: as wait_event.';
+comment on function teguh.emit_event(text, text, jsonb) is
+  'Records an event (first write wins) and wakes its waiters. Errors: 22023, 42704, 0A000.';
+comment on function teguh.cancel_task(text, uuid) is 'Cancels an unfinished task. Errors: 42704, P0002.';
+comment on function teguh.retry_task(text, uuid, jsonb) is
+  'Retries a failed task in place (created = true), or any task as a new one (spawn_new). Errors: 22023, 42704, P0002, 55000.';
+comment on function teguh.get_task_result(text, uuid) is 'A task''s state, attempts and result. Errors: 42704.';
+comment on function teguh.get_task(text, uuid) is 'Everything about a task. Errors: 42704.';
+comment on function teguh.ticker(text) is
+  'Recovers expired leases, enforces deadlines, NOTIFYs queues whose work fell due. Errors: 22023, 42704.';
+comment on function teguh.next_wake_at(text) is 'When something on the queue falls due next, or null. Errors: 42704.';
+comment on function teguh.cleanup_tasks(text, integer, integer) is
+  'Deletes up to limit tasks finished more than ttl_seconds ago. Errors: 22023, 42704.';
+comment on function teguh.cleanup_all_queues(text) is
+  'Cleans up finished tasks and old events by each queue''s TTL. Errors: 42704.';
+comment on function teguh.queue_stats(text) is 'Task counts by state and leases in flight, per queue. Errors: 42704.';
+comment on function teguh.start(text) is
+  'Schedules the ticker and cleanup with pg_cron, when installed, as run_as (never a superuser). Errors: 22023, 42501.';
+comment on function teguh.stop() is 'Unschedules teguh''s pg_cron jobs.';
 
 -- ---------------------------------------------------------------------------
 -- Upgrade: complete every existing queue's objects, regenerate its functions
 -- ---------------------------------------------------------------------------
 
 select teguh._create_queue_tables(queue_name), teguh._create_queue_functions(queue_name) from teguh.queues;
+
+-- ---------------------------------------------------------------------------
+-- Security: keep this section LAST, it secures every function defined above
+-- ---------------------------------------------------------------------------
+--
+-- One role, the owner of schema teguh, owns every object in it: tables, the
+-- per-queue tables and functions (create_queue runs as the owner), and the
+-- functions. Application roles get USAGE on the schema and EXECUTE on the
+-- public functions of their kind (teguh.grant_role), never a privilege on a
+-- table nor CREATE on the schema: they cannot own, alter or hang a trigger
+-- on anything the owner or a superuser later runs. Every function has its
+-- search_path pinned to pg_catalog, pg_temp (objects of schema public or of
+-- a session's search_path are never resolved) and every public function but
+-- start/stop runs as the owner (security definer). docs/security.md.
+
+create table if not exists teguh.settings (
+  name  text primary key,
+  value text not null
+);
+
+-- Which kind of privileges each role was granted; re-applied on every
+-- install, so a function a migration drops and recreates keeps its grants.
+create table if not exists teguh.role_grants (
+  role_name  text        not null,
+  kind       text        not null,
+  granted_at timestamptz not null default now(),
+  primary key (role_name, kind)
+);
+
+-- The public functions each kind of role may execute ('owner': nobody but
+-- the schema owner and superusers). Every public function is listed here
+-- (tests/sql/test_security.py checks it).
+create or replace function teguh._role_functions()
+returns table (kind text, function_name text)
+language sql immutable as $$
+  with kinds(kind, names) as (values
+    ('producer',    array['spawn_task', 'spawn_tasks', 'get_task_result']),
+    ('worker',      array['spawn_task', 'spawn_tasks', 'get_task_result', 'get_task', 'claim_task', 'claim_runs',
+                          'complete_run', 'complete_runs', 'fail_run', 'schedule_run', 'extend_claim', 'extend_claims',
+                          'set_task_checkpoint_state', 'get_task_checkpoint_state', 'get_task_checkpoint_states',
+                          'await_event', 'wait_event', 'emit_event', 'next_wake_at', 'ticker']),
+    ('monitor',     array['queue_stats', 'get_task', 'get_task_result', 'next_wake_at']),
+    ('admin',       array['create_queue', 'drop_queue', 'cancel_task', 'retry_task', 'emit_event', 'cleanup_tasks',
+                          'cleanup_all_queues', 'ticker', 'queue_stats', 'get_task', 'get_task_result',
+                          'next_wake_at']),
+    ('maintenance', array['ticker', 'cleanup_tasks', 'cleanup_all_queues']),
+    ('owner',       array['start', 'stop', 'allow_fake_time', 'grant_role', 'grant_producer', 'grant_worker',
+                          'grant_monitor', 'grant_admin', 'revoke_role']),
+    -- every kind but owner also gets these
+    ('common',      array['version', 'current_time', 'portable_uuidv7', '_uuidv7_at', 'list_queues'])
+  )
+  select k.kind, f.name from kinds k, unnest(k.names) as f(name)
+$$;
+
+create or replace function teguh._schema_owner() returns text
+language sql stable as $$
+  select pg_catalog.pg_get_userbyid(n.nspowner) from pg_catalog.pg_namespace n where n.nspname = 'teguh'
+$$;
+
+-- Pins search_path on every function of schema teguh (but the two uuid
+-- functions, schema-qualified throughout), makes the public ones (but
+-- start/stop, which pg_cron needs to see the caller, and portable_uuidv7,
+-- which reads nothing) security definer
+-- and takes EXECUTE away from PUBLIC. Functions (re)created since the last
+-- call need it: create_queue and the end of this file call it.
+create or replace function teguh._secure_functions() returns void
+language plpgsql as $$
+declare
+  v_function record;
+begin
+  for v_function in
+    select p.oid::regprocedure as signature, p.proname, p.prosecdef, p.proconfig, p.proacl
+      from pg_catalog.pg_proc p
+     where p.pronamespace = 'teguh'::regnamespace and p.prokind in ('f', 'p')
+  loop
+    if v_function.proname in ('portable_uuidv7', '_uuidv7_at') then
+      null;  -- hot, and schema-qualified throughout instead
+    elsif not coalesce('search_path=pg_catalog, pg_temp' = any (v_function.proconfig), false) then
+      execute format('alter routine %s set search_path = pg_catalog, pg_temp', v_function.signature);
+    end if;
+    if not v_function.prosecdef and left(v_function.proname, 1) <> '_'
+       and v_function.proname not in ('start', 'stop', 'portable_uuidv7') then
+      execute format('alter routine %s security definer', v_function.signature);
+    end if;
+    if v_function.proacl is null or exists (select 1 from aclexplode(v_function.proacl) a where a.grantee = 0) then
+      execute format('revoke all on routine %s from public', v_function.signature);
+    end if;
+  end loop;
+end
+$$;
+
+-- Grants p_role what its kinds allow (all its kinds when p_kind is null).
+create or replace function teguh._apply_grants(p_role text, p_kind text default null) returns void
+language plpgsql as $$
+declare
+  v_function regprocedure;
+begin
+  execute format('grant usage on schema teguh to %I', p_role);
+  for v_function in
+    select p.oid::regprocedure
+      from pg_catalog.pg_proc p
+     where p.pronamespace = 'teguh'::regnamespace
+       and p.proname in (select f.function_name from teguh._role_functions() f
+                          where f.kind = 'common'
+                             or f.kind in (select g.kind from teguh.role_grants g
+                                            where g.role_name = p_role and (p_kind is null or g.kind = p_kind)))
+  loop
+    execute format('grant execute on routine %s to %I', v_function, p_role);
+  end loop;
+end
+$$;
+
+create or replace function teguh._grant_kind(p_role text, p_kind text) returns void
+language plpgsql as $$
+begin
+  if p_kind is null or p_kind = 'common' or p_kind = 'owner'
+     or not exists (select 1 from teguh._role_functions() f where f.kind = p_kind) then
+    perform teguh._invalid('kind', format('expected producer, worker, monitor, admin or maintenance, got %s',
+                                          coalesce(quote_literal(p_kind), 'null')));
+  end if;
+  if p_role is null or to_regrole(quote_ident(p_role)) is null then
+    perform teguh._invalid('role', format('no role named %s', coalesce(quote_literal(p_role), 'null')));
+  end if;
+  if p_role = teguh._schema_owner() then
+    return;  -- the owner may do everything already
+  end if;
+  insert into teguh.role_grants (role_name, kind) values (p_role, p_kind) on conflict do nothing;
+  perform teguh._apply_grants(p_role, p_kind);
+end
+$$;
+
+-- Grants p_role (a login role or a group role) the privileges of a kind of
+-- role: 'producer' (spawn, read results), 'worker' (run tasks), 'monitor'
+-- (read-only), 'admin' (manage queues and tasks) or 'maintenance' (ticker,
+-- cleanup). Covers queues created later; survives upgrades. Raises 22023
+-- (COLUMN kind or role). The schema owner and superusers only.
+create or replace function teguh.grant_role(p_role text, p_kind text) returns void
+language plpgsql as $$
+begin
+  perform teguh._grant_kind(p_role, p_kind);
+end
+$$;
+
+-- grant_role(p_role, 'producer'). Errors: 22023 (role).
+create or replace function teguh.grant_producer(p_role text) returns void
+language sql as $$ select teguh._grant_kind(p_role, 'producer') $$;
+
+-- grant_role(p_role, 'worker'). Errors: 22023 (role).
+create or replace function teguh.grant_worker(p_role text) returns void
+language sql as $$ select teguh._grant_kind(p_role, 'worker') $$;
+
+-- grant_role(p_role, 'monitor'). Errors: 22023 (role).
+create or replace function teguh.grant_monitor(p_role text) returns void
+language sql as $$ select teguh._grant_kind(p_role, 'monitor') $$;
+
+-- grant_role(p_role, 'admin'). Errors: 22023 (role).
+create or replace function teguh.grant_admin(p_role text) returns void
+language sql as $$ select teguh._grant_kind(p_role, 'admin') $$;
+
+-- Takes back from p_role one kind of privileges (all of teguh's when p_kind
+-- is null), keeping what its other kinds allow. The role can then be dropped
+-- once it holds nothing else. The schema owner and superusers only.
+create or replace function teguh.revoke_role(p_role text, p_kind text default null) returns void
+language plpgsql as $$
+declare
+  v_function regprocedure;
+begin
+  if p_role is null or to_regrole(quote_ident(p_role)) is null then
+    perform teguh._invalid('role', format('no role named %s', coalesce(quote_literal(p_role), 'null')));
+  end if;
+  delete from teguh.role_grants g where g.role_name = p_role and (p_kind is null or g.kind = p_kind);
+  for v_function in
+    select p.oid::regprocedure from pg_catalog.pg_proc p where p.pronamespace = 'teguh'::regnamespace
+  loop
+    execute format('revoke all on routine %s from %I', v_function, p_role);
+  end loop;
+  if exists (select 1 from teguh.role_grants g where g.role_name = p_role) then
+    perform teguh._apply_grants(p_role);
+  else
+    execute format('revoke all on schema teguh from %I', p_role);
+  end if;
+end
+$$;
+
+-- Allows (or forbids again) the teguh.fake_now setting to move the engine's
+-- clock in this database: for test databases only, since any session could
+-- then expire others' leases or age their results. The schema owner only.
+create or replace function teguh.allow_fake_time(p_allowed boolean default true) returns void
+language plpgsql as $$
+begin
+  if p_allowed is null then
+    perform teguh._invalid('allowed', 'expected true or false, got null');
+  end if;
+  insert into teguh.settings (name, value) values ('allow_fake_time', case when p_allowed then 'on' else 'off' end)
+  on conflict (name) do update set value = excluded.value;
+end
+$$;
+
+-- Run by every install and upgrade: one owner for everything in the schema,
+-- no CREATE on it and no table privilege for anybody else (so nobody can hang
+-- a trigger, rule or policy on a queue table), functions secured, and the
+-- recorded grants applied again (functions a migration recreated lost them).
+create or replace function teguh._secure_schema() returns void
+language plpgsql as $$
+declare
+  v_owner  text := teguh._schema_owner();
+  v_object record;
+begin
+  for v_object in
+    select c.oid::regclass as name, c.relkind
+      from pg_catalog.pg_class c
+     where c.relnamespace = 'teguh'::regnamespace and c.relkind in ('r', 'p', 'v', 'm', 'f', 'S')
+       and pg_catalog.pg_get_userbyid(c.relowner) <> v_owner
+       and not (c.relkind = 'S' and exists (select 1 from pg_catalog.pg_depend d
+                                             where d.objid = c.oid and d.classid = 'pg_class'::regclass
+                                               and d.deptype in ('a', 'i')))
+  loop
+    raise notice 'teguh: % now belongs to %, the owner of schema teguh', v_object.name, v_owner;
+    begin
+      execute format('alter %s %s owner to %I',
+                     case v_object.relkind when 'v' then 'view' when 'm' then 'materialized view'
+                                           when 'S' then 'sequence' when 'f' then 'foreign table' else 'table' end,
+                     v_object.name, v_owner);
+    exception when insufficient_privilege then
+      raise exception 'teguh: cannot hand % to %, the owner of schema teguh: %', v_object.name, v_owner, sqlerrm
+        using errcode = '42501', hint = 'Run the install (teguh install) as a superuser once.';
+    end;
+  end loop;
+  for v_object in
+    select p.oid::regprocedure as name from pg_catalog.pg_proc p
+     where p.pronamespace = 'teguh'::regnamespace and pg_catalog.pg_get_userbyid(p.proowner) <> v_owner
+  loop
+    begin
+      execute format('alter routine %s owner to %I', v_object.name, v_owner);
+    exception when insufficient_privilege then
+      raise exception 'teguh: cannot hand % to %, the owner of schema teguh: %', v_object.name, v_owner, sqlerrm
+        using errcode = '42501', hint = 'Run the install (teguh install) as a superuser once.';
+    end;
+  end loop;
+
+  -- nobody but the owner creates objects in the schema
+  for v_object in
+    select case when a.grantee = 0 then 'public' else quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) end as grantee
+      from pg_catalog.pg_namespace n, aclexplode(n.nspacl) a
+     where n.nspname = 'teguh' and a.privilege_type = 'CREATE' and a.grantee <> n.nspowner
+  loop
+    raise notice 'teguh: revoking CREATE on schema teguh from % (queues are created through teguh.create_queue)',
+                 v_object.grantee;
+    execute format('revoke create on schema teguh from %s', v_object.grantee);
+  end loop;
+  -- application roles work through the functions, never on the tables
+  for v_object in
+    select distinct c.oid::regclass as name,
+           case when a.grantee = 0 then 'public' else quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) end as grantee
+      from pg_catalog.pg_class c, aclexplode(c.relacl) a
+     where c.relnamespace = 'teguh'::regnamespace and a.grantee <> c.relowner
+  loop
+    raise notice 'teguh: revoking the privileges of % on % (roles use the functions: docs/security.md)',
+                 v_object.grantee, v_object.name;
+    execute format('revoke all on %s from %s', v_object.name, v_object.grantee);
+  end loop;
+  -- objects only their owner can add; an earlier version let other roles own
+  -- queue tables: say so rather than silently keep what they hung on them
+  for v_object in
+    select format('trigger %I on %s', t.tgname, t.tgrelid::regclass) as what
+      from pg_catalog.pg_trigger t join pg_catalog.pg_class c on c.oid = t.tgrelid
+     where c.relnamespace = 'teguh'::regnamespace and not t.tgisinternal
+    union all
+    select format('rule %I on %s', r.rulename, r.ev_class::regclass)
+      from pg_catalog.pg_rewrite r join pg_catalog.pg_class c on c.oid = r.ev_class
+     where c.relnamespace = 'teguh'::regnamespace and r.rulename <> '_RETURN'
+    union all
+    select format('policy %I on %s', p.polname, p.polrelid::regclass)
+      from pg_catalog.pg_policy p join pg_catalog.pg_class c on c.oid = p.polrelid
+     where c.relnamespace = 'teguh'::regnamespace
+    union all
+    select format('view %s', c.oid::regclass)
+      from pg_catalog.pg_class c where c.relnamespace = 'teguh'::regnamespace and c.relkind in ('v', 'm')
+  loop
+    raise warning 'teguh: unexpected % in schema teguh: it runs with the rights of whoever touches it (the owner, a superuser, pg_cron): drop it unless you created it',
+                  v_object.what;
+  end loop;
+
+  perform teguh._secure_functions();
+  delete from teguh.role_grants g where to_regrole(quote_ident(g.role_name)) is null;
+  for v_object in select distinct g.role_name from teguh.role_grants g loop
+    perform teguh._apply_grants(v_object.role_name);
+  end loop;
+end
+$$;
+
+-- descriptions for psql's \df+
+comment on function teguh.grant_role(text, text) is
+  'Grants a role the functions of a kind: producer, worker, monitor, admin, maintenance. Errors: 22023.';
+comment on function teguh.grant_producer(text) is 'grant_role(role, ''producer''). Errors: 22023.';
+comment on function teguh.grant_worker(text) is 'grant_role(role, ''worker''). Errors: 22023.';
+comment on function teguh.grant_monitor(text) is 'grant_role(role, ''monitor''). Errors: 22023.';
+comment on function teguh.grant_admin(text) is 'grant_role(role, ''admin''). Errors: 22023.';
+comment on function teguh.revoke_role(text, text) is 'Takes back one kind, or all of teguh''s privileges. Errors: 22023.';
+comment on function teguh.allow_fake_time(boolean) is 'Lets teguh.fake_now move the clock here (tests). Errors: 22023.';
+
+select teguh._secure_schema();

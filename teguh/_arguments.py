@@ -19,6 +19,9 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from psycopg import ProgrammingError
+from psycopg.conninfo import conninfo_to_dict
+
 from teguh.errors import InvalidArgument
 from teguh.records import SpawnOptions
 
@@ -190,3 +193,14 @@ def spawn_options(options: Mapping[str, Any], *, many: bool = False) -> dict[str
     if (priority := get("priority")) is not None:
         out["priority"] = integer(priority, "priority")
     return out
+
+
+def conninfo(value: Any) -> str:
+    """Return a connection string if libpq can parse it (`InvalidArgument` with its error)."""
+    if not isinstance(value, str):
+        raise TypeError(f"conninfo must be a str, got {type(value).__name__} {value!r}")
+    try:
+        conninfo_to_dict(value)
+    except ProgrammingError as exc:
+        raise InvalidArgument(f"invalid conninfo: {exc}", argument="conninfo") from exc
+    return value

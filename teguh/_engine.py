@@ -17,6 +17,7 @@ worker's own, or an application's connection inside its transaction) and:
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, LiteralString, TypeVar
@@ -31,6 +32,7 @@ from teguh._arguments import (
     JsonDumps,
     JsonLoads,
     aware,
+    conninfo,
     default_dumps,
     default_loads,
     dump,
@@ -72,6 +74,7 @@ __all__ = [
     "JsonDumps",
     "JsonLoads",
     "aware",
+    "conninfo",
     "default_dumps",
     "default_loads",
     "dump",
@@ -88,6 +91,7 @@ __all__ = [
 ]
 
 Conn = psycopg.Connection[Any]
+logger = logging.getLogger("teguh.client")
 R = TypeVar("R")
 
 
@@ -339,6 +343,15 @@ class Engine:
         )
         self.execute(conn, Q.FAIL_RUN, args, prepare=True)
 
+    def fail_undecodable(self, conn: Conn, queue: str, run_id: UUID, exc: BaseException) -> None:
+        """Fail a claimed run whose row could not be decoded, so it is not stranded."""
+        logger.error("cannot decode claimed run %s: %s", run_id, exc, extra={"run_id": run_id})
+        reason = {"name": type(exc).__qualname__, "message": f"cannot decode the run: {exc}"}
+        try:
+            self.fail_run(conn, queue, run_id, reason)
+        except Exception:
+            logger.exception("could not fail the undecodable run %s", run_id)
+
     def schedule_run(self, conn: Conn, queue: str, run_id: Any, wake_at: datetime) -> None:
         args = (text(queue, "queue"), uuid(run_id, "run_id"), aware(wake_at, "wake_at"))
         self.execute(conn, Q.SCHEDULE_RUN, args)
@@ -501,8 +514,8 @@ class Engine:
     def queue_stats(self, conn: Conn, queue: str | None) -> list[QueueStats]:
         return self.records(conn, QueueStats, Q.QUEUE_STATS, (optional_text(queue, "queue"),))
 
-    def start_cron(self, conn: Conn) -> None:
-        self.execute(conn, Q.START_CRON, ())
+    def start_cron(self, conn: Conn, run_as: str | None = None) -> None:
+        self.execute(conn, Q.START_CRON, (optional_text(run_as, "run_as"),))
 
     def stop_cron(self, conn: Conn) -> None:
         self.execute(conn, Q.STOP_CRON, ())

@@ -19,6 +19,17 @@ VERSION: LiteralString = "select teguh.version()"
 SCHEMA_EXISTS: LiteralString = "select to_regnamespace('teguh') is not null"
 # Serializes concurrent installs/migrations of the same database.
 INSTALL_LOCK: LiteralString = "select pg_advisory_xact_lock(hashtextextended('teguh.install', 0))"
+# What schema teguh holds when teguh.version() is missing: (schema exists,
+# teguh.queues exists, relations, functions, the set-aside name is taken).
+INSPECT_FOREIGN_SCHEMA: LiteralString = (
+    "select to_regnamespace('teguh') is not null, to_regclass('teguh.queues') is not null,"
+    " (select count(*) from pg_class c where c.relnamespace = to_regnamespace('teguh')),"
+    " (select count(*) from pg_proc p where p.pronamespace = to_regnamespace('teguh')),"
+    " to_regnamespace('teguh_go_reference') is not null"
+)
+# The Go reference's schema is set aside, teguh.sql applied, then its data imported.
+SET_ASIDE_GO_REFERENCE: LiteralString = "alter schema teguh rename to teguh_go_reference"
+IMPORT_GO_REFERENCE: LiteralString = "select teguh._import_go_reference('teguh_go_reference')"
 
 # -- queues ---------------------------------------------------------------------
 
@@ -37,10 +48,12 @@ SPAWN_TASKS: LiteralString = (
 
 # -- workers --------------------------------------------------------------------
 
+# claim_runs is claim_task with the attempt number a resume keeps (claim_task
+# reports the Go client's run sequence instead).
 CLAIM_TASK: LiteralString = (
     "select run_id, task_id, attempt, task_name, params::text, retry_strategy::text,"
     " max_attempts, headers::text, wake_event, event_payload::text"
-    " from teguh.claim_task(%s, %s, %s, %s)"
+    " from teguh.claim_runs(%s, %s, %s, %s)"
 )
 # The worker's claims commit asynchronously (the transaction-local setting
 # leaves the pooled session alone): a claim lost in a server crash only puts
@@ -52,7 +65,7 @@ WORKER_CLAIM_TASK: LiteralString = (
     " c.retry_strategy::text, c.max_attempts, c.headers::text, c.wake_event,"
     " c.event_payload::text"
     " from set_config('synchronous_commit', 'off', true),"
-    " teguh.claim_task(%s, %s, %s, %s) as c"
+    " teguh.claim_runs(%s, %s, %s, %s) as c"
 )
 COMPLETE_RUN: LiteralString = "select teguh.complete_run(%s, %s, %s::jsonb)"
 # Many completions in one statement; returns the runs it could not complete.
@@ -132,7 +145,7 @@ QUEUE_STATS: LiteralString = (
     "select queue_name, pending, running, sleeping, completed, failed, cancelled,"
     " oldest_pending_seconds, in_flight from teguh.queue_stats(%s)"
 )
-START_CRON: LiteralString = "select teguh.start()"
+START_CRON: LiteralString = "select teguh.start(%s)"
 STOP_CRON: LiteralString = "select teguh.stop()"
 CURRENT_TIME: LiteralString = "select teguh.current_time()"
 

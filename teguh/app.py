@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Self, TypeVar, Un
 from psycopg_pool import ConnectionPool
 
 from teguh import _engine as E
-from teguh.client import Client, check_conninfo
+from teguh.client import Client
 from teguh.context import TaskContext
 from teguh.records import Cancellation, RetryStrategy, WorkerOptions
 from teguh.tasks import DEFAULT_QUEUE, Task
@@ -63,7 +63,7 @@ class App:
             raise TypeError(f"App() got unknown keyword(s): {', '.join(sorted(unknown))}")
         if dsn is not None and pool is not None:
             raise TypeError("pass dsn or pool, not both")
-        self.dsn = check_conninfo(dsn) if dsn is not None else None
+        self.dsn = E.conninfo(dsn) if dsn is not None else None
         self._pool = pool
         self._client_options = client_options
         self.engine = E.Engine(client_options.get("json_dumps"), client_options.get("json_loads"))

@@ -24,12 +24,11 @@ from typing import TYPE_CHECKING, Any, Self, Unpack
 from uuid import UUID
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from teguh import _engine as E
 from teguh import schema
-from teguh.errors import InvalidArgument, TaskNotFound
+from teguh.errors import TaskNotFound
 from teguh.records import (
     ClaimStatus,
     QueueStats,
@@ -58,17 +57,6 @@ class _Empty:
 
 _EMPTY: Any = _Empty()
 _TERMINAL = frozenset({"completed", "failed", "cancelled"})
-
-
-def check_conninfo(conninfo: Any) -> str:
-    """Return ``conninfo`` if libpq can parse it; raise `InvalidArgument` with its error."""
-    if not isinstance(conninfo, str):
-        raise TypeError(f"conninfo must be a str, got {type(conninfo).__name__} {conninfo!r}")
-    try:
-        conninfo_to_dict(conninfo)
-    except psycopg.ProgrammingError as exc:
-        raise InvalidArgument(f"invalid conninfo: {exc}", argument="conninfo") from exc
-    return conninfo
 
 
 class Client:
@@ -117,7 +105,7 @@ class Client:
             self._conninfo: Any = pool.conninfo
             self._connect_kwargs: Any = pool.kwargs
         else:
-            self._conninfo = check_conninfo(conninfo or "")
+            self._conninfo = E.conninfo(conninfo or "")
             self._connect_kwargs = {"autocommit": True, **(connect_kwargs or {})}
             self.pool = ConnectionPool(
                 self._conninfo,
@@ -296,7 +284,7 @@ class Client:
         with self._checked(conn) as c:
             runs, bad = self.engine.claim(c, queue, worker_id, timeout, qty)
             for run_id, exc in bad:
-                fail_undecodable(self.engine, c, queue, run_id, exc)
+                self.engine.fail_undecodable(c, queue, run_id, exc)
         return runs
 
     def complete_run(
@@ -518,10 +506,14 @@ class Client:
         with self._checked(conn) as c:
             return self.engine.queue_stats(c, queue)
 
-    def start_cron(self, *, conn: Conn | None = None) -> None:
-        """Schedule the ticker and cleanup with pg_cron (``teguh.start()``)."""
+    def start_cron(self, run_as: str | None = None, *, conn: Conn | None = None) -> None:
+        """Schedule the ticker and cleanup with pg_cron (``teguh.start()``).
+
+        The jobs run as ``run_as``, by default the owner of schema ``teguh``;
+        never as a superuser (see docs/security.md).
+        """
         with self._checked(conn) as c:
-            self.engine.start_cron(c)
+            self.engine.start_cron(c, run_as)
 
     def stop_cron(self, *, conn: Conn | None = None) -> None:
         """Unschedule the pg_cron jobs (``teguh.stop()``)."""
@@ -548,15 +540,3 @@ class Client:
         else:
             with self.pool.connection() as c:
                 yield c
-
-
-def fail_undecodable(
-    engine: E.Engine, conn: Conn, queue: str, run_id: UUID, exc: BaseException
-) -> None:
-    """Fail a claimed run whose row could not be decoded, so it is not stranded."""
-    logger.error("cannot decode claimed run %s: %s", run_id, exc, extra={"run_id": run_id})
-    reason = {"name": type(exc).__qualname__, "message": f"cannot decode the run: {exc}"}
-    try:
-        engine.fail_run(conn, queue, run_id, reason)
-    except Exception:
-        logger.exception("could not fail the undecodable run %s", run_id)

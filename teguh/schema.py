@@ -7,8 +7,10 @@ In a wheel the SQL ships as ``teguh/_sql/teguh.sql`` (with
 `install` (alias `migrate`) applies, in one transaction, the
 ``migrations/<from>-<to>.sql`` files from the installed version up to
 `SCHEMA_VERSION`, then the whole ``teguh.sql`` (idempotent: safe on an
-installed database). `check` compares ``teguh.version()`` with
-`SCHEMA_VERSION` and raises `SchemaMissing` or `SchemaOutdated` with what
+installed database). Over the Go reference's schema (schema ``teguh`` with
+``teguh.queues`` but no ``teguh.version()``) it migrates the queues and their
+tasks in place, in the same transaction. `check` compares ``teguh.version()``
+with `SCHEMA_VERSION` and raises `SchemaMissing` or `SchemaOutdated` with what
 to run.
 """
 
@@ -73,22 +75,67 @@ def install(conn: psycopg.Connection[Any]) -> list[str]:
     nothing changed. Idempotent on a current database. Concurrent installs are
     serialized with an advisory lock. On a connection that is not in
     autocommit the caller commits.
+
+    Over the Go reference's schema it sets that schema aside (as
+    ``teguh_go_reference``), applies ``teguh.sql``, carries every queue with
+    its tasks, leases, sleeps, waits, checkpoints and events over, and drops
+    the set-aside schema; the result then also lists ``"go-reference"``.
+    Raises `SchemaError`, changing nothing, when schema ``teguh`` holds
+    something else, and a ``psycopg.Error`` (rolled back) when the reference's
+    data cannot be carried over.
     """
     script = sql_text()
     applied: list[str] = []
     with conn.transaction():
         conn.execute(Q.INSTALL_LOCK)
         version = installed_version(conn)
-        if version is not None and version != SCHEMA_VERSION:
+        go_reference = version is None and _holds_go_reference(conn)
+        if go_reference:
+            logger.info("found the Go reference's schema in schema teguh: migrating it in place")
+            conn.execute(Q.SET_ASIDE_GO_REFERENCE)
+        elif version is not None and version != SCHEMA_VERSION:
             for file in migration_path(version):
                 conn.execute(file.read_text(encoding="utf-8").encode())
                 logger.info("applied teguh migration %s", file.name)
                 applied.append(file.name)
         # bytes: sent verbatim as one script (no placeholder processing)
         conn.execute(script.encode())
+        if go_reference:
+            row = conn.execute(Q.IMPORT_GO_REFERENCE).fetchone()
+            logger.info("migrated %s queue(s) of the Go reference's schema", row[0] if row else 0)
+            applied.append("go-reference")
     applied.append("teguh.sql")
     logger.info("installed teguh schema version %s", SCHEMA_VERSION)
     return applied
+
+
+def _holds_go_reference(conn: psycopg.Connection[Any]) -> bool:
+    """Tell whether schema teguh (without ``teguh.version()``) holds the Go reference's schema.
+
+    Raises `SchemaError` when it holds something else, or when the name the
+    reference's schema is set aside under is taken: nothing is changed.
+    """
+    row = conn.execute(Q.INSPECT_FOREIGN_SCHEMA).fetchone()
+    assert row is not None
+    exists, has_queues, relations, functions, aside_taken = row
+    if not exists:
+        return False
+    if has_queues:
+        if aside_taken:
+            raise SchemaError(
+                "schema teguh holds the Go reference's schema, but schema teguh_go_reference, "
+                "where teguh install sets it aside while migrating it, already exists: drop or "
+                "rename that schema, then run `teguh install` again (nothing was changed)"
+            )
+        return True
+    if relations or functions:
+        raise SchemaError(
+            f"schema teguh exists but holds neither teguh (no teguh.version()) nor the Go "
+            f"reference's schema (no teguh.queues): {relations} relation(s), {functions} "
+            f"function(s); drop or rename that schema, then run `teguh install` again "
+            f"(nothing was changed)"
+        )
+    return False
 
 
 def installed_version(conn: psycopg.Connection[Any]) -> str | None:

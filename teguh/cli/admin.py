@@ -6,9 +6,11 @@ import argparse
 import sys
 import time
 
+import psycopg
+
 from teguh import schema
 from teguh.cli import format as F
-from teguh.cli.common import CliError, Session
+from teguh.cli.common import CliError, Session, one_line
 from teguh.errors import QueueNotFound, SchemaError
 
 __all__ = ["cmd_install", "cmd_queue_create", "cmd_queue_drop", "cmd_queue_list"]
@@ -20,8 +22,18 @@ def cmd_install(args: argparse.Namespace, session: Session) -> int:
     before = schema.installed_version(conn)
     applied: list[str] = []
     if before is None:
-        schema.install(conn)
-        action = "installed"
+        try:
+            applied = schema.install(conn)
+        except SchemaError as exc:
+            raise CliError(str(exc)) from None
+        except psycopg.Error as exc:
+            # e.g. the Go reference's schema cannot be carried over: say why and what to do
+            if exc.diag.message_hint is None or isinstance(exc, psycopg.OperationalError):
+                raise
+            hint = " ".join(exc.diag.message_hint.split())
+            raise CliError(f"{one_line(exc)} ({hint})") from None
+        # over the Go reference's schema, install migrates it in place
+        action = "imported" if "go-reference" in applied else "installed"
     elif before == schema.SCHEMA_VERSION:
         schema.install(conn)  # idempotent: refreshes the functions
         action = "reapplied"
@@ -49,6 +61,11 @@ def cmd_install(args: argparse.Namespace, session: Session) -> int:
         )
     elif action == "installed":
         print(f"installed teguh schema version {version} into {where} ({took:.2f}s)")
+    elif action == "imported":
+        print(
+            f"installed teguh schema version {version} into {where} over the Go reference's "
+            f"schema: its queues, tasks, checkpoints and events are kept ({took:.2f}s)"
+        )
     elif action == "reapplied":
         print(f"teguh schema version {version} is installed in {where} (reapplied, {took:.2f}s)")
     else:

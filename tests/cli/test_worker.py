@@ -214,3 +214,10 @@ def test_worker_serves_several_queues(
         wait_for(done, timeout=20)
         worker.signal(signal.SIGTERM)
         assert worker.wait(timeout=20) == 0
+
+
+def test_worker_exits_non_zero_when_its_dispatcher_dies(teguh: Run, dsn: str, queue: str) -> None:
+    result = teguh("--dsn", dsn, "worker", "tests.cli.broken_dispatcher_tasks", "-q", "q")
+    assert result.returncode == 1, result.stderr
+    assert "its dispatcher died" in result.stderr
+    assert "dispatcher bug" in result.stderr

@@ -44,6 +44,15 @@ class Engine:
         ).fetchone()  # type: ignore[return-value]
 
     def claim(self, qty: int = 1, worker: str = "w1", timeout: int = 30) -> list[tuple[Any, ...]]:
+        """Claim through claim_runs: attempt is the attempt number (a resume keeps it)."""
+        return self.rows(
+            "select * from teguh.claim_runs(%s, %s, %s, %s)", self.q, worker, timeout, qty
+        )
+
+    def claim_go(
+        self, qty: int = 1, worker: str = "w1", timeout: int = 30
+    ) -> list[tuple[Any, ...]]:
+        """Claim as the Go client does: attempt is the run sequence."""
         return self.rows(
             "select * from teguh.claim_task(%s, %s, %s, %s)", self.q, worker, timeout, qty
         )

