@@ -11,6 +11,8 @@ The matrix (what .ci/run adds after ``nox -s tests``; see docs/testing.md):
   on pgserver's PostgreSQL 16.
 - ``nox -s tests_python``: unit, SQL and integration tests on Python 3.11, 3.12
   and 3.13 (``-p 3.13`` for one).
+- ``nox -s tests_django``: tests/contrib/django on Python 3.12 (Django 6.1
+  needs it; Flask and SQLAlchemy run in ``tests``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.sessions = ["tests", "tests_django", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
@@ -44,7 +46,7 @@ PG_SERVERS = {
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite against a throwaway PostgreSQL (see docs/testing.md)."""
-    session.install("-e", ".[dev]")
+    session.install("-e", ".[dev,flask,sqlalchemy]")  # tests/contrib runs Flask and SQLAlchemy
     session.run("pytest", *XDIST, *session.posargs)
 
 
@@ -115,6 +117,13 @@ def wheel(session: nox.Session) -> None:
     )
 
 
+@nox.session(python="3.12")
+def tests_django(session: nox.Session) -> None:
+    """Run the Django integration tests (Django 6.1 needs Python 3.12+)."""
+    session.install("-e", ".[dev,django]")
+    session.run("pytest", "tests/contrib/django", *session.posargs)
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """Check style and formatting with ruff."""
@@ -126,7 +135,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """Type-check the library with mypy --strict (configured in pyproject.toml)."""
-    session.install("-e", ".[dev]")
+    session.install("-e", ".[dev,flask,sqlalchemy]")
     session.run("mypy", "teguh")
 
 
@@ -150,7 +159,7 @@ def docs(session: nox.Session) -> None:
     if not (ROOT / "tests" / "docs").is_dir():
         session.log("tests/docs does not exist yet: no documentation snippets to run")
         return
-    session.install("-e", ".[dev]")
+    session.install("-e", ".[dev,flask,sqlalchemy]")  # docs/flask.md runs its example
     session.run("pytest", "tests/docs", *session.posargs)
 
 

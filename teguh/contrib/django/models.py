@@ -1,0 +1,1 @@
+"""No models: teguh keeps its tables in its own ``teguh`` schema (installed by migrations)."""
