@@ -4,7 +4,10 @@ Convention for documentation writers:
 
 - A fenced block whose info string is ``python`` or ``sql`` is executed; add
   ``skip`` to the info string (```` ```python skip ````) for one that cannot run
-  here (it needs Flask, systemd, a Go toolchain, ...). Other languages
+  here (it needs Flask, systemd, a Go toolchain, ...). A block whose info
+  string names a file (```` ```python file=conftest.py ````) is a file the
+  reader saves, not code they run: a test of its own runs it (e.g.
+  tests/testing runs docs/testing-your-tasks.md's files under pytest). Other languages
   (``sh``, ``go``, ``ini``) are never run.
 - A file's blocks run in order against one fresh database that has teguh
   installed: Python blocks share one namespace in which ``dsn`` (a libpq URL)
@@ -32,7 +35,9 @@ def blocks(path: Path) -> list[tuple[str, str, int]]:
     found = []
     for match in _FENCE.finditer(text):
         words = match.group(1).split()
-        if not words or words[0] not in ("python", "sql") or "skip" in words[1:]:
+        if not words or words[0] not in ("python", "sql"):
+            continue
+        if "skip" in words[1:] or any(w.startswith("file=") for w in words[1:]):
             continue
         found.append((words[0], match.group(2), text.count("\n", 0, match.start()) + 1))
     return found
