@@ -10,8 +10,13 @@ Convention for documentation writers:
   tests/testing runs docs/testing-your-tasks.md's files under pytest). Other languages
   (``sh``, ``go``, ``ini``) are never run.
 - A file's blocks run in order against one fresh database that has teguh
-  installed: Python blocks share one namespace in which ``dsn`` (a libpq URL)
-  is predefined; SQL blocks run in autocommit on their own connection.
+  installed, exactly as a reader would run them: Python blocks share one
+  namespace in which nothing is predefined; SQL blocks run in autocommit on
+  their own connection (as in psql). The one thing a reader is told to set up
+  is the environment variable ``TEGUH_DSN`` (docs/quickstart.md: ``export
+  TEGUH_DSN=postgresql://...``), which the runner points at the fresh
+  database; a page that needs a connection string in Python says so in its
+  code (``dsn = os.environ["TEGUH_DSN"]``).
 - Blocks must finish on their own: stop any worker they start.
 """
 
@@ -51,8 +56,9 @@ def test_some_documentation_is_executed() -> None:
 
 
 @pytest.mark.parametrize("path", RUNNABLE, ids=[str(p.relative_to(ROOT)) for p in RUNNABLE])
-def test_code_blocks_run(path: Path, dsn: str) -> None:
-    namespace: dict[str, Any] = {"__name__": f"docs_{path.stem}", "dsn": dsn}
+def test_code_blocks_run(path: Path, dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEGUH_DSN", dsn)
+    namespace: dict[str, Any] = {"__name__": f"docs_{path.stem}"}
     for language, code, line in blocks(path):
         where = f"{path.relative_to(ROOT)}:{line}"
         try:
