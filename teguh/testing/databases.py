@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import secrets
 from typing import Any
 
 import psycopg
@@ -23,8 +24,9 @@ class TestDatabases:
     `create` clones it with ``CREATE DATABASE ... TEMPLATE`` (milliseconds, no
     SQL replayed) and `drop` removes a clone, ending what is still connected
     to it. ``admin_dsn`` needs the right to create databases. The prefix
-    includes the process id (and pytest-xdist's worker name), so parallel
-    runs on one server do not collide.
+    includes the process id, pytest-xdist's worker name and a random part, so
+    runs sharing a server do not collide. A run killed with SIGKILL leaves
+    its databases behind (``<prefix>_<pid>...``) on a server you provide.
     """
 
     __test__ = False  # not a pytest test class, whatever its name
@@ -32,7 +34,9 @@ class TestDatabases:
     def __init__(self, admin_dsn: str, prefix: str = "teguh_test") -> None:
         self.admin_dsn = admin_dsn
         worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-        self.prefix = f"{prefix}_{os.getpid()}{worker}"
+        # unique per instance: two sessions in one process (pytester) must not
+        # drop each other's template
+        self.prefix = f"{prefix}_{os.getpid()}{worker}_{secrets.token_hex(3)}"
         self.template = f"{self.prefix}_template"
         self._template_ready = False
 

@@ -12,7 +12,7 @@ import pytest
 
 import teguh
 from teguh.embedded import EmbeddedPostgres
-from teguh.testing import FakeClock
+from teguh.testing import FakeClock, TestDatabases
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "testing-your-tasks.md"
@@ -115,3 +115,19 @@ def test_drain_runs_what_is_due_by_the_clock(
     assert teguh_drain() == 1
     result = teguh_app.client.get_task_result("default", spawned.task_id)
     assert result is not None and result.completed_payload == "done"
+
+
+def test_two_sessions_in_one_process_keep_their_own_templates(pg_server: EmbeddedPostgres) -> None:
+    # pytester runs a second session in this process, on this server
+    first, second = TestDatabases(pg_server.dsn()), TestDatabases(pg_server.dsn())
+    try:
+        first.create_template()
+        second.create_template()
+        second.close()
+        clone = first.create()
+        with psycopg.connect(clone, autocommit=True) as conn:
+            assert conn.execute("select teguh.version()").fetchone() is not None
+        first.drop(clone)
+    finally:
+        first.close()
+        second.close()
