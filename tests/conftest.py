@@ -37,6 +37,10 @@ from teguh.embedded import (
     find_server_binaries,
 )
 
+# pytester: tests/testing runs pytest on users' test files; teguh.testing: the
+# plugin users get, tested on this suite's server (see `teguh_dsn` below).
+pytest_plugins = ["pytester", "teguh.testing"]
+
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_FILE = ROOT / "schema" / "teguh.sql"
 TEMPLATE_DB = "teguh_template"
@@ -126,6 +130,12 @@ def dsn(pg_server: EmbeddedPostgres, teguh_template: str) -> Iterator[str]:
     janitor = _janitor(pg_server, dbname, template_dbname=teguh_template)
     with janitor:
         yield pg_server.dsn(dbname)
+
+
+@pytest.fixture(scope="session")
+def teguh_dsn(pg_server: EmbeddedPostgres) -> str:
+    """teguh.testing's server: this session's, rather than a second throwaway one."""
+    return pg_server.dsn()
 
 
 @pytest.fixture

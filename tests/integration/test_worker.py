@@ -374,8 +374,9 @@ def test_listen_connection_killed(
 
 
 def test_one_ticker_per_queue(client: teguh.Client, queue: str, make_worker: MakeWorker) -> None:
-    a = make_worker({})
-    b = make_worker({})
+    # a short ticker interval: the survivor takes over at its next tick (5 s by default)
+    a = make_worker({}, ticker_interval=0.2)
+    b = make_worker({}, ticker_interval=0.2)
     wait_for(lambda: a.is_ticker or b.is_ticker)
     assert not (a.is_ticker and b.is_ticker)
     leader, other = (a, b) if a.is_ticker else (b, a)
