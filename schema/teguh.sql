@@ -10,8 +10,12 @@
 --   c_<q>  step checkpoints (task_id, name)      upsert
 --   e_<q>  emitted events, first write wins      insert
 --   w_<q>  tasks waiting for an event            insert on await, delete on wake/timeout
--- plus teguh.queues, one row per queue, and teguh.queues_ticks, when the ticker
--- last looked at each queue (for its NOTIFY of work that fell due).
+--   a_<q>  archived tasks with their checkpoints   created by the first archive (queue policy)
+--   ae_<q> archived events
+-- plus teguh.queues, one row per queue; teguh.queues_ticks, when the ticker
+-- last looked at each queue (for its NOTIFY of work that fell due);
+-- teguh.queue_policies (retention, pause, defaults); teguh.schedules, one row
+-- per cron schedule (fired by the ticker); and teguh.workers (worker presence).
 --
 -- Names of generated objects: every per-queue object is named <kind>_<queue>,
 -- where <kind> is a fixed word of at most 7 lowercase letters with no
@@ -48,11 +52,14 @@
 --   queues:   create_queue, drop_queue, list_queues, queue_stats
 --   spawn:    spawn_task, spawn_tasks
 --   workers:  claim_task, claim_runs, complete_run, complete_runs, fail_run, schedule_run,
---             extend_claim, extend_claims
+--             release_run, extend_claim, extend_claims
 --   steps:    set_task_checkpoint_state, get_task_checkpoint_state, get_task_checkpoint_states
 --   events:   await_event, wait_event, emit_event
---   tasks:    cancel_task, retry_task, get_task_result, get_task
+--   tasks:    cancel_task, retry_task, get_task_result, get_task, list_tasks, locate_task
 --   time:     ticker, next_wake_at, cleanup_tasks, cleanup_all_queues, start, stop
+--   policies: set_queue_policy, get_queue_policy
+--   workers:  register_worker, worker_heartbeat, unregister_worker, list_workers, queue_workers
+--   schedules: create_schedule, drop_schedule, list_schedules, pause_schedule, resume_schedule
 --   misc:     version, portable_uuidv7, current_time
 --   security: grant_role, grant_producer, grant_worker, grant_monitor, grant_admin, revoke_role,
 --             allow_fake_time (schema owner only, like start and stop)
@@ -644,6 +651,9 @@ declare
   v_next_expiry   timestamptz;
   v_next_deadline timestamptz;
 begin
+  if exists (select 1 from teguh.queue_policies qp where qp.queue_name = {queue} and qp.policy @> '{"paused": true}') then
+    return;  -- a paused queue hands out nothing (teguh.set_queue_policy)
+  end if;
   -- three index probes tell whether there is anything to do at all
   select (select min(p.available_at) from teguh.{p} p), (select min(r.expires_at) from teguh.{r} r),
          (select min(t.cancel_at) from teguh.{t} t)
@@ -949,7 +959,7 @@ declare
 begin
   perform teguh._check_queue_name(p_queue_name);
   perform pg_advisory_xact_lock(hashtext('teguh.create_queue'), hashtext(p_queue_name));
-  foreach v_prefix in array array['w_', 'e_', 'c_', 'r_', 'p_', 't_'] loop
+  foreach v_prefix in array array['ae_', 'a_', 'w_', 'e_', 'c_', 'r_', 'p_', 't_'] loop
     execute format('drop table if exists teguh.%I', v_prefix || p_queue_name);
   end loop;
   for v_function in
@@ -992,7 +1002,7 @@ declare
 begin
   perform teguh._assert_queue(p_queue_name);
   perform teguh._check_name('task_name', p_task_name);
-  o := teguh._parse_spawn_options(p_options, false);
+  o := teguh._parse_spawn_options(teguh._with_queue_defaults(p_queue_name, p_options), false);
   return query execute format('select * from teguh.%I($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)', '_spawn_' || p_queue_name)
     using p_task_name, coalesce(p_params, 'null'::jsonb), o.o_headers, o.o_retry_strategy, o.o_max_attempts,
           o.o_priority, o.o_cancellation, o.o_idempotency_key, v_now, o.o_available_at;
@@ -1027,7 +1037,7 @@ begin
     perform teguh._invalid('params', format('expected a JSON array with one element per task, got %s',
                                             coalesce(jsonb_typeof(p_params), 'null')));
   end if;
-  o := teguh._parse_spawn_options(p_options, true);
+  o := teguh._parse_spawn_options(teguh._with_queue_defaults(p_queue_name, p_options), true);
   v_count := jsonb_array_length(p_params);
   if o.o_idempotency_keys is not null and jsonb_array_length(o.o_idempotency_keys) <> v_count then
     perform teguh._invalid('idempotency_keys', format('expected %s keys, one per task, got %s',
@@ -1142,7 +1152,8 @@ begin
   execute format('select attempts, max_attempts, retry_strategy, priority from teguh.%I where task_id = $1',
                  't_' || p_queue_name) into v_task using p_task_id;
   execute format('delete from teguh.%I where run_id = $1', 'r_' || p_queue_name) using p_run_id;
-  if v_task.attempts < v_task.max_attempts then
+  -- a reason {"retryable": false, ...} fails the task now, attempts left or not
+  if v_task.attempts < v_task.max_attempts and p_reason->'retryable' is distinct from 'false'::jsonb then
     v_run := teguh.portable_uuidv7();
     execute format($q$update teguh.%I set state = 'pending', current_run_id = $2, last_failure = $3
                       where task_id = $1$q$, 't_' || p_queue_name)
@@ -1269,7 +1280,8 @@ language plpgsql as $$
 begin
   perform teguh._assert_queue(p_queue_name);
   perform teguh._check_name('worker_id', p_worker_id);
-  -- 0: a lease that never expires
+  -- null: the queue policy's lease_timeout; 0: a lease that never expires
+  p_claim_timeout := coalesce(p_claim_timeout, teguh._queue_lease_timeout(p_queue_name));
   perform teguh._check_seconds('claim_timeout', p_claim_timeout, 0);
   if p_qty is null or p_qty < 1 or p_qty > 10000 then
     perform teguh._invalid('qty', format('expected an integer between 1 and 10000, got %s', coalesce(p_qty::text, 'null')));
@@ -1369,7 +1381,10 @@ $$;
 
 -- Ends an active run as failed with p_reason: the next attempt is queued
 -- after the retry strategy's backoff (or at p_retry_at) while attempts
--- remain, else the task fails. Errors: 22023 (reason), 42704, AB001, AB002.
+-- remain, else the task fails. A reason object with "retryable": false fails
+-- the task now whatever attempts are left; the stored reason (last_failure)
+-- keeps that flag. Errors: 22023 (reason, reason.retryable, retry_at), 42704,
+-- AB001, AB002.
 create or replace function teguh.fail_run(p_queue_name text, p_run_id uuid, p_reason jsonb, p_retry_at timestamptz default null)
 returns void
 language plpgsql as $$
@@ -1380,6 +1395,10 @@ begin
   perform teguh._assert_queue(p_queue_name);
   if p_reason is null then
     perform teguh._invalid('reason', 'expected a JSON value describing the failure, got null');
+  end if;
+  if jsonb_typeof(p_reason) = 'object' and p_reason ? 'retryable'
+     and jsonb_typeof(p_reason->'retryable') is distinct from 'boolean' then
+    perform teguh._invalid('reason.retryable', format('expected true or false, got %s', p_reason->'retryable'));
   end if;
   if p_retry_at is not null then
     perform teguh._check_instant('retry_at', p_retry_at, v_now);
@@ -1411,6 +1430,41 @@ begin
     select released.task_id, released.run_id, released.attempt, $2, $3 from released$q$,
     'r_' || p_queue_name, 'p_' || p_queue_name)
     using p_run_id, v_task.o_priority, p_wake_at;
+  perform teguh._notify(p_queue_name);
+end
+$$;
+
+-- Hands a run back without using an attempt (a worker with no handler for
+-- the task, or one shutting down): the task is pending again, unlike a
+-- durable sleep, with the same run id and attempt, claimable from
+-- p_available_at (default now). p_reason, when given, becomes the task's
+-- last_failure so that the task says why it waits. Raises AB001/AB002 when
+-- the run is not active, 22023 for a bad p_available_at.
+create or replace function teguh.release_run(
+  p_queue_name   text,
+  p_run_id       uuid,
+  p_available_at timestamptz default null,
+  p_reason       jsonb       default null
+) returns void
+language plpgsql as $$
+declare
+  v_now  timestamptz := teguh.current_time();
+  v_task record;
+begin
+  perform teguh._assert_queue(p_queue_name);
+  if p_available_at is not null then
+    perform teguh._check_instant('available_at', p_available_at, v_now);
+  end if;
+  v_task := teguh._lock_run(p_queue_name, p_run_id);
+  execute format($q$update teguh.%I set state = 'pending', last_failure = coalesce($2, last_failure)
+                    where task_id = $1$q$, 't_' || p_queue_name)
+    using v_task.o_task_id, p_reason;
+  execute format($q$
+    with released as (delete from teguh.%1$I r where r.run_id = $1 returning r.task_id, r.run_id, r.attempt)
+    insert into teguh.%2$I (task_id, run_id, attempt, priority, available_at)
+    select released.task_id, released.run_id, released.attempt, $2, $3 from released$q$,
+    'r_' || p_queue_name, 'p_' || p_queue_name)
+    using p_run_id, v_task.o_priority, coalesce(p_available_at, v_now);
   perform teguh._notify(p_queue_name);
 end
 $$;
@@ -1853,20 +1907,41 @@ begin
 end
 $$;
 
--- Everything about one task; no row for an unknown task.
+-- get_task gained the archived column: a schema 2 database installed before
+-- it has the old result type, which create or replace cannot change.
+do $$
+begin
+  if exists (select 1 from pg_proc p where p.oid = to_regprocedure('teguh.get_task(text, uuid)')
+                and not ('archived' = any (p.proargnames))) then
+    drop function teguh.get_task(text, uuid);
+  end if;
+end
+$$;
+
+-- Everything about one task; no row for an unknown task. archived is true
+-- for a task found in the queue's archive (see teguh.set_queue_policy).
 -- Errors: 42704 unknown queue.
 create or replace function teguh.get_task(p_queue_name text, p_task_id uuid)
 returns table (task_id uuid, task_name text, state text, attempts integer, max_attempts integer, priority integer,
                params jsonb, headers jsonb, retry_strategy jsonb, idempotency_key text, created_at timestamptz,
                first_started_at timestamptz, finished_at timestamptz, completed_payload jsonb, last_failure jsonb,
-               cancelled_at timestamptz)
+               cancelled_at timestamptz, archived boolean)
 language plpgsql as $$
 begin
   perform teguh._assert_queue(p_queue_name);
   return query execute format(
     'select task_id, task_name, state, attempts, max_attempts, priority, params, headers, retry_strategy,
-            idempotency_key, created_at, first_started_at, finished_at, completed_payload, last_failure, cancelled_at
+            idempotency_key, created_at, first_started_at, finished_at, completed_payload, last_failure, cancelled_at,
+            false
        from teguh.%I where task_id = $1', 't_' || p_queue_name) using p_task_id;
+  if not found and to_regclass(format('teguh.%I', 'a_' || p_queue_name)) is not null then
+    return query execute format(
+      'select t.task_id, t.task_name, t.state, t.attempts, t.max_attempts, t.priority, t.params, t.headers,
+              t.retry_strategy, t.idempotency_key, t.created_at, t.first_started_at, t.finished_at,
+              t.completed_payload, t.last_failure, t.cancelled_at, true
+         from teguh.%I a cross join lateral jsonb_populate_record(null::teguh.%I, a.task) t
+        where a.task_id = $1', 'a_' || p_queue_name, 't_' || p_queue_name) using p_task_id;
+  end if;
 end
 $$;
 
@@ -1963,6 +2038,8 @@ begin
       -- one line per maintenance step of a queue
       v_count := v_count + teguh._recover_expired(v_queue, v_now, 1000);
       v_count := v_count + teguh._enforce_deadlines(v_queue, v_now, 1000);
+      perform teguh._fire_schedules(v_queue, v_now, 1000);
+      perform teguh._apply_retention(v_queue, v_now, 1000);
       perform teguh._notify_due(v_queue, v_now);
     exception when others then
       raise warning 'teguh.ticker: queue "%" failed and was skipped: % (SQLSTATE %)', v_queue, sqlerrm, sqlstate;
@@ -1973,8 +2050,8 @@ end
 $$;
 
 -- The earliest time something on the queue falls due: a delayed, retrying or
--- sleeping run, an event timeout, a lease expiry or a cancellation deadline.
--- May lie in the past (something is due now); null when nothing is pending.
+-- sleeping run, an event timeout, a lease expiry, a cancellation deadline or
+-- the next slot of an active schedule. May lie in the past (something is due now); null when nothing is pending.
 -- Errors: 42704 unknown queue.
 create or replace function teguh.next_wake_at(p_queue_name text) returns timestamptz
 language plpgsql as $$
@@ -1984,9 +2061,10 @@ begin
   perform teguh._assert_queue(p_queue_name);
   execute format('select least((select min(available_at) from teguh.%I),
                                (select min(expires_at) from teguh.%I where expires_at < ''infinity''),
-                               (select min(cancel_at) from teguh.%I))',
+                               (select min(cancel_at) from teguh.%I),
+                               (select min(s.next_run_at) from teguh.schedules s where s.queue_name = $1 and not s.paused))',
                  'p_' || p_queue_name, 'r_' || p_queue_name, 't_' || p_queue_name)
-    into v_at;
+    into v_at using p_queue_name;
   -- rows stored before inputs were range-checked may hold infinities:
   -- -infinity is due now, infinity never
   if v_at = '-infinity' then
@@ -1998,11 +2076,18 @@ begin
 end
 $$;
 
+-- cleanup_tasks gained p_strategy: drop the three-argument version an earlier
+-- schema 2 install created (a positional call would be ambiguous).
+drop function if exists teguh.cleanup_tasks(text, integer, integer);
+
 -- Deletes up to p_limit terminal tasks that finished more than p_ttl_seconds
 -- ago. Task ids are time-ordered (v7), so the primary key bounds the scan to
 -- tasks created before the cut-off; finished_at decides.
--- Errors: 22023 (ttl_seconds, limit), 42704 unknown queue.
-create or replace function teguh.cleanup_tasks(p_queue_name text, p_ttl_seconds integer, p_limit integer default 1000)
+-- p_strategy "archive" moves them to the queue's archive instead (see
+-- teguh.set_queue_policy); null follows the queue's cleanup policy.
+-- Errors: 22023 (ttl_seconds, limit, strategy), 42704 unknown queue.
+create or replace function teguh.cleanup_tasks(p_queue_name text, p_ttl_seconds integer, p_limit integer default 1000,
+                                               p_strategy text default null)
 returns integer
 language plpgsql as $$
 declare
@@ -2013,7 +2098,14 @@ begin
   -- any integer ttl keeps now - ttl finite (2147483647 s is 68 years)
   perform teguh._check_seconds('ttl_seconds', p_ttl_seconds, 0, 2147483647);
   perform teguh._check_positive('limit', p_limit);
+  if p_strategy not in ('delete', 'archive') then
+    perform teguh._invalid('strategy', format('expected "delete", "archive" or null (the queue''s policy), got %s',
+                                              quote_literal(p_strategy)));
+  end if;
   v_cutoff := teguh.current_time() - make_interval(secs => p_ttl_seconds);
+  if coalesce(p_strategy, teguh._queue_policy(p_queue_name)->>'cleanup') = 'archive' then
+    return teguh._archive_tasks(p_queue_name, v_cutoff, p_limit);
+  end if;
   execute format($q$
     with doomed as (
       select t.task_id from teguh.%1$I t
@@ -2107,6 +2199,1065 @@ begin
                           format('%s (SQLSTATE %s)', sqlerrm, sqlstate);
     end;
   end loop;
+end
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Finding tasks
+-- ---------------------------------------------------------------------------
+
+-- A filter's timestamp, or null when absent; 22023 naming it when bad.
+create or replace function teguh._json_timestamp(p_argument text, p_value jsonb) returns timestamptz
+language plpgsql stable as $$
+begin
+  if p_value is null or p_value = 'null'::jsonb then
+    return null;
+  end if;
+  if jsonb_typeof(p_value) <> 'string' then
+    perform teguh._invalid(p_argument, format('expected an ISO 8601 timestamp string, got %s', p_value));
+  end if;
+  begin
+    return (p_value #>> '{}')::timestamptz;
+  exception when others then
+    perform teguh._invalid(p_argument, format('expected an ISO 8601 timestamp, got %s', p_value));
+  end;
+  return null;
+end
+$$;
+
+-- Lists a queue's tasks, newest first, up to p_limit (1-1000) per page; pass
+-- the last task_id of a page as p_after for the next one (keyset pagination:
+-- tasks spawned meanwhile never shift a page). Filters (all optional):
+-- state (a state or an array of states), task_name, created_after,
+-- created_before, finished_after, finished_before (ISO 8601 timestamps;
+-- "after" is inclusive, "before" exclusive). The walk follows the primary
+-- key (task ids are time-ordered), bounded by the time window: no sequential
+-- scan of t_. Archived tasks are not listed (teguh.get_task finds them).
+-- Raises 22023 naming a bad filter, 42704 for an unknown queue.
+create or replace function teguh.list_tasks(
+  p_queue_name text,
+  p_filters    jsonb   default '{}',
+  p_after      uuid    default null,
+  p_limit      integer default 100
+) returns table (task_id uuid, task_name text, state text, attempts integer, max_attempts integer, priority integer,
+                 params jsonb, headers jsonb, idempotency_key text, created_at timestamptz,
+                 first_started_at timestamptz, finished_at timestamptz, last_failure jsonb, cancelled_at timestamptz)
+language plpgsql stable set enable_seqscan = off as $$
+declare
+  v_states          text[];
+  v_name            text;
+  v_created_after   timestamptz;
+  v_created_before  timestamptz;
+  v_finished_after  timestamptz;
+  v_finished_before timestamptz;
+  v_upper           timestamptz;
+begin
+  perform teguh._assert_queue(p_queue_name);
+  p_filters := coalesce(p_filters, '{}'::jsonb);
+  if jsonb_typeof(p_filters) <> 'object' then
+    perform teguh._invalid('filters', format('expected a JSON object, got %s', jsonb_typeof(p_filters)));
+  end if;
+  p_filters := jsonb_strip_nulls(p_filters);
+  perform teguh._check_keys('filters', p_filters, array['state', 'task_name', 'created_after', 'created_before',
+                                                         'finished_after', 'finished_before']);
+  if p_limit is null or p_limit < 1 or p_limit > 1000 then
+    perform teguh._invalid('limit', format('expected an integer between 1 and 1000, got %s', coalesce(p_limit::text, 'null')));
+  end if;
+  if p_filters ? 'state' then
+    v_states := case jsonb_typeof(p_filters->'state')
+                  when 'string' then array[p_filters->>'state']
+                  when 'array' then array(select jsonb_array_elements_text(p_filters->'state'))
+                end;
+    if v_states is null or cardinality(v_states) = 0
+       or not v_states <@ array['pending', 'running', 'sleeping', 'completed', 'failed', 'cancelled'] then
+      perform teguh._invalid('state', format('expected a task state or an array of them (pending, running, sleeping, completed, failed, cancelled), got %s',
+                                             p_filters->'state'));
+    end if;
+  end if;
+  if p_filters ? 'task_name' then
+    if jsonb_typeof(p_filters->'task_name') <> 'string' then
+      perform teguh._invalid('task_name', format('expected a string, got %s', p_filters->'task_name'));
+    end if;
+    v_name := p_filters->>'task_name';
+  end if;
+  v_created_after := teguh._json_timestamp('created_after', p_filters->'created_after');
+  v_created_before := teguh._json_timestamp('created_before', p_filters->'created_before');
+  v_finished_after := teguh._json_timestamp('finished_after', p_filters->'finished_after');
+  v_finished_before := teguh._json_timestamp('finished_before', p_filters->'finished_before');
+  -- A task finishes after it is created, and its v7 id is drawn during the
+  -- spawning statement, at most a little after its created_at: a minute of
+  -- slack keeps the bound on the id safe.
+  v_upper := least(v_created_before, v_finished_before) + interval '1 minute';
+  return query execute format($q$
+    select t.task_id, t.task_name, t.state, t.attempts, t.max_attempts, t.priority, t.params, t.headers,
+           t.idempotency_key, t.created_at, t.first_started_at, t.finished_at, t.last_failure, t.cancelled_at
+      from teguh.%I t
+     where ($1::uuid is null or t.task_id < $1)
+       and ($2::uuid is null or t.task_id < $2)
+       and ($3::uuid is null or t.task_id >= $3)
+       and ($4::text[] is null or t.state = any ($4))
+       and ($5::text is null or t.task_name = $5)
+       and ($6::timestamptz is null or t.created_at >= $6)
+       and ($7::timestamptz is null or t.created_at < $7)
+       and ($8::timestamptz is null or t.finished_at >= $8)
+       and ($9::timestamptz is null or t.finished_at < $9)
+     order by t.task_id desc
+     limit $10$q$, 't_' || p_queue_name)
+    using p_after, teguh._uuidv7_floor(v_upper), teguh._uuidv7_floor(v_created_after), v_states, v_name,
+          v_created_after, v_created_before, v_finished_after, v_finished_before, p_limit;
+end
+$$;
+
+-- The queue that holds a task, live or archived (task ids are unique across
+-- queues): one primary-key probe per queue. Null for an unknown task.
+create or replace function teguh.locate_task(p_task_id uuid) returns text
+language plpgsql stable as $$
+declare
+  v_queue text;
+  v_found boolean;
+begin
+  for v_queue in select q.queue_name from teguh.queues q order by q.queue_name loop
+    execute format('select exists (select 1 from teguh.%I where task_id = $1)', 't_' || v_queue)
+      into v_found using p_task_id;
+    if not v_found and to_regclass(format('teguh.%I', 'a_' || v_queue)) is not null then
+      execute format('select exists (select 1 from teguh.%I where task_id = $1)', 'a_' || v_queue)
+        into v_found using p_task_id;
+    end if;
+    if v_found then
+      return v_queue;
+    end if;
+  end loop;
+  return null;
+end
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Queue policies: retention (delete or archive), pause, defaults, lease timeout
+-- ---------------------------------------------------------------------------
+
+-- One row per queue with a policy; the keys set (never null) are in policy,
+-- teguh.get_queue_policy() fills in the defaults.
+create table if not exists teguh.queue_policies (
+  queue_name text        primary key references teguh.queues (queue_name) on delete cascade,
+  policy     jsonb       not null,
+  updated_at timestamptz not null
+);
+
+-- The policy of a queue with every default filled in.
+create or replace function teguh._queue_policy(p_queue_name text) returns jsonb
+language sql stable as $$
+  select jsonb_build_object('retention', null, 'cleanup', 'delete', 'paused', false,
+                            'default_max_attempts', 5,
+                            'default_retry_strategy', teguh._normalize_retry_strategy(null),
+                            'lease_timeout', 30)
+         || coalesce((select qp.policy from teguh.queue_policies qp where qp.queue_name = p_queue_name), '{}'::jsonb)
+$$;
+
+-- Spawn options with the queue's default_max_attempts and
+-- default_retry_strategy where the caller gave none (unchanged, and cheap,
+-- for a queue without a policy).
+create or replace function teguh._with_queue_defaults(p_queue_name text, p_options jsonb) returns jsonb
+language plpgsql stable as $$
+declare
+  v_policy jsonb;
+begin
+  select qp.policy into v_policy from teguh.queue_policies qp where qp.queue_name = p_queue_name;
+  if v_policy is null or not (v_policy ?| array['default_max_attempts', 'default_retry_strategy']) then
+    return p_options;
+  end if;
+  p_options := coalesce(p_options, '{}'::jsonb);
+  if jsonb_typeof(p_options) <> 'object' then
+    return p_options;  -- the option parser raises
+  end if;
+  if v_policy ? 'default_max_attempts' and coalesce(p_options->'max_attempts', 'null') = 'null' then
+    p_options := p_options || jsonb_build_object('max_attempts', v_policy->'default_max_attempts');
+  end if;
+  if v_policy ? 'default_retry_strategy' and coalesce(p_options->'retry_strategy', 'null') = 'null' then
+    p_options := p_options || jsonb_build_object('retry_strategy', v_policy->'default_retry_strategy');
+  end if;
+  return p_options;
+end
+$$;
+
+-- The lease, in seconds, of a run claimed without a claim_timeout.
+create or replace function teguh._queue_lease_timeout(p_queue_name text) returns integer
+language sql stable as $$
+  select coalesce((select (qp.policy->>'lease_timeout')::integer from teguh.queue_policies qp
+                    where qp.queue_name = p_queue_name), 30)
+$$;
+
+-- The archive of a queue, created when first needed: a_<q> holds finished
+-- tasks (the whole t_ row as JSON, so that it survives changes to t_) with
+-- their checkpoints, ae_<q> the events they left behind.
+create or replace function teguh._create_archive(p_queue_name text) returns void
+language plpgsql as $$
+begin
+  perform teguh._check_queue_name(p_queue_name);
+  execute format($t$
+    create table if not exists teguh.%I (
+      task_id     uuid        not null,
+      task_name   text        not null,
+      state       text        not null,
+      created_at  timestamptz not null,
+      finished_at timestamptz,
+      archived_at timestamptz not null,
+      task        jsonb       not null,
+      checkpoints jsonb       not null,
+      constraint %I primary key (task_id)
+    )$t$, 'a_' || p_queue_name, 'apk_' || p_queue_name);
+  execute format($t$
+    create table if not exists teguh.%I (
+      event_name  text        not null,
+      payload     jsonb,
+      emitted_at  timestamptz not null,
+      archived_at timestamptz not null,
+      constraint %I primary key (event_name)
+    )$t$, 'ae_' || p_queue_name, 'aepk_' || p_queue_name);
+end
+$$;
+
+-- Sets a queue's policy, merging the keys given into the current policy (a
+-- key given as null goes back to its default); returns the whole policy.
+-- Keys: retention (seconds finished tasks are kept, null: forever),
+-- cleanup ("delete" or "archive"), paused (claims return nothing),
+-- default_max_attempts and default_retry_strategy (for spawns that give
+-- none), lease_timeout (seconds, for runs claimed without a claim_timeout).
+-- Raises 22023 naming a bad key, 42704 for an unknown queue.
+create or replace function teguh.set_queue_policy(p_queue_name text, p_policy jsonb) returns jsonb
+language plpgsql as $$
+declare
+  v_policy jsonb;
+  v_key    text;
+  v_value  jsonb;
+begin
+  perform teguh._assert_queue(p_queue_name);
+  if jsonb_typeof(p_policy) is distinct from 'object' then
+    perform teguh._invalid('policy', format('expected a JSON object, got %s', coalesce(jsonb_typeof(p_policy), 'null')));
+  end if;
+  perform teguh._check_keys('policy', p_policy, array['retention', 'cleanup', 'paused', 'default_max_attempts',
+                                                       'default_retry_strategy', 'lease_timeout']);
+  select qp.policy into v_policy from teguh.queue_policies qp where qp.queue_name = p_queue_name for update;
+  v_policy := coalesce(v_policy, '{}'::jsonb);
+  for v_key, v_value in select e.key, e.value from jsonb_each(p_policy) e loop
+    if v_value = 'null'::jsonb then
+      v_policy := v_policy - v_key;
+      continue;
+    end if;
+    case v_key
+      when 'retention' then
+        perform teguh._json_int('retention', v_value, 0, 2147483647);
+      when 'lease_timeout' then
+        perform teguh._json_int('lease_timeout', v_value, 1, 2147483647);
+      when 'default_max_attempts' then
+        perform teguh._json_int('default_max_attempts', v_value, 1, 2147483647);
+      when 'default_retry_strategy' then
+        v_value := teguh._normalize_retry_strategy(v_value);
+      when 'cleanup' then
+        if v_value not in ('"delete"', '"archive"') then
+          perform teguh._invalid('cleanup', format('expected "delete" or "archive", got %s', v_value));
+        end if;
+      when 'paused' then
+        if jsonb_typeof(v_value) <> 'boolean' then
+          perform teguh._invalid('paused', format('expected true or false, got %s', v_value));
+        end if;
+    end case;
+    v_policy := v_policy || jsonb_build_object(v_key, v_value);
+  end loop;
+  if v_policy->>'cleanup' = 'archive' then
+    perform teguh._create_archive(p_queue_name);
+  end if;
+  insert into teguh.queue_policies as qp (queue_name, policy, updated_at)
+  values (p_queue_name, v_policy, teguh.current_time())
+  on conflict (queue_name) do update set policy = excluded.policy, updated_at = excluded.updated_at;
+  if not coalesce((v_policy->>'paused')::boolean, false) then
+    perform pg_notify('teguh_' || p_queue_name, '');  -- a resumed queue may have work
+  end if;
+  return teguh._queue_policy(p_queue_name);
+end
+$$;
+
+-- A queue's policy, defaults included. Raises 42704 for an unknown queue.
+create or replace function teguh.get_queue_policy(p_queue_name text) returns jsonb
+language plpgsql stable as $$
+begin
+  perform teguh._assert_queue(p_queue_name);
+  return teguh._queue_policy(p_queue_name);
+end
+$$;
+
+-- Moves up to p_limit finished tasks that finished before p_cutoff, with
+-- their checkpoints, to the queue's archive (a_<q>); returns how many. One
+-- statement: a batch moves whole or not at all. Never waits: rows others
+-- hold are left for the next batch.
+create or replace function teguh._archive_tasks(p_queue_name text, p_cutoff timestamptz, p_limit integer)
+returns integer
+language plpgsql as $$
+declare
+  v_count integer;
+begin
+  perform teguh._create_archive(p_queue_name);
+  execute format($q$
+    with doomed as (
+      select t.* from teguh.%1$I t
+       where t.task_id < $1 and t.finished_at < $2 and t.state in ('completed', 'failed', 'cancelled')
+       order by t.task_id
+       limit $3
+         for update skip locked
+    ), checkpoints as (
+      delete from teguh.%2$I c using doomed where c.task_id = doomed.task_id
+      returning c.*
+    ), archived as (
+      insert into teguh.%3$I (task_id, task_name, state, created_at, finished_at, archived_at, task, checkpoints)
+      select d.task_id, d.task_name, d.state, d.created_at, d.finished_at, $4, to_jsonb(d),
+             coalesce((select jsonb_object_agg(c.checkpoint_name, to_jsonb(c) - 'task_id' - 'checkpoint_name')
+                         from checkpoints c where c.task_id = d.task_id), '{}'::jsonb)
+        from doomed d
+      on conflict (task_id) do nothing
+      returning 1
+    ), deleted as (
+      delete from teguh.%1$I t using doomed where t.task_id = doomed.task_id
+    )
+    select count(*) from archived$q$, 't_' || p_queue_name, 'c_' || p_queue_name, 'a_' || p_queue_name)
+    into v_count
+    using teguh._uuidv7_floor(p_cutoff + interval '1 millisecond'), p_cutoff, p_limit, teguh.current_time();
+  return v_count;
+end
+$$;
+
+-- Deletes, or moves to ae_<q> when p_archive, up to p_limit events emitted
+-- before p_cutoff that no task still waits for; returns how many.
+create or replace function teguh._expire_events(p_queue_name text, p_cutoff timestamptz, p_limit integer,
+                                                p_archive boolean)
+returns integer
+language plpgsql as $$
+declare
+  v_count integer;
+begin
+  if p_archive then
+    perform teguh._create_archive(p_queue_name);
+  end if;
+  if not coalesce(p_archive, false) then
+    execute format($q$
+      delete from teguh.%1$I e where e.event_name in (
+        select e2.event_name from teguh.%1$I e2
+         where e2.emitted_at < $1
+           and not exists (select 1 from teguh.%2$I w where w.event_name = e2.event_name)
+         order by e2.emitted_at
+         limit $2
+           for update skip locked)$q$, 'e_' || p_queue_name, 'w_' || p_queue_name)
+      using p_cutoff, p_limit;
+    get diagnostics v_count = row_count;
+    return v_count;
+  end if;
+  execute format($q$
+    with doomed as (
+      select e.event_name from teguh.%1$I e
+       where e.emitted_at < $1
+         and not exists (select 1 from teguh.%2$I w where w.event_name = e.event_name)
+       order by e.emitted_at
+       limit $2
+         for update skip locked
+    ), gone as (
+      delete from teguh.%1$I e using doomed where e.event_name = doomed.event_name
+      returning e.*
+    ), archived as (
+      insert into teguh.%3$I (event_name, payload, emitted_at, archived_at)
+      select g.event_name, g.payload, g.emitted_at, $3 from gone g
+      on conflict (event_name) do nothing
+    )
+    select count(*) from gone$q$, 'e_' || p_queue_name, 'w_' || p_queue_name, 'ae_' || p_queue_name)
+    into v_count using p_cutoff, p_limit, teguh.current_time();
+  return v_count;
+end
+$$;
+
+-- Applies a queue's retention policy, one bounded batch of tasks and one of
+-- events (called by the ticker); returns the number of tasks removed.
+create or replace function teguh._apply_retention(p_queue_name text, p_now timestamptz, p_limit integer)
+returns integer
+language plpgsql as $$
+declare
+  v_policy jsonb;
+  v_cutoff timestamptz;
+  v_count  integer;
+begin
+  select qp.policy into v_policy from teguh.queue_policies qp where qp.queue_name = p_queue_name;
+  if v_policy is null or not (v_policy ? 'retention') then
+    return 0;
+  end if;
+  v_cutoff := p_now - make_interval(secs => (v_policy->>'retention')::integer);
+  if v_policy->>'cleanup' = 'archive' then
+    v_count := teguh._archive_tasks(p_queue_name, v_cutoff, p_limit);
+  else
+    v_count := teguh.cleanup_tasks(p_queue_name, (v_policy->>'retention')::integer, p_limit, 'delete');
+  end if;
+  perform teguh._expire_events(p_queue_name, v_cutoff, p_limit, v_policy->>'cleanup' is not distinct from 'archive');
+  return v_count;
+end
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Worker presence
+-- ---------------------------------------------------------------------------
+
+-- Workers that registered themselves; a row whose expires_at has passed (its
+-- heartbeat lapsed) no longer counts and is purged by later registrations.
+create table if not exists teguh.workers (
+  worker_id    text        primary key,
+  queues       text[]      not null,
+  host         text,
+  pid          integer,
+  started_at   timestamptz not null,
+  last_seen_at timestamptz not null,
+  expires_at   timestamptz not null
+);
+create index if not exists workers_expiry on teguh.workers (expires_at);
+
+-- Registers a worker serving p_queues (or refreshes it: started_at is kept);
+-- it counts as present for p_ttl_seconds, renewed by teguh.worker_heartbeat.
+-- Raises 22023 for a bad argument, 42704 for an unknown queue.
+create or replace function teguh.register_worker(
+  p_worker_id   text,
+  p_queues      text[],
+  p_host        text    default null,
+  p_pid         integer default null,
+  p_ttl_seconds integer default 60
+) returns void
+language plpgsql as $$
+declare
+  v_now   timestamptz := teguh.current_time();
+  v_queue text;
+begin
+  perform teguh._check_name('worker_id', p_worker_id);
+  if p_queues is null or cardinality(p_queues) = 0 then
+    perform teguh._invalid('queues', 'expected a non-empty array of queue names');
+  end if;
+  foreach v_queue in array p_queues loop
+    perform teguh._assert_queue(v_queue);
+  end loop;
+  perform teguh._check_seconds('ttl_seconds', p_ttl_seconds, 1);
+  -- the registrations of workers that vanished without unregistering
+  delete from teguh.workers w
+   where w.worker_id in (select w2.worker_id from teguh.workers w2 where w2.expires_at < v_now - interval '1 hour'
+                          order by w2.expires_at limit 100 for update skip locked);
+  insert into teguh.workers as w (worker_id, queues, host, pid, started_at, last_seen_at, expires_at)
+  values (p_worker_id, array(select distinct q from unnest(p_queues) q order by q), p_host, p_pid, v_now, v_now,
+          v_now + make_interval(secs => p_ttl_seconds))
+  on conflict (worker_id) do update
+     set queues = excluded.queues, host = excluded.host, pid = excluded.pid,
+         last_seen_at = excluded.last_seen_at, expires_at = excluded.expires_at,
+         started_at = case when w.expires_at < v_now then excluded.started_at else w.started_at end;
+end
+$$;
+
+-- Renews a worker's presence for p_ttl_seconds; false when it is not
+-- registered (or lapsed and was purged): the worker registers again.
+create or replace function teguh.worker_heartbeat(p_worker_id text, p_ttl_seconds integer default 60) returns boolean
+language plpgsql as $$
+declare
+  v_now timestamptz := teguh.current_time();
+begin
+  perform teguh._check_seconds('ttl_seconds', p_ttl_seconds, 1);
+  update teguh.workers w set last_seen_at = v_now, expires_at = v_now + make_interval(secs => p_ttl_seconds)
+   where w.worker_id = p_worker_id;
+  return found;
+end
+$$;
+
+-- Removes a worker's registration (it stops); true when it was registered.
+create or replace function teguh.unregister_worker(p_worker_id text) returns boolean
+language plpgsql as $$
+begin
+  delete from teguh.workers w where w.worker_id = p_worker_id;
+  return found;
+end
+$$;
+
+-- The workers present (heartbeat not lapsed), all or those serving a queue.
+create or replace function teguh.list_workers(p_queue_name text default null)
+returns table (worker_id text, queues text[], host text, pid integer, started_at timestamptz,
+               last_seen_at timestamptz, expires_at timestamptz)
+language plpgsql stable as $$
+begin
+  if p_queue_name is not null then
+    perform teguh._assert_queue(p_queue_name);
+  end if;
+  return query
+    select w.worker_id, w.queues, w.host, w.pid, w.started_at, w.last_seen_at, w.expires_at
+      from teguh.workers w
+     where w.expires_at >= teguh.current_time() and (p_queue_name is null or p_queue_name = any (w.queues))
+     order by w.started_at, w.worker_id;
+end
+$$;
+
+-- How many present workers serve each queue (every queue, or one): zero
+-- answers "why does nothing run?".
+create or replace function teguh.queue_workers(p_queue_name text default null)
+returns table (queue_name text, workers bigint)
+language plpgsql stable as $$
+begin
+  if p_queue_name is not null then
+    perform teguh._assert_queue(p_queue_name);
+  end if;
+  return query
+    select q.queue_name,
+           (select count(*) from teguh.workers w
+             where q.queue_name = any (w.queues) and w.expires_at >= teguh.current_time())
+      from teguh.queues q
+     where p_queue_name is null or q.queue_name = p_queue_name
+     order by q.queue_name;
+end
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Schedules: cron specs evaluated in the engine, fired by the ticker
+-- ---------------------------------------------------------------------------
+
+-- One row per schedule. next_run_at is the next slot to fire (null: the spec
+-- never fires again); a paused schedule keeps its row and fires nothing.
+create table if not exists teguh.schedules (
+  queue_name    text        not null references teguh.queues (queue_name) on delete cascade,
+  schedule_name text        not null,
+  spec          text        not null,
+  timezone      text        not null,
+  task_name     text        not null,
+  params        jsonb       not null,
+  options       jsonb       not null,
+  catch_up      text        not null,
+  paused        boolean     not null default false,
+  next_run_at   timestamptz,
+  last_slot     timestamptz,
+  last_run_at   timestamptz,
+  last_task_id  uuid,
+  last_error    text,
+  created_at    timestamptz not null,
+  updated_at    timestamptz not null,
+  primary key (queue_name, schedule_name)
+);
+create index if not exists schedules_due on teguh.schedules (queue_name, next_run_at) where not paused;
+
+-- One value of a cron field: a number within [p_min, p_max] or, where the
+-- field has them, a name (p_names[1] is p_min).
+create or replace function teguh._cron_value(p_field text, p_token text, p_min integer, p_max integer, p_names text[])
+returns integer
+language plpgsql immutable as $$
+declare
+  v_value integer;
+begin
+  if p_token ~ '^[0-9]{1,4}$' then
+    v_value := p_token::integer;
+  elsif p_names is not null and array_position(p_names, upper(p_token)) is not null then
+    return p_min + array_position(p_names, upper(p_token)) - 1;
+  else
+    perform teguh._invalid('spec', format('bad %s value %s', p_field, quote_literal(p_token)));
+  end if;
+  if v_value < p_min or v_value > p_max then
+    perform teguh._invalid('spec', format('%s value %s is outside %s-%s', p_field, v_value, p_min, p_max));
+  end if;
+  return v_value;
+end
+$$;
+
+-- The sorted values one cron field selects: comma-separated terms, each *, a
+-- value, a range a-b, optionally stepped (*/n, a-b/n, a/n = a to the maximum).
+create or replace function teguh._cron_field(p_field text, p_text text, p_min integer, p_max integer, p_names text[])
+returns integer[]
+language plpgsql immutable as $$
+declare
+  v_term   text;
+  v_base   text;
+  v_step   integer;
+  v_lo     integer;
+  v_hi     integer;
+  v_values integer[] := '{}';
+begin
+  foreach v_term in array string_to_array(p_text, ',') loop
+    v_base := v_term;
+    v_step := null;
+    if v_term like '%/%' then
+      v_base := split_part(v_term, '/', 1);
+      if split_part(v_term, '/', 2) !~ '^[0-9]{1,4}$' or split_part(v_term, '/', 2)::integer = 0 then
+        perform teguh._invalid('spec', format('bad step in %s field %s: expected a positive integer after /',
+                                              p_field, quote_literal(v_term)));
+      end if;
+      v_step := split_part(v_term, '/', 2)::integer;
+    end if;
+    if v_base = '*' then
+      v_lo := p_min;
+      v_hi := p_max;
+    elsif v_base ~ '^[^-]+-[^-]+$' then
+      v_lo := teguh._cron_value(p_field, split_part(v_base, '-', 1), p_min, p_max, p_names);
+      v_hi := teguh._cron_value(p_field, split_part(v_base, '-', 2), p_min, p_max, p_names);
+      if v_hi < v_lo then
+        perform teguh._invalid('spec', format('bad range in %s field %s: it ends before it starts',
+                                              p_field, quote_literal(v_term)));
+      end if;
+    else
+      v_lo := teguh._cron_value(p_field, v_base, p_min, p_max, p_names);
+      v_hi := case when v_step is null then v_lo else p_max end;
+    end if;
+    v_values := v_values || array(select generate_series(v_lo, v_hi, coalesce(v_step, 1)));
+  end loop;
+  return array(select distinct v from unnest(v_values) v order by v);
+end
+$$;
+
+-- Parses a schedule spec into JSON: {"every": seconds} for @every, else the
+-- values of the five cron fields, "day_and" (Vixie cron: day of month and day
+-- of week are OR-ed unless either field starts with *) and "wall" (minute and
+-- hour are fixed: the spec follows the wall clock, see teguh._schedule_next).
+-- Raises 22023 (COLUMN spec) for a spec it cannot parse or that never fires.
+create or replace function teguh._cron_parse(p_spec text) returns jsonb
+language plpgsql immutable as $$
+declare
+  v_spec    text := lower(btrim(regexp_replace(coalesce(p_spec, ''), '\s+', ' ', 'g')));
+  v_fields  text[];
+  v_seconds bigint := 0;
+  v_part    text[];
+  v_doms    integer[];
+  v_months  integer[];
+  v_and     boolean;
+begin
+  v_spec := case v_spec
+              when '@yearly' then '0 0 1 1 *' when '@annually' then '0 0 1 1 *'
+              when '@monthly' then '0 0 1 * *' when '@weekly' then '0 0 * * 0'
+              when '@daily' then '0 0 * * *' when '@midnight' then '0 0 * * *'
+              when '@hourly' then '0 * * * *'
+              else v_spec end;
+  if v_spec like '@every %' then
+    v_spec := replace(substr(v_spec, 8), ' ', '');
+    if v_spec !~ '^([0-9]{1,9}[dhms])+$' then
+      perform teguh._invalid('spec', format('bad interval in %s: expected e.g. "@every 90s" or "@every 1h30m" (units d, h, m, s)',
+                                            quote_literal(p_spec)));
+    end if;
+    for v_part in select regexp_matches(v_spec, '([0-9]+)([dhms])', 'g') loop
+      v_seconds := v_seconds + v_part[1]::bigint * case v_part[2] when 'd' then 86400 when 'h' then 3600
+                                                                  when 'm' then 60 else 1 end;
+    end loop;
+    if v_seconds <= 0 then
+      perform teguh._invalid('spec', format('the interval of %s must be positive', quote_literal(p_spec)));
+    end if;
+    return jsonb_build_object('every', v_seconds);
+  end if;
+  if v_spec like '@%' then
+    perform teguh._invalid('spec', format('unknown macro %s: expected @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly or @every <interval>',
+                                          quote_literal(p_spec)));
+  end if;
+  v_fields := string_to_array(v_spec, ' ');
+  if coalesce(array_length(v_fields, 1), 0) <> 5 then
+    perform teguh._invalid('spec', format('expected 5 fields (minute hour day-of-month month day-of-week) or a macro, got %s',
+                                          coalesce(quote_literal(p_spec), 'null')));
+  end if;
+  v_doms := teguh._cron_field('day-of-month', v_fields[3], 1, 31, null);
+  v_months := teguh._cron_field('month', v_fields[4], 1, 12,
+                                array['JAN', 'FEB', 'MAR', 'APR', 'MAY', 'JUN', 'JUL', 'AUG', 'SEP', 'OCT', 'NOV', 'DEC']);
+  v_and := v_fields[3] like '*%' or v_fields[5] like '*%';
+  if v_and and v_doms[1] > (select max((array[31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])[m]) from unnest(v_months) m) then
+    perform teguh._invalid('spec', format('%s never fires: no month it names has day %s', quote_literal(p_spec), v_doms[1]));
+  end if;
+  return jsonb_build_object(
+    'minute', teguh._cron_field('minute', v_fields[1], 0, 59, null),
+    'hour', teguh._cron_field('hour', v_fields[2], 0, 23, null),
+    'dom', v_doms,
+    'month', v_months,
+    'dow', array(select distinct d % 7 from unnest(teguh._cron_field('day-of-week', v_fields[5], 0, 7,
+                   array['SUN', 'MON', 'TUE', 'WED', 'THU', 'FRI', 'SAT'])) d order by 1),
+    'day_and', v_and,
+    'wall', v_fields[1] not like '*%' and v_fields[2] not like '*%');
+end
+$$;
+
+-- The first wall-clock minute strictly after p_after that a parsed cron spec
+-- selects; null when there is none within 50 years (a leap day on a given
+-- weekday can be 28 years away).
+create or replace function teguh._cron_next_wall(p_cron jsonb, p_after timestamp) returns timestamp
+language plpgsql immutable as $$
+declare
+  v_minutes integer[] := array(select jsonb_array_elements_text(p_cron->'minute')::integer);
+  v_hours   integer[] := array(select jsonb_array_elements_text(p_cron->'hour')::integer);
+  v_doms    integer[] := array(select jsonb_array_elements_text(p_cron->'dom')::integer);
+  v_months  integer[] := array(select jsonb_array_elements_text(p_cron->'month')::integer);
+  v_dows    integer[] := array(select jsonb_array_elements_text(p_cron->'dow')::integer);
+  v_and     boolean := (p_cron->>'day_and')::boolean;
+  v_start   timestamp := date_trunc('minute', p_after) + interval '1 minute';
+  v_day     date := v_start::date;
+  v_last    date := (v_start + interval '50 years')::date;
+  v_dom_ok  boolean;
+  v_dow_ok  boolean;
+  v_from_h  integer;
+  v_from_m  integer;
+  v_hour    integer;
+  v_minute  integer;
+begin
+  while v_day <= v_last loop
+    if extract(month from v_day)::integer <> all (v_months) then
+      v_day := (date_trunc('month', v_day) + interval '1 month')::date;
+      continue;
+    end if;
+    v_dom_ok := extract(day from v_day)::integer = any (v_doms);
+    v_dow_ok := extract(dow from v_day)::integer = any (v_dows);
+    if (v_and and v_dom_ok and v_dow_ok) or (not v_and and (v_dom_ok or v_dow_ok)) then
+      if v_day = v_start::date then
+        v_from_h := extract(hour from v_start)::integer;
+        v_from_m := extract(minute from v_start)::integer;
+      else
+        v_from_h := 0;
+        v_from_m := 0;
+      end if;
+      select min(h) into v_hour from unnest(v_hours) h
+       where h > v_from_h or (h = v_from_h and v_from_m <= v_minutes[array_upper(v_minutes, 1)]);
+      if v_hour is not null then
+        select min(m) into v_minute from unnest(v_minutes) m
+         where v_hour > v_from_h or m >= v_from_m;
+        return v_day + make_time(v_hour, v_minute, 0);
+      end if;
+    end if;
+    v_day := v_day + 1;
+  end loop;
+  return null;
+end
+$$;
+
+-- The UTC offset of p_timezone at an instant.
+create or replace function teguh._utc_offset(p_at timestamptz, p_timezone text) returns interval
+language sql stable as $$
+  select (p_at at time zone p_timezone) - (p_at at time zone 'UTC')
+$$;
+
+-- The instant a wall-clock time of p_timezone names: the earlier one when
+-- the wall time occurs twice (a DST overlap), the first minute after the gap
+-- when it does not occur at all (a DST gap).
+create or replace function teguh._wall_instant(p_wall timestamp, p_timezone text) returns timestamptz
+language plpgsql stable as $$
+declare
+  v_at    timestamptz;
+  v_other timestamptz;
+  v_step  integer;
+begin
+  for v_step in 1..24 * 60 loop
+    v_at := p_wall at time zone p_timezone;
+    if (v_at at time zone p_timezone) = p_wall then
+      foreach v_other in array array[v_at - interval '30 minutes', v_at - interval '1 hour',
+                                     v_at - interval '90 minutes', v_at - interval '2 hours'] loop
+        if (v_other at time zone p_timezone) = p_wall then
+          v_at := v_other;
+        end if;
+      end loop;
+      return v_at;
+    end if;
+    p_wall := p_wall + interval '1 minute';
+  end loop;
+  return null;
+end
+$$;
+
+-- The first slot of a schedule strictly after p_after; null when it has none
+-- within 50 years. Three rules, the ones of Debian's cron:
+-- - @every <interval>: multiples of the interval since the Unix epoch.
+-- - a spec whose minute and hour fields are fixed (neither starts with *, as
+--   in "30 2 * * *") follows the wall clock of p_timezone: a slot in a DST
+--   gap fires at the first minute after the gap, a slot in a DST overlap
+--   fires once, at its first occurrence.
+-- - any other spec ("*/15 * * * *", "0 * * * *") follows elapsed time: it
+--   fires at every instant whose local time matches, so a slot in a gap
+--   does not exist and a slot in an overlap fires twice.
+create or replace function teguh._schedule_next(p_spec text, p_timezone text, p_after timestamptz)
+returns timestamptz
+language plpgsql stable as $$
+declare
+  v_cron    jsonb := teguh._cron_parse(p_spec);
+  v_seconds bigint;
+  v_wall    timestamp;
+  v_at      timestamptz;
+  v_from    timestamptz;
+  v_off     interval;
+  v_probe   timestamptz;
+  v_lo      bigint;
+  v_hi      bigint;
+  v_mid     bigint;
+  v_round   integer;
+begin
+  if p_after is null then
+    return null;
+  end if;
+  if v_cron ? 'every' then
+    v_seconds := (v_cron->>'every')::bigint;
+    return to_timestamp((floor(extract(epoch from p_after) / v_seconds)::bigint + 1) * v_seconds);
+  end if;
+  if (v_cron->>'wall')::boolean then
+    v_wall := p_after at time zone p_timezone;
+    for v_round in 1..4 loop
+      v_wall := teguh._cron_next_wall(v_cron, v_wall);
+      if v_wall is null then
+        return null;
+      end if;
+      v_at := teguh._wall_instant(v_wall, p_timezone);
+      -- after an overlap's second occurrence, its first lies in the past
+      if v_at > p_after then
+        return v_at;
+      end if;
+    end loop;
+    return null;
+  end if;
+  -- Elapsed time: find the next match under the offset in force, then make
+  -- sure no offset change comes first; after one, go on from it.
+  v_from := date_trunc('minute', p_after) + interval '1 minute';  -- the first candidate instant
+  for v_round in 1..64 loop
+    v_off := teguh._utc_offset(v_from, p_timezone);
+    v_wall := teguh._cron_next_wall(v_cron, (v_from at time zone 'UTC') + v_off - interval '1 minute');
+    if v_wall is null then
+      return null;
+    end if;
+    v_at := (v_wall - v_off) at time zone 'UTC';
+    -- the first day boundary (if any) by which the offset has changed
+    v_probe := v_from;
+    loop
+      v_probe := least(v_probe + interval '1 day', v_at);
+      exit when teguh._utc_offset(v_probe, p_timezone) <> v_off or v_probe >= v_at;
+    end loop;
+    if teguh._utc_offset(v_probe, p_timezone) = v_off then
+      return v_at;
+    end if;
+    -- the offset changes in (v_probe - 1 day, v_probe]: find the minute
+    v_lo := floor(extract(epoch from greatest(v_probe - interval '1 day', v_from)) / 60)::bigint;
+    v_hi := floor(extract(epoch from v_probe) / 60)::bigint;
+    while v_hi - v_lo > 1 loop
+      v_mid := (v_lo + v_hi) / 2;
+      if teguh._utc_offset(to_timestamp(v_mid * 60), p_timezone) = v_off then
+        v_lo := v_mid;
+      else
+        v_hi := v_mid;
+      end if;
+    end loop;
+    v_from := to_timestamp(v_hi * 60);
+  end loop;
+  return null;
+end
+$$;
+
+-- Splits a schedule's options into its own (timezone, catch_up) and spawn
+-- options, validating both; raises 22023 naming the bad key.
+create or replace function teguh._schedule_options(
+  p_options       jsonb,
+  out o_timezone  text,
+  out o_catch_up  text,
+  out o_spawn     jsonb
+)
+language plpgsql stable as $$
+begin
+  p_options := jsonb_strip_nulls(coalesce(p_options, '{}'::jsonb));
+  if jsonb_typeof(p_options) <> 'object' then
+    perform teguh._invalid('options', format('expected a JSON object, got %s', jsonb_typeof(p_options)));
+  end if;
+  perform teguh._check_keys('options', p_options,
+    array['timezone', 'catch_up', 'headers', 'retry_strategy', 'max_attempts', 'priority', 'cancellation']);
+  o_timezone := coalesce(p_options->>'timezone', 'UTC');
+  if jsonb_typeof(coalesce(p_options->'timezone', '"UTC"')) <> 'string'
+     or not exists (select 1 from pg_timezone_names n where n.name = o_timezone) then
+    perform teguh._invalid('timezone', format('expected an IANA time zone name such as "Europe/Paris", got %s',
+                                              p_options->'timezone'));
+  end if;
+  o_catch_up := coalesce(p_options->>'catch_up', 'latest');
+  if jsonb_typeof(coalesce(p_options->'catch_up', '"latest"')) <> 'string' or o_catch_up not in ('latest', 'none') then
+    perform teguh._invalid('catch_up', format('expected "latest" or "none", got %s', p_options->'catch_up'));
+  end if;
+  o_spawn := p_options - 'timezone' - 'catch_up';
+  perform teguh._parse_spawn_options(o_spawn, false);
+  if o_spawn ? 'retry_strategy' then
+    o_spawn := jsonb_set(o_spawn, '{retry_strategy}', teguh._normalize_retry_strategy(o_spawn->'retry_strategy'));
+  end if;
+end
+$$;
+
+-- Creates a schedule, or updates the one of that name (an upsert). The next
+-- slot is kept when neither spec nor timezone changed, so that syncing
+-- declared schedules at every worker start never skips a due slot; a paused
+-- schedule stays paused. Options: timezone (IANA name, default UTC),
+-- catch_up ("latest", the default, or "none") and spawn options (headers,
+-- retry_strategy, max_attempts, priority, cancellation). Returns the next
+-- slot. Raises 22023 for a bad spec, timezone or option, 42704 for an
+-- unknown queue.
+create or replace function teguh.create_schedule(
+  p_queue_name    text,
+  p_schedule_name text,
+  p_spec          text,
+  p_task_name     text,
+  p_params        jsonb,
+  p_options       jsonb default '{}'
+) returns timestamptz
+language plpgsql as $$
+declare
+  o     record;
+  v_now timestamptz := teguh.current_time();
+  v_at  timestamptz;
+begin
+  perform teguh._assert_queue(p_queue_name);
+  perform teguh._check_name('schedule_name', p_schedule_name);
+  perform teguh._check_name('task_name', p_task_name);
+  perform teguh._check_name('spec', p_spec);
+  o := teguh._schedule_options(p_options);
+  v_at := teguh._schedule_next(p_spec, o.o_timezone, v_now);
+  if v_at is null then
+    perform teguh._invalid('spec', format('%s never fires', quote_literal(p_spec)));
+  end if;
+  insert into teguh.schedules as s (queue_name, schedule_name, spec, timezone, task_name, params, options, catch_up,
+                                    next_run_at, created_at, updated_at)
+  values (p_queue_name, p_schedule_name, p_spec, o.o_timezone, p_task_name, coalesce(p_params, 'null'::jsonb),
+          o.o_spawn, o.o_catch_up, v_at, v_now, v_now)
+  on conflict (queue_name, schedule_name) do update
+     set spec = excluded.spec, timezone = excluded.timezone, task_name = excluded.task_name,
+         params = excluded.params, options = excluded.options, catch_up = excluded.catch_up,
+         updated_at = excluded.updated_at,
+         next_run_at = case when s.spec = excluded.spec and s.timezone = excluded.timezone and s.next_run_at is not null
+                            then s.next_run_at else excluded.next_run_at end
+  returning s.next_run_at into v_at;
+  return v_at;
+end
+$$;
+
+-- Drops a schedule; true when it existed. Tasks it spawned are kept.
+create or replace function teguh.drop_schedule(p_queue_name text, p_schedule_name text) returns boolean
+language plpgsql as $$
+begin
+  perform teguh._assert_queue(p_queue_name);
+  delete from teguh.schedules s where s.queue_name = p_queue_name and s.schedule_name = p_schedule_name;
+  return found;
+end
+$$;
+
+-- The schedules of one queue or of all, by queue and name.
+create or replace function teguh.list_schedules(p_queue_name text default null)
+returns table (queue_name text, schedule_name text, spec text, timezone text, task_name text, params jsonb,
+               options jsonb, catch_up text, paused boolean, next_run_at timestamptz, last_slot timestamptz,
+               last_run_at timestamptz, last_task_id uuid, last_error text, created_at timestamptz,
+               updated_at timestamptz)
+language plpgsql stable as $$
+begin
+  if p_queue_name is not null then
+    perform teguh._assert_queue(p_queue_name);
+  end if;
+  return query
+    select s.queue_name, s.schedule_name, s.spec, s.timezone, s.task_name, s.params, s.options, s.catch_up, s.paused,
+           s.next_run_at, s.last_slot, s.last_run_at, s.last_task_id, s.last_error, s.created_at, s.updated_at
+      from teguh.schedules s
+     where p_queue_name is null or s.queue_name = p_queue_name
+     order by s.queue_name, s.schedule_name;
+end
+$$;
+
+-- Pauses a schedule: it fires nothing until resumed. Raises P0002 when the
+-- schedule does not exist.
+create or replace function teguh.pause_schedule(p_queue_name text, p_schedule_name text) returns void
+language plpgsql as $$
+begin
+  perform teguh._assert_queue(p_queue_name);
+  update teguh.schedules s set paused = true, updated_at = teguh.current_time()
+   where s.queue_name = p_queue_name and s.schedule_name = p_schedule_name;
+  if not found then
+    raise exception 'schedule "%" does not exist in queue "%"', p_schedule_name, p_queue_name using errcode = 'P0002';
+  end if;
+end
+$$;
+
+-- Resumes a paused schedule from now on: the slots that passed while it was
+-- paused are not fired. Raises P0002 when the schedule does not exist.
+create or replace function teguh.resume_schedule(p_queue_name text, p_schedule_name text) returns void
+language plpgsql as $$
+declare
+  v_now timestamptz := teguh.current_time();
+begin
+  perform teguh._assert_queue(p_queue_name);
+  update teguh.schedules s
+     set paused = false, updated_at = v_now,
+         next_run_at = case when s.paused then teguh._schedule_next(s.spec, s.timezone, v_now) else s.next_run_at end
+   where s.queue_name = p_queue_name and s.schedule_name = p_schedule_name;
+  if not found then
+    raise exception 'schedule "%" does not exist in queue "%"', p_schedule_name, p_queue_name using errcode = 'P0002';
+  end if;
+end
+$$;
+
+-- The latest slot of a schedule at or before p_now, given that p_due (a
+-- slot) is at or before p_now: windows growing backwards from p_now bound the
+-- walk forward, so a long outage costs a few steps, not one per missed slot.
+create or replace function teguh._schedule_latest(p_spec text, p_timezone text, p_due timestamptz, p_now timestamptz)
+returns timestamptz
+language plpgsql stable as $$
+declare
+  v_window interval;
+  v_slot   timestamptz;
+  v_next   timestamptz;
+begin
+  foreach v_window in array array[interval '2 minutes', interval '1 hour', interval '1 day', interval '32 days',
+                                  interval '367 days', interval '3300 days'] loop
+    if p_now - v_window <= p_due then
+      v_slot := p_due;
+    else
+      v_slot := teguh._schedule_next(p_spec, p_timezone, p_now - v_window);
+      continue when v_slot is null or v_slot > p_now;
+    end if;
+    loop
+      v_next := teguh._schedule_next(p_spec, p_timezone, v_slot);
+      exit when v_next is null or v_next > p_now;
+      v_slot := v_next;
+    end loop;
+    return v_slot;
+  end loop;
+  return p_due;
+end
+$$;
+
+-- Fires up to p_limit due schedules of a queue (called by the ticker): each
+-- spawns one task for one slot, with an idempotency key made of schedule and
+-- slot, and moves next_run_at past p_now in the same transaction. Rows
+-- another ticker holds are skipped: it fires them. A schedule whose spawn
+-- fails records the error and moves on to its next slot. Returns the number
+-- of tasks spawned.
+create or replace function teguh._fire_schedules(p_queue_name text, p_now timestamptz, p_limit integer)
+returns integer
+language plpgsql as $$
+declare
+  v_schedule record;
+  v_slot     timestamptz;
+  v_task_id  uuid;
+  v_options  jsonb;
+  v_count    integer := 0;
+begin
+  for v_schedule in
+    select s.* from teguh.schedules s
+     where s.queue_name = p_queue_name and not s.paused and s.next_run_at <= p_now
+     order by s.next_run_at
+     limit p_limit
+       for update skip locked
+  loop
+    v_slot := teguh._schedule_latest(v_schedule.spec, v_schedule.timezone, v_schedule.next_run_at, p_now);
+    v_task_id := null;
+    -- "none": a slot more than a minute late was missed, not delayed
+    if v_schedule.catch_up = 'latest' or p_now - v_slot <= interval '1 minute' then
+      v_options := v_schedule.options || jsonb_build_object(
+        'idempotency_key', format('teguh.schedule:%s:%s', v_schedule.schedule_name,
+                                  to_char(v_slot at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')),
+        'headers', coalesce(v_schedule.options->'headers', '{}'::jsonb)
+                   || jsonb_build_object('teguh.schedule', v_schedule.schedule_name,
+                                         'teguh.slot', to_char(v_slot at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')));
+      begin
+        select s.task_id into v_task_id from teguh.spawn_task(p_queue_name, v_schedule.task_name, v_schedule.params, v_options) s;
+      exception when others then
+        update teguh.schedules s set last_error = sqlerrm, next_run_at = teguh._schedule_next(s.spec, s.timezone, p_now)
+         where s.queue_name = p_queue_name and s.schedule_name = v_schedule.schedule_name;
+        continue;
+      end;
+      v_count := v_count + 1;
+    end if;
+    update teguh.schedules s
+       set next_run_at = teguh._schedule_next(s.spec, s.timezone, greatest(v_slot, p_now)),
+           last_slot = case when v_task_id is null then s.last_slot else v_slot end,
+           last_run_at = case when v_task_id is null then s.last_run_at else p_now end,
+           last_task_id = coalesce(v_task_id, s.last_task_id),
+           last_error = case when v_task_id is null then s.last_error end
+     where s.queue_name = p_queue_name and s.schedule_name = v_schedule.schedule_name;
+  end loop;
+  return v_count;
 end
 $$;
 
@@ -2432,7 +3583,9 @@ comment on function teguh.complete_runs(text, uuid[], jsonb[]) is
   'Completes many runs; returns those cancelled or lost. Errors: 22023, 42704.';
 comment on function teguh.complete_run(text, uuid, jsonb) is 'Completes an active run. Errors: 42704, AB001, AB002.';
 comment on function teguh.fail_run(text, uuid, jsonb, timestamptz) is
-  'Fails an active run: retries by the strategy (or at retry_at) or fails the task. Errors: 22023, 42704, AB001, AB002.';
+  'Fails an active run: retries by the strategy (or at retry_at) or fails the task ("retryable": false: now). Errors: 22023, 42704, AB001, AB002.';
+comment on function teguh.release_run(text, uuid, timestamptz, jsonb) is
+  'Hands a run back as pending without using an attempt (reason: its last_failure). Errors: 22023, 42704, AB001, AB002.';
 comment on function teguh.schedule_run(text, uuid, timestamptz) is
   'Durable sleep: the run is claimable again at wake_at, same run and attempt. Errors: 22023, 42704, AB001, AB002.';
 comment on function teguh.extend_claim(text, uuid, integer) is
@@ -2453,15 +3606,35 @@ comment on function teguh.cancel_task(text, uuid) is 'Cancels an unfinished task
 comment on function teguh.retry_task(text, uuid, jsonb) is
   'Retries a failed task in place (created = true), or any task as a new one (spawn_new). Errors: 22023, 42704, P0002, 55000.';
 comment on function teguh.get_task_result(text, uuid) is 'A task''s state, attempts and result. Errors: 42704.';
-comment on function teguh.get_task(text, uuid) is 'Everything about a task. Errors: 42704.';
+comment on function teguh.get_task(text, uuid) is 'Everything about a task, live or archived (archived). Errors: 42704.';
+comment on function teguh.list_tasks(text, jsonb, uuid, integer) is
+  'A page of a queue''s tasks, newest first, filtered; keyset pagination by task_id. Errors: 22023, 42704.';
+comment on function teguh.locate_task(uuid) is 'The queue that holds a task (live or archived), or null.';
 comment on function teguh.ticker(text) is
-  'Recovers expired leases, enforces deadlines, NOTIFYs queues whose work fell due. Errors: 22023, 42704.';
+  'Recovers expired leases, enforces deadlines, fires due schedules, applies retention, NOTIFYs queues whose work fell due. Errors: 22023, 42704.';
 comment on function teguh.next_wake_at(text) is 'When something on the queue falls due next, or null. Errors: 42704.';
-comment on function teguh.cleanup_tasks(text, integer, integer) is
-  'Deletes up to limit tasks finished more than ttl_seconds ago. Errors: 22023, 42704.';
+comment on function teguh.cleanup_tasks(text, integer, integer, text) is
+  'Deletes (or archives, by strategy or the queue policy) up to limit tasks finished more than ttl_seconds ago. Errors: 22023, 42704.';
 comment on function teguh.cleanup_all_queues(text) is
   'Cleans up finished tasks and old events by each queue''s TTL. Errors: 42704.';
 comment on function teguh.queue_stats(text) is 'Task counts by state and leases in flight, per queue. Errors: 42704.';
+comment on function teguh.set_queue_policy(text, jsonb) is
+  'Merges keys into a queue''s policy (retention, cleanup, paused, defaults, lease_timeout); returns it. Errors: 22023, 42704.';
+comment on function teguh.get_queue_policy(text) is 'A queue''s policy, defaults included. Errors: 42704.';
+comment on function teguh.create_schedule(text, text, text, text, jsonb, jsonb) is
+  'Creates or updates a cron schedule fired by the ticker; returns its next slot. Errors: 22023, 42704.';
+comment on function teguh.drop_schedule(text, text) is 'Drops a schedule; true when it existed. Errors: 42704.';
+comment on function teguh.list_schedules(text) is 'The schedules of a queue, or of all. Errors: 42704.';
+comment on function teguh.pause_schedule(text, text) is 'Stops a schedule firing until resumed. Errors: 42704, P0002.';
+comment on function teguh.resume_schedule(text, text) is
+  'Fires a paused schedule again from now on. Errors: 42704, P0002.';
+comment on function teguh.register_worker(text, text[], text, integer, integer) is
+  'Registers (or refreshes) a worker serving queues, present for ttl_seconds. Errors: 22023, 42704.';
+comment on function teguh.worker_heartbeat(text, integer) is
+  'Renews a worker''s presence; false when it is not registered. Errors: 22023.';
+comment on function teguh.unregister_worker(text) is 'Removes a worker''s registration; true when it was registered.';
+comment on function teguh.list_workers(text) is 'The workers present, all or serving a queue. Errors: 42704.';
+comment on function teguh.queue_workers(text) is 'How many present workers serve each queue. Errors: 42704.';
 comment on function teguh.start(text) is
   'Schedules the ticker and cleanup with pg_cron, when installed, as run_as (never a superuser). Errors: 22023, 42501.';
 comment on function teguh.stop() is 'Unschedules teguh''s pg_cron jobs.';

@@ -74,11 +74,12 @@ COMPLETE_RUNS: LiteralString = (
 )
 FAIL_RUN: LiteralString = "select teguh.fail_run(%s, %s, %s::jsonb, %s)"
 SCHEDULE_RUN: LiteralString = "select teguh.schedule_run(%s, %s, %s)"
-# Releases a run at once (a sleep that is already due: no attempt consumed).
-RELEASE_RUN: LiteralString = "select teguh.schedule_run(%s, %s, teguh.current_time())"
-# Hands a run back after a delay on the database clock (no attempt consumed).
+# Releases a run at once (pending again, no attempt consumed).
+RELEASE_RUN: LiteralString = "select teguh.release_run(%s, %s)"
+# Hands a run back after a delay on the database clock: pending, not a
+# durable sleep, and no attempt consumed.
 DEFER_RUN: LiteralString = (
-    "select teguh.schedule_run(%s, %s, teguh.current_time() + make_interval(secs => %s))"
+    "select teguh.release_run(%s, %s, teguh.current_time() + make_interval(secs => %s))"
 )
 EXTEND_CLAIM: LiteralString = "select teguh.extend_claim(%s, %s, %s)"
 EXTEND_CLAIMS: LiteralString = (
@@ -167,3 +168,35 @@ def listen(queue: str) -> sql.Composed:
 def channel(queue: str) -> str:
     """Return the NOTIFY channel of a queue."""
     return f"teguh_{queue}"
+
+
+# -- schedules, queue policies, finding tasks ------------------------------------
+
+CREATE_SCHEDULE: LiteralString = (
+    "select teguh.create_schedule(%s, %s, %s, %s, %s::jsonb, %s::jsonb)"
+)
+DROP_SCHEDULE: LiteralString = "select teguh.drop_schedule(%s, %s)"
+LIST_SCHEDULES: LiteralString = (
+    "select queue_name, schedule_name, spec, timezone, task_name, params::text, options::text,"
+    " catch_up, paused, next_run_at, last_slot, last_run_at, last_task_id, last_error,"
+    " created_at, updated_at from teguh.list_schedules(%s)"
+)
+PAUSE_SCHEDULE: LiteralString = "select teguh.pause_schedule(%s, %s)"
+RESUME_SCHEDULE: LiteralString = "select teguh.resume_schedule(%s, %s)"
+SET_QUEUE_POLICY: LiteralString = "select teguh.set_queue_policy(%s, %s::jsonb)::text"
+GET_QUEUE_POLICY: LiteralString = "select teguh.get_queue_policy(%s)::text"
+LIST_TASKS: LiteralString = (
+    "select task_id, task_name, state, attempts, max_attempts, priority, params::text,"
+    " headers::text, idempotency_key, created_at, first_started_at, finished_at,"
+    " last_failure::text, cancelled_at from teguh.list_tasks(%s, %s::jsonb, %s, %s)"
+)
+HAND_BACK_RUN: LiteralString = "select teguh.release_run(%s, %s, %s, %s::jsonb)"
+REGISTER_WORKER: LiteralString = "select teguh.register_worker(%s, %s, %s, %s, %s)"
+WORKER_HEARTBEAT: LiteralString = "select teguh.worker_heartbeat(%s, %s)"
+UNREGISTER_WORKER: LiteralString = "select teguh.unregister_worker(%s)"
+LIST_WORKERS: LiteralString = (
+    "select worker_id, queues, host, pid, started_at, last_seen_at, expires_at"
+    " from teguh.list_workers(%s)"
+)
+QUEUE_WORKERS: LiteralString = "select queue_name, workers from teguh.queue_workers(%s)"
+LOCATE_TASK: LiteralString = "select teguh.locate_task(%s)"

@@ -28,6 +28,7 @@ from psycopg_pool import ConnectionPool
 
 from teguh import _engine as E
 from teguh import schema
+from teguh._admin import AdminMethods
 from teguh.errors import TaskNotFound
 from teguh.records import (
     ClaimStatus,
@@ -59,7 +60,7 @@ _EMPTY: Any = _Empty()
 _TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
 
-class Client:
+class Client(AdminMethods):
     """Talk to teguh in one PostgreSQL database.
 
     ``Client("postgresql://...")`` opens (and `close` closes) a

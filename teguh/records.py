@@ -23,12 +23,15 @@ __all__ = [
     "RetryStrategy",
     "Run",
     "SpawnOptions",
+    "ScheduleInfo",
     "SpawnResult",
     "TaskInfo",
     "TaskResult",
     "TaskState",
+    "TaskSummary",
     "WaitResult",
     "WorkerOptions",
+    "WorkerInfo",
 ]
 
 TaskState = Literal["pending", "running", "sleeping", "completed", "failed", "cancelled"]
@@ -207,3 +210,58 @@ class QueueStats:
     cancelled: int
     oldest_pending_seconds: float | None
     in_flight: int
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleInfo:
+    """A cron schedule stored in the engine (`Client.list_schedules`)."""
+
+    queue_name: str
+    schedule_name: str
+    spec: str
+    timezone: str
+    task_name: str
+    params: Any
+    options: Any
+    catch_up: Literal["latest", "none"]
+    paused: bool
+    next_run_at: datetime | None
+    last_slot: datetime | None
+    last_run_at: datetime | None
+    last_task_id: UUID | None
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSummary:
+    """One row of `Client.list_tasks`: a task without its result."""
+
+    task_id: UUID
+    task_name: str
+    state: TaskState
+    attempts: int
+    max_attempts: int
+    priority: int
+    params: Any
+    headers: Any
+    idempotency_key: str | None
+    created_at: datetime
+    first_started_at: datetime | None
+    finished_at: datetime | None
+    last_failure: Any
+    cancelled_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A worker present in the engine (`Client.list_workers`)."""
+
+    worker_id: str
+    queues: list[str]
+    host: str | None
+    pid: int | None
+    started_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime

@@ -82,8 +82,13 @@ def test_catch_all_and_unknown_task(
     seen: list[str] = []
     make_worker({"known": lambda ctx: "known"}, unknown_task_delay=0.1)
     unknown = client.spawn_task(queue, "other", {})
-    # handed back, not failed, and no attempt consumed
-    wait_for(lambda: client.get_task_result(queue, unknown.task_id).state == "sleeping")  # type: ignore[union-attr]
+
+    # handed back: pending (not a durable sleep), not failed, no attempt consumed
+    def handed_back() -> bool:
+        result = client.get_task_result(queue, unknown.task_id)
+        return result is not None and (result.state, result.attempts) == ("pending", 1)
+
+    wait_for(handed_back)
 
     def any_task(ctx: teguh.TaskContext) -> str:
         seen.append(ctx.task_name)

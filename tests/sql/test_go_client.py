@@ -131,9 +131,11 @@ def test_claim_timeout_zero_is_a_lease_that_never_expires(eng: Engine) -> None:
     assert eng.state(task_id) == "completed"
 
 
-def test_claim_timeout_still_rejects_negative_and_null(eng: Engine) -> None:
+def test_claim_timeout_still_rejects_negative(eng: Engine) -> None:
+    # null (which a Go int cannot send) is the queue policy's lease_timeout:
+    # tests/sql/test_policies.py
     eng.spawn()
-    for value in (-1, None):
+    for value in (-1, -30):
         with raises_sqlstate("22023", "claim_timeout"):
             eng.conn.execute("select * from teguh.claim_task('q', 'w', %s, 1)", (value,))
     assert eng.count("r") == 0
@@ -326,8 +328,10 @@ GO_SIGNATURES: dict[str, tuple[str, list[str] | str]] = {
         ],
     ),
     "ticker": ("p_queue_name text DEFAULT NULL::text", "integer"),
+    # a trailing optional argument (issue 10's archive strategy) keeps Go's call
     "cleanup_tasks": (
-        "p_queue_name text, p_ttl_seconds integer, p_limit integer DEFAULT 1000",
+        "p_queue_name text, p_ttl_seconds integer, p_limit integer DEFAULT 1000,"
+        " p_strategy text DEFAULT NULL::text",
         "integer",
     ),
     "start": ("", "void"),

@@ -307,3 +307,51 @@ def test_drop_queue_removes_its_functions_and_reinstall_regenerates_them(
     assert functions() == ["_claim_q", "_done_q", "_spawn_q", "_step_q"]
     conn.execute("select teguh.drop_queue('q')")
     assert functions() == []
+
+
+def test_a_non_retryable_failure_fails_the_task_now(eng: Engine) -> None:
+    task_id = eng.spawn(max_attempts=5)[0]
+    [run] = eng.claim()
+    reason = {"name": "PermanentError", "message": "bad input", "retryable": False}
+    eng.fail(run[0], reason)
+    info = eng.task(task_id)
+    assert (info["state"], info["attempts"]) == ("failed", 1)
+    assert info["last_failure"] == reason
+    assert eng.count("p") == 0 and eng.count("r") == 0
+    assert info["finished_at"] == eng.now
+
+
+def test_retryable_true_or_absent_retries(eng: Engine) -> None:
+    task_id = eng.spawn(max_attempts=3, retry_strategy={"kind": "none"})[0]
+    [run] = eng.claim()
+    eng.fail(run[0], {"name": "Flaky", "retryable": True})
+    assert eng.state(task_id) == "pending"
+    [run] = eng.claim()
+    eng.fail(run[0], {"name": "Flaky"})
+    assert eng.state(task_id) == "pending"
+    [run] = eng.claim()
+    with raises_sqlstate("22023", "reason.retryable"):
+        eng.fail(run[0], {"name": "Flaky", "retryable": "no"})
+    assert eng.state(task_id) == "running"
+
+
+def test_a_released_run_is_pending_not_sleeping_and_keeps_its_attempt(eng: Engine) -> None:
+    task_id = eng.spawn(max_attempts=1)[0]
+    [run] = eng.claim()
+    reason = {"name": "NoHandler", "message": "worker w1 has no handler for task 't'"}
+    eng.conn.execute(
+        "select teguh.release_run('q', %s, %s, %s)",
+        (run[0], eng.now + timedelta(seconds=5), Jsonb(reason)),
+    )
+    info = eng.task(task_id)
+    assert (info["state"], info["attempts"], info["last_failure"]) == ("pending", 1, reason)
+    assert eng.claim() == []
+    eng.advance(5)
+    [again] = eng.claim()
+    assert (again[0], again[2]) == (run[0], 1)  # same run, same attempt: none used up
+    eng.conn.execute("select teguh.release_run('q', %s)", (again[0],))
+    [third] = eng.claim()
+    eng.complete(third[0])
+    assert eng.state(task_id) == "completed"
+    with raises_sqlstate("AB002"):
+        eng.conn.execute("select teguh.release_run('q', %s)", (third[0],))

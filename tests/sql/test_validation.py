@@ -72,7 +72,7 @@ def test_batch_params_must_be_an_array(eng: Engine) -> None:
     [
         ("select * from teguh.claim_task('q', '', 30, 1)", (), "worker_id"),
         ("select * from teguh.claim_task('q', 'w', -1, 1)", (), "claim_timeout"),
-        ("select * from teguh.claim_task('q', 'w', null, 1)", (), "claim_timeout"),
+        # a null claim_timeout is the queue policy's lease_timeout (test_policies.py)
         ("select * from teguh.claim_task('q', 'w', 30, 0)", (), "qty"),
         ("select teguh.extend_claim('q', gen_random_uuid(), 0)", (), "extend_by"),
         ("select teguh.extend_claim('q', gen_random_uuid(), -3)", (), "extend_by"),
