@@ -53,6 +53,20 @@ def refdb(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
         conn.execute(f'drop database if exists "{name}" with (force)')
 
 
+def without_fake_time(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("select set_config('teguh.fake_now', '', false)")
+
+
+def install_keeping_fake_time(conn: psycopg.Connection[Any], now: datetime) -> list[str]:
+    """Switch to teguh, then let the test's clock go on (teguh honours fake time only
+    where the database owner allowed it: docs/security.md)."""
+    without_fake_time(conn)
+    applied = schema.install(conn)
+    conn.execute("select teguh.allow_fake_time(true)")
+    conn.execute("select set_config('teguh.fake_now', %s, false)", (now.isoformat(),))
+    return applied
+
+
 class Ref:
     """Calls on one connection, as the Go client would, before and after the switch."""
 
@@ -147,7 +161,7 @@ def test_install_migrates_the_go_reference_in_place(refdb: psycopg.Connection[An
     created = dict(refdb.execute("select queue_name, created_at from teguh.queues").fetchall())
     assert schema.installed_version(refdb) is None
 
-    applied = schema.install(refdb)
+    applied = install_keeping_fake_time(refdb, ref.now)
 
     assert applied == ["go-reference", "teguh.sql"]
     assert schema.check(refdb) == schema.SCHEMA_VERSION
@@ -228,6 +242,7 @@ def test_a_failed_switch_leaves_the_reference_untouched(refdb: psycopg.Connectio
     before = fingerprint(refdb)
     rows = refdb.execute("select count(*) from teguh.t_jobs").fetchone()
 
+    without_fake_time(refdb)
     with pytest.raises(psycopg.errors.DependentObjectsStillExist) as info:
         schema.install(refdb)
 
@@ -245,6 +260,7 @@ def test_a_queue_teguh_cannot_name_is_refused_before_any_change(
     refdb.execute("select teguh.create_queue('Orders-EU')")
     before = fingerprint(refdb)
 
+    without_fake_time(refdb)
     with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match='"Orders-EU"'):
         schema.install(refdb)
 
