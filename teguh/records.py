@@ -22,16 +22,16 @@ __all__ = [
     "QueueStats",
     "RetryStrategy",
     "Run",
-    "SpawnOptions",
     "ScheduleInfo",
+    "SpawnOptions",
     "SpawnResult",
     "TaskInfo",
     "TaskResult",
     "TaskState",
     "TaskSummary",
     "WaitResult",
-    "WorkerOptions",
     "WorkerInfo",
+    "WorkerOptions",
 ]
 
 TaskState = Literal["pending", "running", "sleeping", "completed", "failed", "cancelled"]
