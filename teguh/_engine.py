@@ -564,9 +564,7 @@ class Engine:
 
     # -- queue policies and finding tasks -------------------------------------------
 
-    def set_queue_policy(
-        self, conn: Conn, queue: str, policy: Mapping[str, Any]
-    ) -> dict[str, Any]:
+    def set_queue_policy(self, conn: Conn, queue: str, policy: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(policy, Mapping):
             raise TypeError(f"policy: expected a mapping, got {type(policy).__name__}")
         args = (text(queue, "queue"), dump(self.dumps, dict(policy), "policy"))
