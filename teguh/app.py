@@ -20,7 +20,7 @@ from teguh import _engine as E
 from teguh.client import Client
 from teguh.context import TaskContext
 from teguh.records import Cancellation, RetryStrategy, WorkerOptions
-from teguh.tasks import DEFAULT_QUEUE, Task
+from teguh.tasks import DEFAULT_QUEUE, ExceptionClasses, Task
 
 if TYPE_CHECKING:
     from teguh.worker import NotFound, Worker
@@ -151,6 +151,8 @@ class App:
         headers: Mapping[str, Any] | None = None,
         priority: int | None = None,
         cancellation: Cancellation | None = None,
+        retry_on: ExceptionClasses | None = None,
+        dont_retry_on: ExceptionClasses | None = None,
     ) -> Callable[[Callable[Concatenate[TaskContext, P], R]], Task[P, R]]: ...
 
     def task(  # type: ignore[misc]  # mypy cannot match a method's generic overloads
@@ -165,6 +167,8 @@ class App:
         headers: Mapping[str, Any] | None = None,
         priority: int | None = None,
         cancellation: Cancellation | None = None,
+        retry_on: ExceptionClasses | None = None,
+        dont_retry_on: ExceptionClasses | None = None,
     ) -> Task[P, R] | Callable[[Callable[Concatenate[TaskContext, P], R]], Task[P, R]]:
         """Declare and register a task: ``@app.task`` or ``@app.task(queue="emails")``.
 
@@ -174,6 +178,9 @@ class App:
         ``name=``); the queue to ``"default"``. ``max_attempts``, ``retry``,
         ``headers``, ``priority`` and ``cancellation`` are the defaults of every
         spawn, by the task object or by name through the app's client.
+        ``retry_on`` / ``dont_retry_on`` (exception classes): an exception not
+        in ``retry_on``, or in ``dont_retry_on``, fails the task at once, as
+        `teguh.PermanentError` always does.
         Mistakes (an ``async def``, no context parameter, a bad queue name, a
         name already taken) raise here.
         """
@@ -188,6 +195,8 @@ class App:
                 headers=headers,
                 priority=priority,
                 cancellation=cancellation,
+                retry_on=retry_on,
+                dont_retry_on=dont_retry_on,
                 app=self,
             )
             self._register(declared)
