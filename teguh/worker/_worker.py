@@ -38,6 +38,7 @@ from teguh import schema
 from teguh.context import RunState
 from teguh.errors import QueueNotFound
 from teguh.records import WorkerOptions
+from teguh.schedules import sync_schedules
 from teguh.tasks import check_queue_name
 from teguh.worker.completions import Completions
 from teguh.worker.dispatcher import Dispatcher, QueueState, Slots
@@ -205,6 +206,8 @@ class Worker:
                     f"queue {missing[0]!r} does not exist: create it with "
                     f"app.client.create_queue({missing[0]!r}) or `teguh queue create {missing[0]}`"
                 )
+            # the app's @app.periodic declarations for these queues (docs/schedules.md)
+            sync_schedules(self.app, conn, self.queues)
             if self._pool_arg is not None:
                 pool = self._pool_arg
             else:
