@@ -112,9 +112,9 @@ def test_the_ticker_fires_a_declared_schedule(
 
 def test_declaration_mistakes_raise_at_import(app: teguh.App, queue: str) -> None:
     task = declare(app, queue)
-    with pytest.raises(TypeError, match="stack it above @app.task"):
+    with pytest.raises(TypeError, match=r"stack it above @app\.task"):
         app.periodic("@daily")(lambda ctx: None)
-    with pytest.raises(ValueError, match="two schedules named 'reports.refresh'"):
+    with pytest.raises(ValueError, match=r"two schedules named .reports\.refresh."):
         app.periodic("@daily", name="reports.refresh")(task)
     with pytest.raises(TypeError, match="'refresh'"):
         app.periodic("@daily", name="x", params={"fulll": 1})(task)
