@@ -3681,14 +3681,23 @@ returns table (kind text, function_name text)
 language sql immutable as $$
   with kinds(kind, names) as (values
     ('producer',    array['spawn_task', 'spawn_tasks', 'get_task_result']),
+    -- a worker also hands runs back, registers its presence and syncs the
+    -- schedules its application declares
     ('worker',      array['spawn_task', 'spawn_tasks', 'get_task_result', 'get_task', 'claim_task', 'claim_runs',
                           'complete_run', 'complete_runs', 'fail_run', 'schedule_run', 'extend_claim', 'extend_claims',
                           'set_task_checkpoint_state', 'get_task_checkpoint_state', 'get_task_checkpoint_states',
-                          'await_event', 'wait_event', 'emit_event', 'next_wake_at', 'ticker']),
-    ('monitor',     array['queue_stats', 'get_task', 'get_task_result', 'next_wake_at']),
+                          'await_event', 'wait_event', 'emit_event', 'next_wake_at', 'ticker',
+                          'release_run', 'register_worker', 'worker_heartbeat', 'unregister_worker',
+                          'get_queue_policy', 'create_schedule', 'list_schedules', 'drop_schedule']),
+    ('monitor',     array['queue_stats', 'get_task', 'get_task_result', 'next_wake_at',
+                          'list_tasks', 'locate_task', 'list_schedules', 'get_queue_policy', 'list_workers',
+                          'queue_workers']),
     ('admin',       array['create_queue', 'drop_queue', 'cancel_task', 'retry_task', 'emit_event', 'cleanup_tasks',
                           'cleanup_all_queues', 'ticker', 'queue_stats', 'get_task', 'get_task_result',
-                          'next_wake_at']),
+                          'next_wake_at',
+                          'set_queue_policy', 'get_queue_policy', 'create_schedule', 'drop_schedule',
+                          'list_schedules', 'pause_schedule', 'resume_schedule', 'list_tasks', 'locate_task',
+                          'list_workers', 'queue_workers']),
     ('maintenance', array['ticker', 'cleanup_tasks', 'cleanup_all_queues']),
     ('owner',       array['start', 'stop', 'allow_fake_time', 'grant_role', 'grant_producer', 'grant_worker',
                           'grant_monitor', 'grant_admin', 'revoke_role']),

@@ -74,7 +74,6 @@ GLOBAL_TABLES = [
     "queue_policies",
     "schedules",
     "workers",
-    # the security section's
     "settings",
     "role_grants",
 ]

@@ -81,7 +81,8 @@ def test_a_paused_queue_hands_out_nothing(eng: Engine, make_engine: Any) -> None
     set_policy(eng, paused=True)
     assert eng.claim() == []
     # the per-queue claim function itself, as the worker's batched claims use it
-    assert eng.rows("select * from teguh._claim_q('w', 30, 10, teguh.current_time())") == []
+    assert eng.rows("select * from teguh.claim_runs('q', 'w', 30, 10)") == []
+    assert eng.rows("select * from teguh._claim_q('w', 30, 10, teguh.current_time(), false)") == []
     other: Engine = make_engine()
     assert other.claim() == []
     # spawning still works; resuming hands the tasks out
