@@ -224,7 +224,9 @@ class Worker:
                 pool.wait(timeout=self.connect_timeout)
             slots = Slots(self.concurrency, max(1, self.batch_size // 2))
             assert pool is not None
-            self._parts = self._assemble(pool, listener, slots)
+            parts = self._assemble(pool, listener, slots)
+            parts.heartbeat.register(conn)  # presence: `teguh workers`, queue_workers()
+            self._parts = parts
         except BaseException:
             listener.close()
             if pool is not None and self._pool_arg is None:
@@ -288,6 +290,7 @@ class Worker:
             worker_id=self.worker_id,
             interval=self.heartbeat_interval,
             claim_timeout=self.claim_timeout,
+            queues=self.queues,
         )
         return _Parts(pool, listener, slots, completions, threads, dispatcher, heartbeat)
 
