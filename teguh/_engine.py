@@ -365,9 +365,12 @@ class Engine:
         """Hand a run back at once (no attempt consumed)."""
         self.execute(conn, Q.RELEASE_RUN, (queue, run_id))
 
-    def defer_run(self, conn: Conn, queue: str, run_id: UUID, delay: float) -> None:
+    def defer_run(
+        self, conn: Conn, queue: str, run_id: UUID, delay: float, reason: Any = None
+    ) -> None:
         """Hand a run back after ``delay`` seconds on the database clock."""
-        self.execute(conn, Q.DEFER_RUN, (queue, run_id, delay))
+        text_reason = None if reason is None else dump(self.dumps, reason, "reason")
+        self.execute(conn, Q.DEFER_RUN, (queue, run_id, delay, text_reason))
 
     def extend_claim(self, conn: Conn, queue: str, run_id: Any, extend_by: int) -> None:
         args = (text(queue, "queue"), uuid(run_id, "run_id"), integer(extend_by, "extend_by"))

@@ -79,7 +79,7 @@ RELEASE_RUN: LiteralString = "select teguh.release_run(%s, %s)"
 # Hands a run back after a delay on the database clock: pending, not a
 # durable sleep, and no attempt consumed.
 DEFER_RUN: LiteralString = (
-    "select teguh.release_run(%s, %s, teguh.current_time() + make_interval(secs => %s))"
+    "select teguh.release_run(%s, %s, teguh.current_time() + make_interval(secs => %s), %s::jsonb)"
 )
 EXTEND_CLAIM: LiteralString = "select teguh.extend_claim(%s, %s, %s)"
 EXTEND_CLAIMS: LiteralString = (

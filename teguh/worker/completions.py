@@ -167,9 +167,11 @@ class Completions:
         """Fail the run with a reason of the worker's own (no handler, say)."""
         self._record(state, queue, self._engine.fail_run, queue, state.run.run_id, reason)
 
-    def hand_back(self, state: RunState, queue: str, delay: float) -> None:
+    def hand_back(
+        self, state: RunState, queue: str, delay: float, reason: dict[str, Any] | None = None
+    ) -> None:
         """Give a run back for another worker, after ``delay`` seconds (no attempt used)."""
-        self._record(state, queue, self._engine.defer_run, queue, state.run.run_id, delay)
+        self._record(state, queue, self._engine.defer_run, queue, state.run.run_id, delay, reason)
 
     def release(self, state: RunState, queue: str) -> None:
         """Hand a still-running run back at once; its handler's later calls raise LeaseLost."""

@@ -137,7 +137,12 @@ class Executor:
                         self.unknown_task_delay,
                         extra=run_extra(queue, run),
                     )
-                    done.hand_back(state, queue, self.unknown_task_delay)
+                    reason = {
+                        "name": "NoHandler",
+                        "message": f"no handler for task {run.task_name!r} on worker "
+                        f"{self.worker_id}: handed back (pending, no attempt used)",
+                    }
+                    done.hand_back(state, queue, self.unknown_task_delay, reason)
                     return
             ctx = TaskContext(
                 self.app,
