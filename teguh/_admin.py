@@ -1,20 +1,22 @@
 """`Client` methods for schedules, queue policies, finding tasks and worker presence.
 
 One method per stored function (docs/schedules.md, docs/queues.md), kept in a
-mixin of their own so that the client module stays small.
+mixin of their own so that the client module stays small. Like the rest of
+`Client`, each goes through `teguh._engine` (argument checks, row decoding by
+column name, SQLSTATE mapping).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, LiteralString
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
 import psycopg
 
 from teguh import _engine as E
-from teguh import _queries as Q
 from teguh.records import (
     Cancellation,
     RetryStrategy,
@@ -28,22 +30,12 @@ Conn = psycopg.Connection[Any]
 
 
 class AdminMethods:
-    """Schedules, queue policies and task listing (mixed into `teguh.Client`)."""
+    """Schedules, queue policies, task listing and workers (mixed into `teguh.Client`)."""
 
     if TYPE_CHECKING:
-        dumps: E.JsonDumps
-        loads: E.JsonLoads
+        engine: E.Engine
 
-        def _run(
-            self,
-            query: LiteralString,
-            params: Sequence[Any],
-            conn: Conn | None,
-            *,
-            prepare: bool | None = None,
-        ) -> list[tuple[Any, ...]]: ...
-
-        def _value(self, query: LiteralString, params: Sequence[Any], conn: Conn | None) -> Any: ...
+        def _checked(self, conn: Conn | None) -> AbstractContextManager[Conn]: ...
 
     # -- schedules ------------------------------------------------------------------
 
@@ -70,53 +62,39 @@ class AdminMethods:
         ``timezone`` an IANA name (default UTC). Raises `teguh.InvalidArgument`
         naming a bad spec, timezone or option.
         """
-        options = {
-            key: value
-            for key, value in (
-                ("timezone", timezone),
-                ("catch_up", catch_up),
-                ("headers", headers),
-                ("retry_strategy", retry_strategy),
-                ("max_attempts", max_attempts),
-                ("priority", priority),
-                ("cancellation", cancellation),
-            )
-            if value is not None
-        }
-        args = (
-            queue,
-            name,
-            spec,
-            task_name,
-            E.dump(self.dumps, params, "params"),
-            E.dump(self.dumps, options, "options"),
+        options = schedule_options(
+            timezone=timezone,
+            catch_up=catch_up,
+            headers=headers,
+            retry_strategy=retry_strategy,
+            max_attempts=max_attempts,
+            priority=priority,
+            cancellation=cancellation,
         )
-        value: datetime = self._value(Q.CREATE_SCHEDULE, args, conn)
-        return value
+        with self._checked(conn) as c:
+            return self.engine.create_schedule(c, queue, name, spec, task_name, params, options)
 
     def drop_schedule(self, queue: str, name: str, *, conn: Conn | None = None) -> bool:
         """Drop a schedule; return whether it existed. Tasks it spawned stay."""
-        return bool(self._value(Q.DROP_SCHEDULE, (queue, name), conn))
+        with self._checked(conn) as c:
+            return self.engine.drop_schedule(c, queue, name)
 
     def list_schedules(
         self, queue: str | None = None, *, conn: Conn | None = None
     ) -> list[ScheduleInfo]:
         """Return the schedules of one queue, or of all, by queue and name."""
-        result = []
-        for row in self._run(Q.LIST_SCHEDULES, (queue,), conn):
-            values = list(row)
-            for i in (5, 6):  # jsonb columns
-                values[i] = E.load(self.loads, values[i])
-            result.append(ScheduleInfo(*values))
-        return result
+        with self._checked(conn) as c:
+            return self.engine.list_schedules(c, queue)
 
     def pause_schedule(self, queue: str, name: str, *, conn: Conn | None = None) -> None:
         """Stop a schedule firing until `resume_schedule`; `TaskNotFound` if it is unknown."""
-        self._run(Q.PAUSE_SCHEDULE, (queue, name), conn)
+        with self._checked(conn) as c:
+            self.engine.pause_schedule(c, queue, name)
 
     def resume_schedule(self, queue: str, name: str, *, conn: Conn | None = None) -> None:
         """Fire a paused schedule again, from its next slot after now."""
-        self._run(Q.RESUME_SCHEDULE, (queue, name), conn)
+        with self._checked(conn) as c:
+            self.engine.resume_schedule(c, queue, name)
 
     # -- queue policies ---------------------------------------------------------------
 
@@ -129,16 +107,13 @@ class AdminMethods:
         ``paused``, ``default_max_attempts``, ``default_retry_strategy``,
         ``lease_timeout`` (see docs/queues.md).
         """
-        text = E.dump(self.dumps, dict(policy), "policy")
-        result: dict[str, Any] = E.load(
-            self.loads, self._value(Q.SET_QUEUE_POLICY, (queue, text), conn)
-        )
-        return result
+        with self._checked(conn) as c:
+            return self.engine.set_queue_policy(c, queue, policy)
 
     def get_queue_policy(self, queue: str, *, conn: Conn | None = None) -> dict[str, Any]:
         """Return the queue's policy with every default filled in."""
-        result: dict[str, Any] = E.load(self.loads, self._value(Q.GET_QUEUE_POLICY, (queue,), conn))
-        return result
+        with self._checked(conn) as c:
+            return self.engine.get_queue_policy(c, queue)
 
     # -- finding tasks ----------------------------------------------------------------
 
@@ -165,7 +140,7 @@ class AdminMethods:
         if state is not None:
             filters["state"] = state if isinstance(state, str) else list(state)
         if task_name is not None:
-            filters["task_name"] = task_name
+            filters["task_name"] = E.text(task_name, "task_name")
         for key, when in (
             ("created_after", created_after),
             ("created_before", created_before),
@@ -174,19 +149,25 @@ class AdminMethods:
         ):
             if when is not None:
                 filters[key] = E.aware(when, key).isoformat()
-        text = E.dump(self.dumps, filters, "filters")
-        result = []
-        for row in self._run(Q.LIST_TASKS, (queue, text, after, limit), conn):
-            values = list(row)
-            for i in (6, 7, 12):  # jsonb columns
-                values[i] = E.load(self.loads, values[i])
-            result.append(TaskSummary(*values))
-        return result
+        with self._checked(conn) as c:
+            return self.engine.list_tasks(c, queue, filters, after, limit)
+
+    def iter_tasks(
+        self, queue: str, *, page_size: int = 100, **filters: Any
+    ) -> Iterator[TaskSummary]:
+        """Yield every task matching ``filters`` (`list_tasks`' keywords), page by page."""
+        after: UUID | None = None
+        while True:
+            page = self.list_tasks(queue, after=after, limit=page_size, **filters)
+            yield from page
+            if len(page) < page_size:
+                return
+            after = page[-1].task_id
 
     def locate_task(self, task_id: UUID, *, conn: Conn | None = None) -> str | None:
         """Return the queue that holds the task (live or archived), or None."""
-        value: str | None = self._value(Q.LOCATE_TASK, (task_id,), conn)
-        return value
+        with self._checked(conn) as c:
+            return self.engine.locate_task(c, task_id)
 
     # -- handing runs back, worker presence ---------------------------------------
 
@@ -204,9 +185,8 @@ class AdminMethods:
         ``reason`` (JSON), when given, becomes the task's ``last_failure`` so
         that it says why it waits (e.g. no handler for it on this worker).
         """
-        when = None if available_at is None else E.aware(available_at, "available_at")
-        text = None if reason is None else E.dump(self.dumps, reason, "reason")
-        self._run(Q.RELEASE_RUN_AT, (queue, run_id, when, text), conn)
+        with self._checked(conn) as c:
+            self.engine.release_run_at(c, queue, run_id, available_at, reason)
 
     def register_worker(
         self,
@@ -220,27 +200,37 @@ class AdminMethods:
     ) -> None:
         """Register (or refresh) a worker serving ``queues``, present for ``ttl`` seconds."""
         secs = E.whole_seconds(ttl, "ttl")
-        self._run(Q.REGISTER_WORKER, (worker_id, list(queues), host, pid, secs), conn)
+        with self._checked(conn) as c:
+            self.engine.register_worker(c, worker_id, queues, host, pid, secs)
 
     def worker_heartbeat(
         self, worker_id: str, *, ttl: E.Duration = 60, conn: Conn | None = None
     ) -> bool:
         """Renew a worker's presence; False when it is not registered (register again)."""
         secs = E.whole_seconds(ttl, "ttl")
-        return bool(self._value(Q.WORKER_HEARTBEAT, (worker_id, secs), conn))
+        with self._checked(conn) as c:
+            return self.engine.worker_heartbeat(c, worker_id, secs)
 
     def unregister_worker(self, worker_id: str, *, conn: Conn | None = None) -> bool:
         """Remove a worker's registration; return whether it was registered."""
-        return bool(self._value(Q.UNREGISTER_WORKER, (worker_id,), conn))
+        with self._checked(conn) as c:
+            return self.engine.unregister_worker(c, worker_id)
 
     def list_workers(
         self, queue: str | None = None, *, conn: Conn | None = None
     ) -> list[WorkerInfo]:
         """Return the workers present, all or those serving ``queue``."""
-        return [WorkerInfo(*row) for row in self._run(Q.LIST_WORKERS, (queue,), conn)]
+        with self._checked(conn) as c:
+            return self.engine.list_workers(c, queue)
 
     def queue_workers(
         self, queue: str | None = None, *, conn: Conn | None = None
     ) -> dict[str, int]:
         """Return how many present workers serve each queue (zero included)."""
-        return {name: int(n) for name, n in self._run(Q.QUEUE_WORKERS, (queue,), conn)}
+        with self._checked(conn) as c:
+            return self.engine.queue_workers(c, queue)
+
+
+def schedule_options(**options: Any) -> dict[str, Any]:
+    """Return the schedule options given (None: the engine's default)."""
+    return {key: value for key, value in options.items() if value is not None}

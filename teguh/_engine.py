@@ -62,10 +62,13 @@ from teguh.records import (
     ClaimStatus,
     QueueStats,
     Run,
+    ScheduleInfo,
     SpawnResult,
     TaskInfo,
     TaskResult,
+    TaskSummary,
     WaitResult,
+    WorkerInfo,
 )
 
 __all__ = [
@@ -168,6 +171,8 @@ _JSON_FIELDS: dict[type[Any], frozenset[str]] = {
     ),
     TaskResult: frozenset({"completed_payload"}),
     WaitResult: frozenset({"payload"}),
+    ScheduleInfo: frozenset({"params", "options"}),
+    TaskSummary: frozenset({"params", "headers", "last_failure"}),
 }
 _Decoder = Callable[[Sequence[Any]], Any]
 _decoders: dict[tuple[type[Any], tuple[str, ...]], tuple[int, ...]] = {}
@@ -570,3 +575,123 @@ class Engine:
 
     def stop_cron(self, conn: Conn) -> None:
         self.execute(conn, Q.STOP_CRON, ())
+
+    # -- schedules ------------------------------------------------------------------
+
+    def create_schedule(
+        self,
+        conn: Conn,
+        queue: str,
+        name: str,
+        spec: str,
+        task_name: str,
+        params: Any,
+        options: Mapping[str, Any],
+    ) -> datetime:
+        args = (
+            text(queue, "queue"),
+            text(name, "name"),
+            text(spec, "spec"),
+            text(task_name, "task_name"),
+            dump(self.dumps, params, "params"),
+            dump(self.dumps, dict(options), "options"),
+        )
+        value: datetime = self.value(conn, Q.CREATE_SCHEDULE, args)
+        return value
+
+    def drop_schedule(self, conn: Conn, queue: str, name: str) -> bool:
+        args = (text(queue, "queue"), text(name, "name"))
+        return bool(self.value(conn, Q.DROP_SCHEDULE, args))
+
+    def list_schedules(self, conn: Conn, queue: str | None) -> list[ScheduleInfo]:
+        args = (optional_text(queue, "queue"),)
+        return self.records(conn, ScheduleInfo, Q.LIST_SCHEDULES, args)
+
+    def pause_schedule(self, conn: Conn, queue: str, name: str) -> None:
+        self.execute(conn, Q.PAUSE_SCHEDULE, (text(queue, "queue"), text(name, "name")))
+
+    def resume_schedule(self, conn: Conn, queue: str, name: str) -> None:
+        self.execute(conn, Q.RESUME_SCHEDULE, (text(queue, "queue"), text(name, "name")))
+
+    # -- queue policies and finding tasks -------------------------------------------
+
+    def set_queue_policy(self, conn: Conn, queue: str, policy: Mapping[str, Any]) -> dict[str, Any]:
+        if not isinstance(policy, Mapping):
+            raise TypeError(f"policy: expected a mapping, got {type(policy).__name__}")
+        args = (text(queue, "queue"), dump(self.dumps, dict(policy), "policy"))
+        result: dict[str, Any] = load(self.loads, self.value(conn, Q.SET_QUEUE_POLICY, args))
+        return result
+
+    def get_queue_policy(self, conn: Conn, queue: str) -> dict[str, Any]:
+        args = (text(queue, "queue"),)
+        result: dict[str, Any] = load(self.loads, self.value(conn, Q.GET_QUEUE_POLICY, args))
+        return result
+
+    def list_tasks(
+        self,
+        conn: Conn,
+        queue: str,
+        filters: Mapping[str, Any],
+        after: Any,
+        limit: int,
+    ) -> list[TaskSummary]:
+        args = (
+            text(queue, "queue"),
+            dump(self.dumps, dict(filters), "filters"),
+            optional_uuid(after, "after"),
+            integer(limit, "limit", 1),
+        )
+        return self.records(conn, TaskSummary, Q.LIST_TASKS, args)
+
+    def locate_task(self, conn: Conn, task_id: Any) -> str | None:
+        value: str | None = self.value(conn, Q.LOCATE_TASK, (uuid(task_id, "task_id"),))
+        return value
+
+    def release_run_at(
+        self, conn: Conn, queue: str, run_id: Any, available_at: datetime | None, reason: Any
+    ) -> None:
+        """``release_run`` with every argument: pending again, saying why (no attempt used)."""
+        args = (
+            text(queue, "queue"),
+            uuid(run_id, "run_id"),
+            None if available_at is None else aware(available_at, "available_at"),
+            None if reason is None else dump(self.dumps, reason, "reason"),
+        )
+        self.execute(conn, Q.RELEASE_RUN_AT, args)
+
+    # -- worker presence ------------------------------------------------------------
+
+    def register_worker(
+        self,
+        conn: Conn,
+        worker_id: str,
+        queues: Sequence[str],
+        host: str | None,
+        pid: int | None,
+        ttl: int,
+    ) -> None:
+        if isinstance(queues, str):
+            raise TypeError("queues: expected a sequence of queue names, got a str")
+        args = (
+            text(worker_id, "worker_id"),
+            [text(q, "queues") for q in queues],
+            optional_text(host, "host"),
+            None if pid is None else integer(pid, "pid"),
+            integer(ttl, "ttl", 1),
+        )
+        self.execute(conn, Q.REGISTER_WORKER, args)
+
+    def worker_heartbeat(self, conn: Conn, worker_id: str, ttl: int) -> bool:
+        args = (text(worker_id, "worker_id"), integer(ttl, "ttl", 1))
+        return bool(self.value(conn, Q.WORKER_HEARTBEAT, args))
+
+    def unregister_worker(self, conn: Conn, worker_id: str) -> bool:
+        return bool(self.value(conn, Q.UNREGISTER_WORKER, (text(worker_id, "worker_id"),)))
+
+    def list_workers(self, conn: Conn, queue: str | None) -> list[WorkerInfo]:
+        args = (optional_text(queue, "queue"),)
+        return self.records(conn, WorkerInfo, Q.LIST_WORKERS, args)
+
+    def queue_workers(self, conn: Conn, queue: str | None) -> dict[str, int]:
+        rows = self.execute(conn, Q.QUEUE_WORKERS, (optional_text(queue, "queue"),)).fetchall()
+        return {name: int(n) for name, n in rows}

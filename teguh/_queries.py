@@ -122,7 +122,7 @@ GET_TASK_RESULT: LiteralString = (
 GET_TASK: LiteralString = (
     "select task_id, task_name, state, attempts, max_attempts, priority, params::text,"
     " headers::text, retry_strategy::text, idempotency_key, created_at, first_started_at,"
-    " finished_at, completed_payload::text, last_failure::text, cancelled_at"
+    " finished_at, completed_payload::text, last_failure::text, cancelled_at, archived"
     " from teguh.get_task(%s, %s)"
 )
 

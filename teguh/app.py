@@ -12,15 +12,27 @@ import threading
 import types
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Self, TypeVar, Unpack, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    Literal,
+    ParamSpec,
+    Self,
+    TypeVar,
+    Unpack,
+    overload,
+)
 
+import psycopg
 from psycopg_pool import ConnectionPool
 
 from teguh import _engine as E
 from teguh.client import Client
 from teguh.context import TaskContext
 from teguh.records import Cancellation, RetryStrategy, WorkerOptions
-from teguh.tasks import DEFAULT_QUEUE, Task
+from teguh.schedules import ScheduleRegistry, SyncReport, periodic_decorator, sync_schedules
+from teguh.tasks import DEFAULT_QUEUE, ExceptionClasses, Task
 
 if TYPE_CHECKING:
     from teguh.worker import NotFound, Worker
@@ -29,6 +41,7 @@ __all__ = ["App", "Middleware", "SpawnHook"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 SpawnHook = Callable[[str, Any, dict[str, Any]], "dict[str, Any] | None"]
 """``hook(task_name, params, options) -> options | None`` (see `App.before_spawn`)."""
@@ -72,6 +85,7 @@ class App:
         self._tasks: dict[str, Task[Any, Any]] = {}
         self._hooks: list[SpawnHook] = []
         self.middleware: list[Middleware] = []
+        self.schedules = ScheduleRegistry()
 
     def __repr__(self) -> str:
         return f"<teguh.App tasks={len(self._tasks)} open={self._client is not None}>"
@@ -151,6 +165,8 @@ class App:
         headers: Mapping[str, Any] | None = None,
         priority: int | None = None,
         cancellation: Cancellation | None = None,
+        retry_on: ExceptionClasses | None = None,
+        dont_retry_on: ExceptionClasses | None = None,
     ) -> Callable[[Callable[Concatenate[TaskContext, P], R]], Task[P, R]]: ...
 
     def task(  # type: ignore[misc]  # mypy cannot match a method's generic overloads
@@ -165,6 +181,8 @@ class App:
         headers: Mapping[str, Any] | None = None,
         priority: int | None = None,
         cancellation: Cancellation | None = None,
+        retry_on: ExceptionClasses | None = None,
+        dont_retry_on: ExceptionClasses | None = None,
     ) -> Task[P, R] | Callable[[Callable[Concatenate[TaskContext, P], R]], Task[P, R]]:
         """Declare and register a task: ``@app.task`` or ``@app.task(queue="emails")``.
 
@@ -174,6 +192,9 @@ class App:
         ``name=``); the queue to ``"default"``. ``max_attempts``, ``retry``,
         ``headers``, ``priority`` and ``cancellation`` are the defaults of every
         spawn, by the task object or by name through the app's client.
+        ``retry_on`` / ``dont_retry_on`` (exception classes): an exception not
+        in ``retry_on``, or in ``dont_retry_on``, fails the task at once, as
+        `teguh.PermanentError` always does.
         Mistakes (an ``async def``, no context parameter, a bad queue name, a
         name already taken) raise here.
         """
@@ -188,6 +209,8 @@ class App:
                 headers=headers,
                 priority=priority,
                 cancellation=cancellation,
+                retry_on=retry_on,
+                dont_retry_on=dont_retry_on,
                 app=self,
             )
             self._register(declared)
@@ -227,6 +250,66 @@ class App:
                     "pass a distinct name="
                 )
             self._tasks[declared.name] = declared
+
+    # -- schedules ------------------------------------------------------------------
+
+    def periodic(
+        self,
+        spec: str,
+        *,
+        name: str | None = None,
+        timezone: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        catch_up: Literal["latest", "none"] | None = None,
+        headers: Mapping[str, Any] | None = None,
+        retry_strategy: RetryStrategy | None = None,
+        max_attempts: int | None = None,
+        priority: int | None = None,
+        cancellation: Cancellation | None = None,
+    ) -> Callable[[T], T]:
+        """Declare a cron schedule of a task: stack ``@app.periodic(spec)`` above ``@app.task``.
+
+        ``spec``: 5-field cron, ``@daily``-style macros or ``@every 90s``
+        (docs/schedules.md). ``name`` defaults to the task's name (pass one
+        per schedule to declare several of a task); ``params`` are the task's
+        keyword arguments, checked against its signature here; ``timezone``
+        (IANA, default UTC), ``catch_up`` and the spawn options default to the
+        engine's and the task's. A worker's `start()` syncs the declarations
+        of its queues to the database (`teguh.schedules.sync_schedules`).
+        """
+        wrap: Callable[[T], T] = periodic_decorator(
+            self,
+            spec,
+            name=name,
+            timezone=timezone,
+            params=params,
+            catch_up=catch_up,
+            headers=headers,
+            retry_strategy=retry_strategy,
+            max_attempts=max_attempts,
+            priority=priority,
+            cancellation=cancellation,
+        )
+        return wrap
+
+    def own_schedules(self, prefix: str) -> None:
+        """Own schedule names starting with ``prefix``: a sync drops those no longer declared.
+
+        Without it, a schedule removed from the code keeps firing (it is
+        logged at each worker start): teguh never drops a schedule it cannot
+        tell is the app's.
+        """
+        self.schedules.own(prefix)
+
+    def sync_schedules(
+        self, queues: Iterable[str] | None = None, *, conn: psycopg.Connection[Any] | None = None
+    ) -> SyncReport:
+        """Write the declared schedules (of ``queues``, default all) now; see `periodic`."""
+        if conn is not None:
+            return sync_schedules(self, conn, queues)
+        with self.client.pool.connection() as c:
+            self.client.ensure_schema(c)
+            return sync_schedules(self, c, queues)
 
     @property
     def tasks(self) -> dict[str, Task[Any, Any]]:

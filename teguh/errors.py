@@ -13,6 +13,7 @@ The tree::
         ├── RunNotActive                 SQLSTATE AB002: unknown run, or its lease
         │                                expired and another worker took it over
         ├── InvalidState                 SQLSTATE 55000: e.g. retry_task on a running task
+        ├── PermanentError               raised by a handler: fail the task now, no retry
         └── EventTimeout (TimeoutError)  ctx.await_event timed out before the event came
 
     BaseException
@@ -46,6 +47,7 @@ __all__ = [
     "InvalidArgument",
     "InvalidState",
     "LeaseLost",
+    "PermanentError",
     "QueueNotFound",
     "RunNotActive",
     "SchemaError",
@@ -120,6 +122,17 @@ class InvalidState(TeguhError):
     """Raise when the task's state does not allow the call (SQLSTATE 55000)."""
 
     sqlstate = "55000"
+
+
+class PermanentError(TeguhError):
+    """Raise from a task handler to fail the task now, whatever attempts are left.
+
+    The stored reason (the task's ``last_failure``) carries ``"retryable":
+    false`` and a ``"not_retried"`` note saying why. A task's ``retry_on=`` /
+    ``dont_retry_on=`` classes make other exceptions permanent the same way,
+    and params that do not fit the handler's signature raise it before the
+    handler runs.
+    """
 
 
 class EventTimeout(TeguhError, TimeoutError):

@@ -180,6 +180,7 @@ class TaskInfo:
     completed_payload: Any
     last_failure: Any
     cancelled_at: datetime | None
+    archived: bool = False
 
 
 @dataclass(frozen=True, slots=True)

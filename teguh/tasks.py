@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar,
 
 from teguh import _engine as E
 from teguh.context import TaskContext, _get_current
-from teguh.errors import InvalidArgument
+from teguh.errors import InvalidArgument, PermanentError
 from teguh.records import Cancellation, RetryStrategy, SpawnOptions, SpawnResult
 
 if TYPE_CHECKING:
@@ -67,6 +67,40 @@ def _check_handler(fn: Any, what: str) -> None:
         )
 
 
+ExceptionClasses = type[BaseException] | tuple[type[BaseException], ...]
+
+
+def _exception_classes(
+    value: ExceptionClasses | None, name: str
+) -> tuple[type[BaseException], ...] | None:
+    """Return ``value`` as a tuple of exception classes, or raise `TypeError` naming ``name``."""
+    if value is None:
+        return None
+    classes = value if isinstance(value, tuple) else (value,)
+    for cls in classes:
+        if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+            raise TypeError(f"{name} must be an exception class or a tuple of them, got {cls!r}")
+    return classes
+
+
+def not_retried(exc: BaseException, task: Task[Any, Any] | None) -> str | None:
+    """Return why a handler's ``exc`` fails its task now, whatever attempts are left, or None.
+
+    `PermanentError` always does; so does an exception in the task's
+    ``dont_retry_on``, or one not in its ``retry_on`` when that is given.
+    """
+    name = type(exc).__qualname__
+    if isinstance(exc, PermanentError):
+        return "PermanentError"
+    if task is None:
+        return None
+    if task.dont_retry_on is not None and isinstance(exc, task.dont_retry_on):
+        return f"{name} is in the task's dont_retry_on"
+    if task.retry_on is not None and not isinstance(exc, task.retry_on):
+        return f"{name} is not in the task's retry_on"
+    return None
+
+
 class Task(Generic[P, R]):
     """A task function with its name, queue and spawn defaults.
 
@@ -86,9 +120,13 @@ class Task(Generic[P, R]):
         headers: Mapping[str, Any] | None = None,
         priority: int | None = None,
         cancellation: Cancellation | None = None,
+        retry_on: ExceptionClasses | None = None,
+        dont_retry_on: ExceptionClasses | None = None,
         app: App | None = None,
     ) -> None:
         _check_handler(fn, "a task function")
+        self.retry_on = _exception_classes(retry_on, "retry_on")
+        self.dont_retry_on = _exception_classes(dont_retry_on, "dont_retry_on")
         if name is None:
             if fn.__module__ == "__main__":
                 raise ValueError(
@@ -137,14 +175,31 @@ class Task(Generic[P, R]):
         return self.fn(ctx, *args, **kwargs)
 
     def handle(self, ctx: TaskContext) -> R:
-        """Run the function for a claimed run: ``fn(ctx, **ctx.params)``."""
+        """Run the function for a claimed run: ``fn(ctx, **ctx.params)``.
+
+        Params that do not fit the function's signature raise `PermanentError`
+        before it runs: every attempt would fail the same way.
+        """
         params = ctx.params
         fn: Callable[..., R] = self.fn
         if params is None:
-            return fn(ctx)
+            params = {}
         if not isinstance(params, dict):
-            raise TypeError(f"task {self.name!r} expects object params, got {params!r}")
+            raise PermanentError(
+                f"task {self.name!r} takes a JSON object of keyword arguments as params, "
+                f"got {type(params).__name__}"
+            )
+        try:
+            self._signature.bind(ctx, **params)
+        except TypeError as exc:
+            raise PermanentError(
+                f"task {self.name!r} cannot take params {sorted(params)}: {exc}"
+            ) from None
         return fn(ctx, **params)
+
+    def not_retried(self, exc: BaseException) -> str | None:
+        """Return why ``exc`` must fail the task now (no retry), or None if it may retry."""
+        return not_retried(exc, self)
 
     def params(self, *args: P.args, **kwargs: P.kwargs) -> dict[str, Any]:
         """Return the JSON params for a call, checked against the function's parameters."""
@@ -267,6 +322,8 @@ def task(
     headers: Mapping[str, Any] | None = None,
     priority: int | None = None,
     cancellation: Cancellation | None = None,
+    retry_on: ExceptionClasses | None = None,
+    dont_retry_on: ExceptionClasses | None = None,
 ) -> Callable[[Callable[Concatenate[TaskContext, P], R]], Task[P, R]]: ...
 
 
@@ -281,6 +338,8 @@ def task(
     headers: Mapping[str, Any] | None = None,
     priority: int | None = None,
     cancellation: Cancellation | None = None,
+    retry_on: ExceptionClasses | None = None,
+    dont_retry_on: ExceptionClasses | None = None,
 ) -> Task[P, R] | Callable[[Callable[Concatenate[TaskContext, P], R]], Task[P, R]]:
     """Declare an inert task, bound later by ``app.include()``: ``@teguh.task(queue="emails")``.
 
@@ -298,6 +357,8 @@ def task(
             headers=headers,
             priority=priority,
             cancellation=cancellation,
+            retry_on=retry_on,
+            dont_retry_on=dont_retry_on,
         )
 
     return wrap if fn is None else wrap(fn)

@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 
 from teguh import schema
-from teguh.cli import admin, maintenance, tasks, worker
+from teguh.cli import admin, inspect, maintenance, tasks, worker
 from teguh.cli.common import (
     CliError,
     Parser,
@@ -141,6 +141,50 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("names", nargs="+", metavar="QUEUE")
     q.add_argument("--if-exists", action="store_true", help="no error for a missing queue")
     command("list", "list the queues", admin.cmd_queue_list, qsub)
+    q = command("pause", "pause queues: claims return nothing", inspect.cmd_queue_pause, qsub)
+    q.add_argument("names", nargs="+", metavar="QUEUE")
+    q = command("resume", "resume paused queues", inspect.cmd_queue_resume, qsub)
+    q.add_argument("names", nargs="+", metavar="QUEUE")
+    q = command("policy", "show or set a queue's policy", _cmd_help, qsub)
+    psub = q.add_subparsers(dest="policy_command", metavar="ACTION", parser_class=Parser)
+    q.set_defaults(help_parser=q)
+    q = command("show", "show a queue's policy, defaults included", inspect.cmd_policy_show, psub)
+    q.add_argument("queue", metavar="QUEUE")
+    q = command(
+        "set", "merge keys into a queue's policy (null resets one)", inspect.cmd_policy_set, psub
+    )
+    q.add_argument("queue", metavar="QUEUE")
+    q.add_argument(
+        "policy",
+        type=json_object_arg,
+        metavar="JSON",
+        help='e.g. \'{"retention": 86400, "cleanup": "archive"}\' (see docs/queues.md)',
+    )
+
+    p = command("schedule", "list, add, remove, pause or resume cron schedules", _cmd_help)
+    ssub = p.add_subparsers(dest="schedule_command", metavar="ACTION", parser_class=Parser)
+    p.set_defaults(help_parser=p)
+    s = command("list", "list the schedules", inspect.cmd_schedule_list, ssub)
+    s.add_argument("queue", nargs="?", metavar="QUEUE", help="one queue (default: all)")
+    s = command("add", "create or update a schedule", inspect.cmd_schedule_add, ssub)
+    s.add_argument("queue", metavar="QUEUE")
+    s.add_argument("name", metavar="NAME", help="the schedule's name (an existing one is updated)")
+    s.add_argument("spec", metavar="SPEC", help="'*/5 * * * *', @daily, '@every 90s', ...")
+    s.add_argument("task_name", metavar="TASK")
+    s.add_argument("--params", type=json_arg, default={}, metavar="JSON", help="task params")
+    s.add_argument("--timezone", metavar="TZ", help="IANA time zone (default UTC)")
+    s.add_argument("--catch-up", choices=["latest", "none"], help="after downtime (latest)")
+    s.add_argument("--max-attempts", type=positive_int, metavar="N")
+    s.add_argument("--priority", type=int_arg, metavar="N")
+    s.add_argument("--headers", type=json_object_arg, metavar="JSON")
+    for name, help_, func in (
+        ("remove", "drop a schedule (tasks it spawned stay)", inspect.cmd_schedule_remove),
+        ("pause", "stop a schedule firing", inspect.cmd_schedule_pause),
+        ("resume", "fire a paused schedule again, from now on", inspect.cmd_schedule_resume),
+    ):
+        s = command(name, help_, func, ssub)
+        s.add_argument("queue", metavar="QUEUE")
+        s.add_argument("name", metavar="NAME")
 
     p = command("spawn", "spawn a task", tasks.cmd_spawn)
     p.add_argument("queue", metavar="QUEUE")
@@ -160,9 +204,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--headers", type=json_object_arg, metavar="JSON", help="task headers")
 
-    p = command("task", "show, cancel or retry a task", _cmd_help)
+    p = command("task", "list, show, cancel or retry tasks", _cmd_help)
     tsub = p.add_subparsers(dest="task_command", metavar="ACTION", parser_class=Parser)
     p.set_defaults(help_parser=p)
+    t = command("list", "list tasks, newest first", inspect.cmd_task_list, tsub)
+    t.add_argument("--queue", "-q", help="one queue (default: all)")
+    t.add_argument(
+        "--state",
+        action="append",
+        choices=["pending", "running", "sleeping", "completed", "failed", "cancelled"],
+        help="only tasks in this state (repeatable)",
+    )
+    t.add_argument("--name", metavar="TASK", help="only tasks of this name")
+    t.add_argument(
+        "--since", type=inspect.since_arg, metavar="DURATION", help="created in the last 1h, 15m..."
+    )
+    t.add_argument("--limit", type=positive_int, default=100, metavar="N", help="at most N (100)")
     for name, help_, func in (
         ("show", "show a task: state, attempts, result, last failure, checkpoints", tasks.cmd_show),
         (
@@ -178,7 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         t = command(name, help_, func, tsub)
         t.add_argument("task_id", type=uuid_arg, metavar="ID", help="the task's id")
-        t.add_argument("--queue", "-q", required=True, help="the task's queue (env TEGUH_QUEUE)")
+        t.add_argument(
+            "--queue",
+            "-q",
+            required=name != "show",
+            help="the task's queue (env TEGUH_QUEUE)"
+            + ("; found by id when omitted" if name == "show" else ""),
+        )
         if name == "show":
             t.add_argument("--traceback", action="store_true", help="print the whole traceback")
         if name == "retry":
@@ -206,7 +269,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = command(
-        "stats", "task counts by state, oldest pending age, in-flight runs", maintenance.cmd_stats
+        "stats", "task counts by state, oldest pending age, in-flight runs", inspect.cmd_stats
+    )
+    p.add_argument("queue", nargs="?", metavar="QUEUE", help="one queue (default: all)")
+    p.add_argument("--watch", "-w", action="store_true", help="refresh in place until Ctrl-C")
+    p.add_argument("--interval", type=positive_seconds, default=2.0, metavar="SECONDS", help="(2)")
+    p.add_argument("--count", type=positive_int, metavar="N", help="stop after N refreshes")
+
+    p = command(
+        "workers", "the workers present, and how many serve each queue", inspect.cmd_workers
     )
     p.add_argument("queue", nargs="?", metavar="QUEUE", help="one queue (default: all)")
 

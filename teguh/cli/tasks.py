@@ -63,6 +63,10 @@ def _failure_text(failure: Any, *, traceback: bool) -> str:
 
 def cmd_show(args: argparse.Namespace, session: Session) -> int:
     client, conn = session.checked()
+    if args.queue is None:  # task ids are unique across queues
+        args.queue = client.locate_task(args.task_id, conn=conn)
+        if args.queue is None:
+            raise TaskNotFound(f"task {args.task_id} does not exist in any queue")
     info = _task_or_fail(client, conn, args.queue, args.task_id)
     checkpoints = client.get_checkpoints(args.queue, args.task_id, None, conn=conn)
     if args.json:
@@ -84,6 +88,8 @@ def cmd_show(args: argparse.Namespace, session: Session) -> int:
     ]
     if info.cancelled_at is not None:
         pairs.append(("cancelled", info.cancelled_at))
+    if info.archived:
+        pairs.append(("archived", "yes (past the queue's retention)"))
     if info.idempotency_key is not None:
         pairs.append(("idempotency key", info.idempotency_key))
     pairs.append(("params", F.format_value(info.params, limit=2000)))

@@ -38,6 +38,7 @@ from teguh import schema
 from teguh.context import RunState
 from teguh.errors import QueueNotFound
 from teguh.records import WorkerOptions
+from teguh.schedules import sync_schedules
 from teguh.tasks import check_queue_name
 from teguh.worker.completions import Completions, run_extra
 from teguh.worker.dispatcher import Dispatcher, QueueState, Slots
@@ -235,6 +236,8 @@ class Worker:
                     f"queue {missing[0]!r} does not exist: create it with "
                     f"app.client.create_queue({missing[0]!r}) or `teguh queue create {missing[0]}`"
                 )
+            # the app's @app.periodic declarations for these queues (docs/schedules.md)
+            sync_schedules(self.app, conn, self.queues)
             if self._pool_arg is not None:
                 pool = self._pool_arg
             else:
@@ -252,7 +255,9 @@ class Worker:
                 pool.wait(timeout=self.connect_timeout)
             slots = Slots(self.concurrency, max(1, self.batch_size // 2))
             assert pool is not None
-            self._parts = self._assemble(pool, listener, slots)
+            parts = self._assemble(pool, listener, slots)
+            parts.heartbeat.register(conn)  # presence: `teguh workers`, queue_workers()
+            self._parts = parts
         except BaseException:
             listener.close()
             if pool is not None and self._pool_arg is None:
@@ -318,6 +323,7 @@ class Worker:
             interval=self.heartbeat_interval,
             claim_timeout=self.claim_timeout,
             after_beat=self._check_hung,
+            queues=self.queues,
         )
         return _Parts(pool, listener, slots, completions, threads, dispatcher, heartbeat)
 

@@ -110,13 +110,25 @@ class Completions:
         else:
             self._record(state, queue, self._engine.complete_run, queue, state.run.run_id, text)
 
-    def fail(self, state: RunState, queue: str, exc: BaseException) -> None:
-        """Fail the run with ``exc`` as ``{"name", "message", "traceback"}``."""
+    def fail(
+        self, state: RunState, queue: str, exc: BaseException, *, not_retried: str | None = None
+    ) -> None:
+        """Fail the run with ``exc`` as ``{"name", "message", "traceback"}``.
+
+        ``not_retried`` (why: `PermanentError`, the task's ``retry_on``...)
+        fails the task now: the reason gains ``"retryable": false`` and a
+        ``"not_retried"`` note, and the engine uses no further attempt.
+        """
         run = state.run
         if state.status is not None:
             return
-        reason = failure_reason(exc)
-        final = run.max_attempts is not None and run.attempt >= run.max_attempts
+        reason: dict[str, Any] = dict(failure_reason(exc))
+        if not_retried is not None:
+            reason["retryable"] = False
+            reason["not_retried"] = not_retried
+        final = not_retried is not None or (
+            run.max_attempts is not None and run.attempt >= run.max_attempts
+        )
         logger.log(
             logging.ERROR if final else logging.WARNING,
             "task %s (%s) attempt %d failed: %s: %s",

@@ -20,7 +20,7 @@ from psycopg_pool import ConnectionPool
 
 from teguh.context import CANCELLED, RunState, TaskContext, bind, unbind
 from teguh.errors import LeaseLost, Suspend, TaskCancelled
-from teguh.tasks import _check_handler
+from teguh.tasks import _check_handler, not_retried
 from teguh.worker.completions import Completions, run_extra
 
 if TYPE_CHECKING:
@@ -170,7 +170,8 @@ class Executor:
                 )
                 return
             except BaseException as exc:  # the handler failed: record it, keep the thread
-                done.fail(state, queue, exc)
+                declared = self.app._tasks.get(run.task_name)
+                done.fail(state, queue, exc, not_retried=not_retried(exc, declared))
                 return
             finally:
                 unbind(token)

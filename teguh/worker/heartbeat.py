@@ -4,14 +4,21 @@ Every ``heartbeat_interval`` one ``teguh.extend_claims`` statement per queue
 extends all of that queue's in-flight leases; the runs the engine reports
 cancelled or lost are marked, so that their handlers' next teguh call raises
 and nothing more is recorded for them.
+
+It also keeps the worker's presence (``teguh.register_worker``: id, host,
+pid, queues) alive, so that ``teguh workers`` and ``queue_workers`` show who
+serves a queue; `stop` removes it. A presence lapses ``presence_ttl`` seconds
+after the last beat (a worker killed without stopping).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -41,6 +48,7 @@ class Heartbeat:
         interval: float,
         claim_timeout: int,
         after_beat: Callable[[], None] | None = None,
+        queues: Sequence[str] = (),
     ) -> None:
         self._pool = pool
         self._engine = engine
@@ -49,6 +57,9 @@ class Heartbeat:
         self._interval = interval
         self._claim_timeout = claim_timeout
         self._after_beat = after_beat
+        self._queues = list(queues)
+        # several missed beats before the presence lapses
+        self.presence_ttl = max(60, int(interval * 4) + 1)
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._loop, name=f"teguh-heartbeat-{worker_id}", daemon=True
@@ -61,6 +72,24 @@ class Heartbeat:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(max(timeout, 0.0))
+        if self._queues:
+            try:
+                with self._pool.connection(timeout=min(max(timeout, 0.1), POOL_WAIT)) as conn:
+                    self._engine.unregister_worker(conn, self._worker_id)
+            except Exception as exc:  # it lapses after presence_ttl anyway
+                logger.info("could not unregister worker %s: %s", self._worker_id, exc)
+
+    def register(self, conn: Any) -> None:
+        """Register the worker's presence on ``conn`` (at start)."""
+        if self._queues:
+            self._engine.register_worker(
+                conn,
+                self._worker_id,
+                self._queues,
+                socket.gethostname(),
+                os.getpid(),
+                self.presence_ttl,
+            )
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
@@ -70,11 +99,22 @@ class Heartbeat:
                 logger.warning("heartbeat of worker %s failed: %s", self._worker_id, exc)
             except Exception:
                 logger.exception("heartbeat of worker %s failed", self._worker_id)
+            try:
+                self._presence()
+            except Exception:
+                logger.exception("presence of worker %s not renewed", self._worker_id)
             if self._after_beat is not None:
                 try:
                     self._after_beat()
                 except Exception:
                     logger.exception("checking the handlers of worker %s failed", self._worker_id)
+
+    def _presence(self) -> None:
+        if not self._queues:
+            return
+        with self._pool.connection(timeout=POOL_WAIT) as conn:
+            if not self._engine.worker_heartbeat(conn, self._worker_id, self.presence_ttl):
+                self.register(conn)  # it lapsed (a long pause): come back
 
     def beat(self) -> int:
         """Extend every in-flight lease now; return how many runs were found gone."""

@@ -73,6 +73,12 @@ def test_every_subcommand_has_help(teguh: Run) -> None:
         ["task", "show"],
         ["task", "cancel"],
         ["task", "retry"],
+        ["task", "list"],
+        ["schedule", "list"],
+        ["schedule", "add"],
+        ["queue", "pause"],
+        ["queue", "policy", "set"],
+        ["workers"],
         ["emit"],
         ["tick"],
         ["stats"],
@@ -356,7 +362,12 @@ def test_task_bad_input(teguh: Run, dsn: str, queue: str, action: str) -> None:
     assert_user_error(
         teguh("--dsn", dsn, "task", action, "not-a-uuid", "--queue", "q"), 2, "not a task id"
     )
-    assert_user_error(teguh("--dsn", dsn, "task", action, unknown), 2, "--queue")
+    if action == "show":  # found by id: ids are unique across queues
+        assert_user_error(
+            teguh("--dsn", dsn, "task", action, unknown), 1, "does not exist in any queue"
+        )
+    else:
+        assert_user_error(teguh("--dsn", dsn, "task", action, unknown), 2, "--queue")
     assert_user_error(
         teguh("--dsn", dsn, "task", action, unknown, "--queue", "q"), 1, "does not exist"
     )

@@ -118,8 +118,13 @@ def test_not_found_policies(app: teguh.App, queue: str) -> None:
 
     handed = app.client.spawn_task(queue, "later", {})
     assert app.worker([queue], unknown_task_delay=60).drain() == 1
-    result = app.client.get_task_result(queue, handed.task_id)
-    assert result is not None and (result.state, result.attempts) == ("sleeping", 1)
+    # handed back (teguh.hand_back_run), not a durable sleep: pending, and its
+    # last failure says why and how often
+    back = app.client.get_task(queue, handed.task_id)
+    assert back is not None and (back.state, back.attempts) == ("pending", 1)
+    assert back.last_failure["name"] == "HandedBack"
+    assert "no handler" in back.last_failure["message"]
+    assert back.last_failure["hand_backs"] == 1
 
 
 def test_start_against_an_unreachable_server_fails_fast_and_leaks_nothing() -> None:
