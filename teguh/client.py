@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, LiteralString, Self, Unpack
+from typing import TYPE_CHECKING, Any, Self, Unpack
 from uuid import UUID
 
 import psycopg
@@ -530,24 +530,6 @@ class Client(AdminMethods):
         else:
             with self.pool.connection() as c:
                 yield c
-
-    def _run(
-        self,
-        query: LiteralString,
-        params: Sequence[Any],
-        conn: Conn | None,
-        *,
-        prepare: bool | None = None,
-    ) -> list[tuple[Any, ...]]:
-        """Run ``query`` through the engine (mapped errors) and return its rows."""
-        with self._checked(conn) as c:
-            cur = self.engine.execute(c, query, params, prepare=prepare)
-            return cur.fetchall() if cur.description is not None else []
-
-    def _value(self, query: LiteralString, params: Sequence[Any], conn: Conn | None) -> Any:
-        """Return the first column of the first row of ``query`` (None without rows)."""
-        rows = self._run(query, params, conn)
-        return rows[0][0] if rows else None
 
     @contextmanager
     def _checked(self, conn: Conn | None) -> Iterator[Conn]:
