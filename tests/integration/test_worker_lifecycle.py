@@ -119,7 +119,8 @@ def test_not_found_policies(app: teguh.App, queue: str) -> None:
     handed = app.client.spawn_task(queue, "later", {})
     assert app.worker([queue], unknown_task_delay=60).drain() == 1
     result = app.client.get_task_result(queue, handed.task_id)
-    assert result is not None and (result.state, result.attempts) == ("sleeping", 1)
+    # handed back as pending (not a durable sleep), its attempt kept
+    assert result is not None and (result.state, result.attempts) == ("pending", 1)
 
 
 def test_start_against_an_unreachable_server_fails_fast_and_leaks_nothing() -> None:
