@@ -138,6 +138,9 @@ def abort_after(conn: psycopg.Connection[Any], timeout: float) -> Iterator[None]
         yield
     finally:
         timer.cancel()
+        # a cancelled timer's thread still has to wake up and exit: wait for it,
+        # so a stopped worker leaves no thread behind
+        timer.join(1.0)
 
 
 def _shut_socket(conn: psycopg.Connection[Any]) -> None:
