@@ -278,3 +278,19 @@ def test_an_unknown_schema_named_teguh_is_refused(conn: psycopg.Connection[Any])
 
     assert conn.execute("select to_regclass('teguh.mine') is not null").fetchone() == (True,)
     assert conn.execute("select to_regclass('teguh.queues')").fetchone() == (None,)
+
+
+def test_a_partitioned_queue_carries_over(refdb: psycopg.Connection[Any]) -> None:
+    """absurd's partitioned storage: the parents hold every partition's rows."""
+    refdb.execute("select teguh.create_queue('parts', 'partitioned')")
+    refdb.execute("select teguh.spawn_task('parts', 'a', '{}', '{\"idempotency_key\": \"x\"}')")
+
+    schema.install(refdb)
+
+    assert refdb.execute("select task_name from teguh.claim_task('parts', 'w')").fetchall() == [
+        ("a",)
+    ]
+    again = refdb.execute(
+        "select created from teguh.spawn_task('parts', 'a', '{}', '{\"idempotency_key\": \"x\"}')"
+    ).fetchone()
+    assert again == (False,)
