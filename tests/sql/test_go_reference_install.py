@@ -285,7 +285,7 @@ def test_a_partitioned_queue_carries_over(refdb: psycopg.Connection[Any]) -> Non
     refdb.execute("select teguh.create_queue('parts', 'partitioned')")
     refdb.execute("select teguh.spawn_task('parts', 'a', '{}', '{\"idempotency_key\": \"x\"}')")
 
-    schema.install(refdb)
+    install_keeping_fake_time(refdb, T0)
 
     assert refdb.execute("select task_name from teguh.claim_task('parts', 'w')").fetchall() == [
         ("a",)
