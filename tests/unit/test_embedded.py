@@ -211,6 +211,10 @@ time.sleep(120)
 """
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("how", ["exit", "sigterm", "sigint"])
 def test_server_is_removed_when_the_program_ends(how: str) -> None:
     # In a child process: stopping "all live servers" here would stop pg_server too.
@@ -220,6 +224,8 @@ def test_server_is_removed_when_the_program_ends(how: str) -> None:
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
+        # a suite started as a background job inherits an ignored SIGINT
+        preexec_fn=_default_sigint,
     )
     try:
         assert child.stdout is not None

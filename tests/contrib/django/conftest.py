@@ -68,6 +68,9 @@ def manage(env: dict[str, str], *args: str, **kwargs: Any) -> subprocess.Popen[s
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # a suite started as a background job inherits an ignored SIGINT, and
+        # the tests stop runserver with one
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         **kwargs,
     )
 
