@@ -87,9 +87,9 @@ create table if not exists teguh.queues (
 -- Time, identifiers, version
 -- ---------------------------------------------------------------------------
 
--- The schema version of this teguh.sql ('2'); teguh.schema checks it. No errors.
+-- The schema version of this teguh.sql ('3'); teguh.schema checks it. No errors.
 create or replace function teguh.version() returns text
-language sql immutable as $$ select '2'::text $$;
+language sql immutable as $$ select '3'::text $$;
 
 -- The engine's clock: the statement's start time (stable, so it can drive
 -- index conditions), or the teguh.fake_now setting when the schema owner has

@@ -40,7 +40,7 @@ __all__ = [
     "sql_text",
 ]
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 """The schema version this library is written against."""
 
 logger = logging.getLogger("teguh.schema")

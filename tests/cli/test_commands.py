@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from teguh import schema
 from tests.cli.conftest import ROOT, Run, assert_user_error, command_env, teguh_argv
 
 Conn = psycopg.Connection[Any]
@@ -166,12 +167,12 @@ def test_install_fresh_then_again(teguh: Run, empty_dsn: str) -> None:
     assert result.returncode == 0, result.stderr
     assert "installed teguh schema version 2" in result.stdout
     with psycopg.connect(empty_dsn) as conn:
-        assert conn.execute("select teguh.version()").fetchone() == ("2",)
+        assert conn.execute("select teguh.version()").fetchone() == (schema.SCHEMA_VERSION,)
     again = teguh("--dsn", empty_dsn, "install", "--json")
     assert again.returncode == 0, again.stderr
     report = json.loads(again.stdout)
-    assert report["version"] == "2"
-    assert report["previous_version"] == "2"
+    assert report["version"] == schema.SCHEMA_VERSION
+    assert report["previous_version"] == schema.SCHEMA_VERSION
     assert report["action"] == "reapplied"
 
 

@@ -10,6 +10,8 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
+from teguh import schema
+
 from .conftest import Engine, raises_sqlstate
 
 
@@ -265,7 +267,7 @@ def test_schema_is_idempotent_and_versioned(conn: psycopg.Connection[Any], queue
     conn.execute("select * from teguh.spawn_task('q', 't', '{}')")
     conn.execute(SCHEMA_FILE.read_bytes())
     assert conn.execute("select count(*) from teguh.t_q").fetchone() == (1,)
-    assert conn.execute("select teguh.version()").fetchone() == ("2",)
+    assert conn.execute("select teguh.version()").fetchone() == (schema.SCHEMA_VERSION,)
 
 
 def test_complete_runs_batch_reports_cancelled_and_lost(eng: Engine) -> None:

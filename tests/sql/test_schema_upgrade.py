@@ -9,12 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+import pytest
 
 from teguh import schema
 from tests.conftest import SCHEMA_FILE
 
-# schema/teguh.sql as released at version 1, to prove the upgrade path.
-V1_SQL = SCHEMA_FILE.parent.parent / "tests" / "sql" / "data" / "teguh-v1.sql"
+# schema/teguh.sql as released at each earlier version, to prove the upgrade paths.
+DATA = SCHEMA_FILE.parent.parent / "tests" / "sql" / "data"
+V1_SQL = DATA / "teguh-v1.sql"
+RELEASED = {"1": V1_SQL, "2": DATA / "teguh-v2.sql"}
 
 FINGERPRINT = """
 select 'table',
@@ -65,27 +68,30 @@ def _fresh_database(conn: psycopg.Connection[Any], name: str) -> str:
     return f"postgresql://{info.user}@{info.host}:{info.port}/{name}"
 
 
-def test_version_1_database_upgrades_in_place_to_a_fresh_install(
-    conn: psycopg.Connection[Any], make_conn: Any
+@pytest.mark.parametrize("version", sorted(RELEASED))
+def test_an_older_database_upgrades_in_place_to_a_fresh_install(
+    conn: psycopg.Connection[Any], make_conn: Any, version: str
 ) -> None:
     fresh = make_conn()
     fresh.execute("select teguh.create_queue('alpha')")
     expected = fingerprint(fresh)
 
-    dsn = _fresh_database(conn, "teguh_v1_upgrade")
+    database = f"teguh_v{version}_upgrade"
+    dsn = _fresh_database(conn, database)
     try:
         with psycopg.connect(dsn, autocommit=True) as old:
-            old.execute(V1_SQL.read_bytes())
+            old.execute(RELEASED[version].read_bytes())
             old.execute("select teguh.create_queue('alpha')")
             spawned = old.execute(
                 "select task_id from teguh.spawn_task('alpha', 'job', '{\"n\": 1}')"
             ).fetchone()
             assert spawned is not None
-            assert schema.installed_version(old) == "1"
+            assert schema.installed_version(old) == version
 
             applied = schema.install(old)
 
-            assert applied == ["1-2.sql", "teguh.sql"]
+            steps = [p.name for p in schema.migration_path(version)]
+            assert applied == [*steps, "teguh.sql"]
             assert schema.installed_version(old) == schema.SCHEMA_VERSION
             assert fingerprint(old) == expected
             # the task spawned under version 1 survives and is claimable
@@ -94,7 +100,7 @@ def test_version_1_database_upgrades_in_place_to_a_fresh_install(
             ).fetchall()
             assert claimed == [spawned]
     finally:
-        conn.execute('drop database if exists "teguh_v1_upgrade" with (force)')
+        conn.execute(f'drop database if exists "{database}" with (force)')
 
 
 def test_a_failed_upgrade_changes_nothing(conn: psycopg.Connection[Any]) -> None:

@@ -13,7 +13,8 @@ def test_schema_version_matches_teguh_sql() -> None:
 
 
 def test_version_1_migrates_along_the_chain() -> None:
-    assert [p.name for p in schema.migration_path("1")] == ["1-2.sql"]
+    assert [p.name for p in schema.migration_path("1")] == ["1-2.sql", "2-3.sql"]
+    assert [p.name for p in schema.migration_path("2")] == ["2-3.sql"]
 
 
 def test_sql_dir_holds_teguh_sql() -> None:

@@ -1,0 +1,5 @@
+-- teguh schema 2 -> 3.
+--
+-- Applied by teguh.schema.install()/migrate() (`teguh install`) in the same
+-- transaction as the teguh.sql that follows it; it changes only what
+-- re-applying teguh.sql cannot. Each part of this wave appends a section.
