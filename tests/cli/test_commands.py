@@ -94,7 +94,10 @@ def test_every_subcommand_has_help(teguh: Run) -> None:
 def test_version(teguh: Run) -> None:
     result = teguh("--version")
     assert result.returncode == 0
-    assert result.stdout.startswith("teguh ") and "schema version 2" in result.stdout
+    assert (
+        result.stdout.startswith("teguh ")
+        and f"schema version {schema.SCHEMA_VERSION}" in result.stdout
+    )
 
 
 def test_no_command_is_a_usage_error(teguh: Run) -> None:
@@ -165,7 +168,7 @@ def test_schema_missing_hints_install(teguh: Run, empty_dsn: str) -> None:
 def test_install_fresh_then_again(teguh: Run, empty_dsn: str) -> None:
     result = teguh("--dsn", empty_dsn, "install")
     assert result.returncode == 0, result.stderr
-    assert "installed teguh schema version 2" in result.stdout
+    assert f"installed teguh schema version {schema.SCHEMA_VERSION}" in result.stdout
     with psycopg.connect(empty_dsn) as conn:
         assert conn.execute("select teguh.version()").fetchone() == (schema.SCHEMA_VERSION,)
     again = teguh("--dsn", empty_dsn, "install", "--json")

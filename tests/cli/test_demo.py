@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from teguh import schema
 from tests.cli.conftest import ROOT, Run, assert_user_error, command_env, teguh_argv
 
 Conn = psycopg.Connection[Any]
@@ -89,7 +90,7 @@ def test_demo_with_dsn_drops_its_queue(teguh: Run, dsn: str, conn: Conn, queue: 
 def test_demo_installs_the_schema_when_missing(teguh: Run, empty_dsn: str) -> None:
     result = teguh("--dsn", empty_dsn, "demo", "--tasks", "100", "--sleep", "1", timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "installed the teguh schema (version 2)" in result.stdout
+    assert f"installed the teguh schema (version {schema.SCHEMA_VERSION})" in result.stdout
 
 
 @pytest.mark.slow
