@@ -3290,7 +3290,8 @@ begin
     perform teguh._invalid('options', format('expected a JSON object, got %s', jsonb_typeof(p_options)));
   end if;
   perform teguh._check_keys('options', p_options,
-    array['timezone', 'catch_up', 'headers', 'retry_strategy', 'max_attempts', 'priority', 'cancellation']);
+    array['timezone', 'catch_up', 'headers', 'retry_strategy', 'max_attempts', 'priority', 'cancellation',
+          'concurrency_key']);
   o_timezone := coalesce(p_options->>'timezone', 'UTC');
   if jsonb_typeof(coalesce(p_options->'timezone', '"UTC"')) <> 'string'
      or not exists (select 1 from pg_timezone_names n where n.name = o_timezone) then

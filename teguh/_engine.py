@@ -33,6 +33,7 @@ from teguh._arguments import (
     JsonDumps,
     JsonLoads,
     aware,
+    concurrency_key,
     conninfo,
     default_dumps,
     default_loads,
@@ -60,6 +61,7 @@ from teguh.errors import (
 )
 from teguh.records import (
     ClaimStatus,
+    ConcurrencyLimit,
     QueueStats,
     Run,
     ScheduleInfo,
@@ -695,3 +697,21 @@ class Engine:
     def queue_workers(self, conn: Conn, queue: str | None) -> dict[str, int]:
         rows = self.execute(conn, Q.QUEUE_WORKERS, (optional_text(queue, "queue"),)).fetchall()
         return {name: int(n) for name, n in rows}
+
+    # -- concurrency limits ---------------------------------------------------------
+
+    def set_concurrency_limit(self, conn: Conn, queue: str, key: str, limit: int | None) -> None:
+        args = (
+            text(queue, "queue"),
+            concurrency_key(key, "key", pattern=True),
+            None if limit is None else integer(limit, "limit", 0),
+        )
+        self.execute(conn, Q.SET_CONCURRENCY_LIMIT, args)
+
+    def drop_concurrency_limit(self, conn: Conn, queue: str, key: str) -> bool:
+        args = (text(queue, "queue"), concurrency_key(key, "key", pattern=True))
+        return bool(self.value(conn, Q.DROP_CONCURRENCY_LIMIT, args))
+
+    def list_concurrency_limits(self, conn: Conn, queue: str | None) -> list[ConcurrencyLimit]:
+        args = (optional_text(queue, "queue"),)
+        return self.records(conn, ConcurrencyLimit, Q.LIST_CONCURRENCY_LIMITS, args)

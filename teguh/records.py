@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Cancellation",
     "ClaimStatus",
+    "ConcurrencyLimit",
     "QueueStats",
     "RetryStrategy",
     "Run",
@@ -73,6 +74,8 @@ class SpawnOptions(TypedDict, total=False):
     returns the existing task with ``created=False``. ``available_at`` (an
     aware datetime) or ``delay`` (seconds or a timedelta, on the database
     clock): no attempt before then. ``priority``: higher runs first.
+    ``concurrency_key``: the key whose concurrency limit this task's runs
+    count against (`Client.set_concurrency_limit`, docs/queues.md).
     """
 
     headers: dict[str, Any]
@@ -83,6 +86,7 @@ class SpawnOptions(TypedDict, total=False):
     available_at: datetime
     delay: float | timedelta
     priority: int
+    concurrency_key: str
 
 
 class WorkerOptions(TypedDict, total=False):
@@ -259,6 +263,23 @@ class TaskSummary:
     finished_at: datetime | None
     last_failure: Any
     cancelled_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConcurrencyLimit:
+    """A per-key concurrency limit (`Client.list_concurrency_limits`).
+
+    ``key`` is as set: a key, or a prefix ending in ``*`` (``is_prefix``)
+    that limits each key it matches separately. ``running``: the runs in
+    flight now under this limit (for a prefix, over all the keys it governs).
+    """
+
+    queue_name: str
+    key: str
+    is_prefix: bool
+    max_running: int
+    running: int
+    updated_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
