@@ -433,3 +433,18 @@ def test_concurrent_claims_never_exceed_a_limit(eng: Engine, make_engine: Any) -
         t.join()
     assert not errors, errors
     assert peak["k"] == 2 and peak["t:1"] == 1  # the limits were reached, not just respected
+
+
+def test_a_schedule_spawns_with_its_key(eng: Engine) -> None:
+    eng.one(
+        "select teguh.create_schedule('q', 's', '@every 60s', 't', '{}', %s)",
+        Jsonb({"concurrency_key": "nightly"}),
+    )
+    with raises_sqlstate("22023", "concurrency_key"):
+        eng.one(
+            "select teguh.create_schedule('q', 'bad', '@every 60s', 't', '{}', %s)",
+            Jsonb({"concurrency_key": ""}),
+        )
+    eng.advance(61)
+    eng.one("select teguh.ticker('q')")
+    assert eng.rows("select concurrency_key from teguh.t_q") == [("nightly",)]
