@@ -668,6 +668,15 @@ declare
   v_pri           integer[] := '{}';
   v_at            timestamptz[] := '{}';
   v_seq           bigint[] := '{}';
+  v_keys          text[];
+  v_limits        integer[];
+  v_hpri          integer[];
+  v_hat           timestamptz[];
+  v_hseq          bigint[];
+  v_wpri          integer;
+  v_wat           timestamptz;
+  v_wseq          bigint;
+  v_i             integer;
 begin
   if exists (select 1 from teguh.queue_policies qp where qp.queue_name = {queue} and qp.policy @> '{"paused": true}') then
     return;  -- a paused queue hands out nothing (teguh.set_queue_policy)
@@ -690,26 +699,68 @@ begin
     return;
   end if;
   if v_keyed then
-    -- Some ready task carries a concurrency key: visit each key (a skip
-    -- scan of pkey, one probe per distinct key), take what its limit
-    -- leaves free from the head of that key's tasks, and merge with the
-    -- unkeyed head. A capped key costs one probe, however many tasks wait.
+    -- Some ready task carries a concurrency key. The head (best ready task)
+    -- of every key, by a skip scan of pkey: one probe per distinct key, so
+    -- a capped key costs one probe however many tasks it has waiting.
     perform teguh._require_read_committed('claiming tasks that carry a concurrency key');
-    for v_key in
-      with recursive k(key) as (
-        select min(p.concurrency_key) from teguh.{p} p where p.concurrency_key is not null
-        union all
-        select (select min(p.concurrency_key) from teguh.{p} p where p.concurrency_key > k.key)
-          from k where k.key is not null
-      )
-      select k.key from k where k.key is not null
-    loop
-      v_limit := teguh._concurrency_limit({queue}, v_key);
+    select coalesce(array_agg(k.key order by h.priority desc, h.available_at, h.seq), '{}'),
+           coalesce(array_agg(l.max_running order by h.priority desc, h.available_at, h.seq), '{}'),
+           coalesce(array_agg(h.priority order by h.priority desc, h.available_at, h.seq), '{}'),
+           coalesce(array_agg(h.available_at order by h.priority desc, h.available_at, h.seq), '{}'),
+           coalesce(array_agg(h.seq order by h.priority desc, h.available_at, h.seq), '{}')
+      into v_keys, v_limits, v_hpri, v_hat, v_hseq
+      from (
+        with recursive k(key) as (
+          select min(p.concurrency_key) from teguh.{p} p where p.concurrency_key is not null
+          union all
+          select (select min(p.concurrency_key) from teguh.{p} p where p.concurrency_key > k.key)
+            from k where k.key is not null
+        )
+        select k.key from k where k.key is not null
+      ) k
+      cross join lateral (
+        select p.priority, p.available_at, p.seq from teguh.{p} p
+         where p.concurrency_key = k.key and p.available_at <= p_now
+         order by p.priority desc, p.available_at, p.seq
+         limit 1
+      ) h
+      left join lateral (
+        -- the exact key's limit, else the longest matching prefix's
+        select l.max_running from teguh.concurrency_limits l
+         where l.queue_name = {queue}
+           and (l.key_pattern = k.key
+                or (right(l.key_pattern, 1) = '*' and starts_with(k.key, left(l.key_pattern, -1))))
+         order by l.key_pattern = k.key desc, length(l.key_pattern) desc
+         limit 1
+      ) l on true
+     where l.max_running is distinct from 0;  -- 0 holds the key
+    -- the unkeyed head
+    select coalesce(array_agg(h.task_id), '{}'), coalesce(array_agg(h.priority), '{}'),
+           coalesce(array_agg(h.available_at), '{}'), coalesce(array_agg(h.seq), '{}')
+      into v_ids, v_pri, v_at, v_seq
+      from (select p.task_id, p.priority, p.available_at, p.seq from teguh.{p} p
+             where p.available_at <= p_now and p.concurrency_key is null
+             order by p.priority desc, p.available_at, p.seq
+             limit p_qty
+               for update skip locked) h;
+    -- Keys in the order of their heads; stop once p_qty candidates are
+    -- better than the next head (no task of a later key can beat it), so a
+    -- claim locks and counts only the keys it may take from.
+    for v_i in 1 .. cardinality(v_keys) loop
+      if cardinality(v_ids) >= p_qty then
+        select u.priority, u.available_at, u.seq into v_wpri, v_wat, v_wseq
+          from unnest(v_pri, v_at, v_seq) as u(priority, available_at, seq)
+         order by u.priority desc, u.available_at, u.seq
+         offset p_qty - 1 limit 1;
+        exit when v_hpri[v_i] < v_wpri
+               or (v_hpri[v_i] = v_wpri and (v_hat[v_i], v_hseq[v_i]) > (v_wat, v_wseq));
+      end if;
+      v_key := v_keys[v_i];
+      v_limit := v_limits[v_i];
       if v_limit is null then
         v_free := p_qty;
-      elsif v_limit = 0 or not pg_try_advisory_xact_lock(hashtext('teguh.concurrency.' || {queue}), hashtext(v_key)) then
-        -- held (limit 0), or another claim is counting this key right now: it takes the free slots
-        continue;
+      elsif not pg_try_advisory_xact_lock(hashtext('teguh.concurrency.' || {queue}), hashtext(v_key)) then
+        continue;  -- another claim is counting this key right now: it takes the free slots
       else
         -- a later statement than the lock: its snapshot sees every claim of
         -- this key that committed before the lock was granted
@@ -719,8 +770,8 @@ begin
         v_free := least(v_free, p_qty);
       end if;
       if v_free > 0 then
-        select v_ids || array_agg(h.task_id), v_pri || array_agg(h.priority), v_at || array_agg(h.available_at),
-               v_seq || array_agg(h.seq)
+        select v_ids || coalesce(array_agg(h.task_id), '{}'), v_pri || coalesce(array_agg(h.priority), '{}'),
+               v_at || coalesce(array_agg(h.available_at), '{}'), v_seq || coalesce(array_agg(h.seq), '{}')
           into v_ids, v_pri, v_at, v_seq
           from (select p.task_id, p.priority, p.available_at, p.seq from teguh.{p} p
                  where p.concurrency_key = v_key and p.available_at <= p_now
@@ -729,22 +780,11 @@ begin
                    for update skip locked) h;
       end if;
     end loop;
-    -- the unkeyed head, then the best p_qty of both (the others stay locked
-    -- until this transaction ends; other claims skip them meanwhile)
-    select coalesce(array_agg(c.task_id order by c.priority desc, c.available_at, c.seq), '{}') into v_ids
-      from (
-        (select u.task_id, u.priority, u.available_at, u.seq
-           from unnest(v_ids, v_pri, v_at, v_seq) as u(task_id, priority, available_at, seq))
-        union all
-        (select h.task_id, h.priority, h.available_at, h.seq
-           from (select p.task_id, p.priority, p.available_at, p.seq from teguh.{p} p
-                  where p.available_at <= p_now and p.concurrency_key is null
-                  order by p.priority desc, p.available_at, p.seq
-                  limit p_qty
-                    for update skip locked) h)
-        order by 2 desc, 3, 4
-        limit p_qty
-      ) c;
+    -- the best p_qty (the others stay locked until this transaction ends;
+    -- other claims skip them meanwhile)
+    select coalesce(array_agg(u.task_id order by u.priority desc, u.available_at, u.seq), '{}') into v_ids
+      from (select * from unnest(v_ids, v_pri, v_at, v_seq) as u(task_id, priority, available_at, seq)
+             order by 2 desc, 3, 4 limit p_qty) u;
     if cardinality(v_ids) = 0 then
       return;
     end if;

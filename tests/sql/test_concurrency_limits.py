@@ -161,6 +161,15 @@ def test_a_key_with_no_limit_is_unlimited_and_keeps_priority_order(eng: Engine) 
     assert claimed == [*high, *low]
 
 
+def test_claims_keep_the_global_order_across_keys(eng: Engine) -> None:
+    limit(eng, "a", 5)
+    order = []
+    for key in ["a", "b", None, "a", "b", "a", None]:
+        order += keyed(eng, key)
+    assert [row[1] for row in eng.claim(4)] == order[:4]
+    assert [row[1] for row in eng.claim(2)] == order[4:6]
+
+
 def test_limit_zero_holds_a_key_and_raising_it_releases(eng: Engine) -> None:
     limit(eng, "k", 0)
     keyed(eng, "k", 2)
@@ -353,24 +362,46 @@ def effective(limits: dict[str, int], key: str | None) -> int | None:
     return max(best)[1] if best else None
 
 
+def expected_claim(eng: Engine, limits: dict[str, int], qty: int) -> list[Any]:
+    """What a claim of qty must return: the best ready tasks their keys' limits leave room for."""
+    now = running(eng)
+    taken: Counter[str | None] = Counter()
+    out = []
+    for task_id, key in eng.rows(
+        "select task_id, concurrency_key from teguh.p_q order by priority desc, available_at, seq"
+    ):
+        cap = effective(limits, key)
+        if cap is None or now[key] + taken[key] < cap:
+            taken[key] += 1
+            out.append(task_id)
+        if len(out) == qty:
+            break
+    return out
+
+
 @given(
     limits=st.dictionaries(st.sampled_from(PATTERNS), st.integers(0, 3), max_size=4),
-    tasks=st.lists(st.sampled_from(KEYS), min_size=1, max_size=25),
+    tasks=st.lists(st.tuples(st.sampled_from(KEYS), st.integers(0, 2)), min_size=1, max_size=25),
     steps=st.lists(st.tuples(st.integers(1, 6), st.integers(0, 3)), min_size=1, max_size=8),
 )
-def test_generated_limits_hold_and_nothing_claimable_is_left(
-    eng: Engine, limits: dict[str, int], tasks: list[str | None], steps: list[tuple[int, int]]
+def test_generated_limits_hold_and_claims_take_the_best_allowed(
+    eng: Engine,
+    limits: dict[str, int],
+    tasks: list[tuple[str | None, int]],
+    steps: list[tuple[int, int]],
 ) -> None:
     eng.conn.execute("delete from teguh.concurrency_limits")
     for table in ["r_q", "p_q", "t_q"]:
         eng.conn.execute(f"delete from teguh.{table}")  # test-only identifiers
     for pattern, n in limits.items():
         limit(eng, pattern, n)
-    for key in tasks:
-        keyed(eng, key)
+    for key, priority in tasks:
+        keyed(eng, key, priority=priority)
     held: list[tuple[Any, ...]] = []
     for qty, finish in steps:
+        want = expected_claim(eng, limits, qty)
         claimed = eng.claim(qty)
+        assert [run[1] for run in claimed] == want
         held += claimed
         now = running(eng)
         for key, n in now.items():
