@@ -15,7 +15,8 @@
 -- plus teguh.queues, one row per queue; teguh.queues_ticks, when the ticker
 -- last looked at each queue (for its NOTIFY of work that fell due);
 -- teguh.queue_policies (retention, pause, defaults); teguh.schedules, one row
--- per cron schedule (fired by the ticker); and teguh.workers (worker presence).
+-- per cron schedule (fired by the ticker); teguh.concurrency_limits (per-key
+-- concurrency limits, counted by the claims); and teguh.workers (worker presence).
 --
 -- Names of generated objects: every per-queue object is named <kind>_<queue>,
 -- where <kind> is a fixed word of at most 7 lowercase letters with no
@@ -46,7 +47,9 @@
 --
 -- Lock order in every function touching several tables of a queue:
 --   event advisory lock -> t_ -> p_ -> r_ -> w_ -> c_ -> e_
--- claim_task and lease recovery lock with SKIP LOCKED and never wait.
+-- claim_task and lease recovery lock with SKIP LOCKED and never wait; a
+-- claim of tasks with a concurrency key first try-locks (advisory, never
+-- waiting) each key it takes from, then counts the key's leases.
 --
 -- Functions (docs/sql-reference.md has the full contract):
 --   queues:   create_queue, drop_queue, list_queues, queue_stats
@@ -58,6 +61,7 @@
 --   tasks:    cancel_task, retry_task, get_task_result, get_task, list_tasks, locate_task
 --   time:     ticker, next_wake_at, cleanup_tasks, cleanup_all_queues, start, stop
 --   policies: set_queue_policy, get_queue_policy
+--   limits:   set_concurrency_limit, drop_concurrency_limit, list_concurrency_limits
 --   workers:  register_worker, worker_heartbeat, unregister_worker, list_workers, queue_workers
 --   schedules: create_schedule, drop_schedule, list_schedules, pause_schedule, resume_schedule
 --   misc:     version, portable_uuidv7, current_time
