@@ -479,3 +479,21 @@ def test_a_schedule_spawns_with_its_key(eng: Engine) -> None:
     eng.advance(61)
     eng.one("select teguh.ticker('q')")
     assert eng.rows("select concurrency_key from teguh.t_q") == [("nightly",)]
+
+
+def test_a_claim_skips_a_key_another_claim_is_taking_and_never_waits(
+    eng: Engine, make_conn: Any
+) -> None:
+    limit(eng, "k", 2)
+    keyed(eng, "k", 3)
+    first = Engine(make_conn(autocommit=False), "q")
+    taken = first.claim(1)  # holds k's lock until it commits
+    assert len(taken) == 1
+    other = keyed(eng, None, 1)
+    second = Engine(make_conn(), "q")
+    second.conn.execute("set lock_timeout = '2s'")  # a wait would fail the test, not hang it
+    assert [row[1] for row in second.claim(5)] == other  # k skipped, not waited for
+    first.conn.commit()
+    assert len(second.claim(5)) == 1  # the slot first left, and no more
+    assert second.claim(5) == []
+    assert running(eng) == {"k": 2, None: 1}
