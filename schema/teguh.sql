@@ -859,6 +859,7 @@ language plpgsql set enable_seqscan = off as $fn$
 #variable_conflict use_column
 declare
   v_done uuid[] := '{}';
+  v_key  text;
 begin
   -- t_ first (the update locks it), then r_
   if cardinality(p_run_ids) = 1 then
@@ -868,7 +869,10 @@ begin
      where t.task_id = (select r.task_id from teguh.{r} r where r.run_id = p_run_ids[1])
        and t.current_run_id = p_run_ids[1] and t.state = 'running';
     if found then
-      delete from teguh.{r} r where r.run_id = p_run_ids[1];
+      delete from teguh.{r} r where r.run_id = p_run_ids[1] returning r.concurrency_key into v_key;
+      if v_key is not null then
+        perform teguh._notify({queue});  -- a concurrency slot is free (teguh.next_wake_at)
+      end if;
       return;
     end if;
   else
@@ -883,7 +887,11 @@ begin
     )
     select coalesce(array_agg(done.run_id), '{}') into v_done from done;
     -- a later statement: its snapshot sees the leases as they are now
-    delete from teguh.{r} r where r.run_id = any (v_done);
+    with gone as (delete from teguh.{r} r where r.run_id = any (v_done) returning r.concurrency_key)
+    select max(gone.concurrency_key) into v_key from gone;
+    if v_key is not null then
+      perform teguh._notify({queue});  -- a concurrency slot is free (teguh.next_wake_at)
+    end if;
   end if;
   -- the runs that are not (or no longer) active
   return query
@@ -1307,6 +1315,9 @@ begin
     execute format($q$update teguh.%I set state = 'failed', last_failure = $2, finished_at = $3, cancel_at = null
                       where task_id = $1$q$, 't_' || p_queue_name)
       using p_task_id, p_reason, p_now;
+    if v_task.concurrency_key is not null then
+      perform teguh._notify(p_queue_name);  -- a concurrency slot is free (teguh.next_wake_at)
+    end if;
   end if;
 end
 $$;
@@ -1942,9 +1953,16 @@ $$;
 -- or the worker's heartbeat removes it.
 create or replace function teguh._cancel_locked(p_queue_name text, p_task_id uuid, p_now timestamptz) returns void
 language plpgsql as $$
+declare
+  v_freed boolean;
 begin
+  execute format($q$select state = 'running' and concurrency_key is not null from teguh.%I where task_id = $1$q$,
+                 't_' || p_queue_name) into v_freed using p_task_id;
   execute format($q$update teguh.%I set state = 'cancelled', cancelled_at = $2, finished_at = $2, cancel_at = null
                     where task_id = $1$q$, 't_' || p_queue_name) using p_task_id, p_now;
+  if v_freed then
+    perform teguh._notify(p_queue_name);  -- a concurrency slot is free (teguh.next_wake_at)
+  end if;
   execute format('delete from teguh.%I where task_id = $1', 'p_' || p_queue_name) using p_task_id;
   execute format('delete from teguh.%I where task_id = $1', 'w_' || p_queue_name) using p_task_id;
 end
@@ -2198,27 +2216,90 @@ $$;
 -- The earliest time something on the queue falls due: a delayed, retrying or
 -- sleeping run, an event timeout, a lease expiry, a cancellation deadline or
 -- the next slot of an active schedule. May lie in the past (something is due now); null when nothing is pending.
+-- Ready tasks that a claim cannot take because their concurrency key is at
+-- its limit do not count as due: the end of a lease that frees a slot
+-- notifies the queue instead (so a worker does not poll a capped key).
 -- Errors: 42704 unknown queue.
 create or replace function teguh.next_wake_at(p_queue_name text) returns timestamptz
 language plpgsql as $$
 declare
-  v_at timestamptz;
+  v_at    timestamptz;
+  v_ready timestamptz;
+  v_now   timestamptz;
 begin
   perform teguh._assert_queue(p_queue_name);
-  execute format('select least((select min(available_at) from teguh.%I),
-                               (select min(expires_at) from teguh.%I where expires_at < ''infinity''),
+  execute format('select (select min(available_at) from teguh.%I),
+                         least((select min(expires_at) from teguh.%I where expires_at < ''infinity''),
                                (select min(cancel_at) from teguh.%I),
                                (select min(s.next_run_at) from teguh.schedules s where s.queue_name = $1 and not s.paused))',
                  'p_' || p_queue_name, 'r_' || p_queue_name, 't_' || p_queue_name)
-    into v_at using p_queue_name;
+    into v_ready, v_at using p_queue_name;
+  v_now := teguh.current_time();
+  if v_ready <= v_now and not teguh._claimable_now(p_queue_name, v_now) then
+    -- everything ready now waits for a concurrency slot: the next run that falls due later
+    execute format('select min(available_at) from teguh.%I where available_at > $1', 'p_' || p_queue_name)
+      into v_ready using v_now;
+  end if;
+  v_at := least(v_ready, v_at);
   -- rows stored before inputs were range-checked may hold infinities:
   -- -infinity is due now, infinity never
   if v_at = '-infinity' then
-    return teguh.current_time();
+    return v_now;
   elsif v_at = 'infinity' then
     return null;
   end if;
   return v_at;
+end
+$$;
+
+-- Whether a claim could take a task ready at p_now: one without a
+-- concurrency key, or one whose key is below its limit. Only tasks with a key
+-- cost more than an index probe (one probe per distinct key, as in claims).
+create or replace function teguh._claimable_now(p_queue_name text, p_now timestamptz) returns boolean
+language plpgsql as $$
+declare
+  v_found boolean;
+  v_key   text;
+  v_limit integer;
+  v_count integer;
+begin
+  execute format('select exists (select 1 from teguh.%I where concurrency_key is not null)', 'p_' || p_queue_name)
+    into v_found;
+  if not v_found then
+    return true;  -- no keyed task waits: what is ready is claimable
+  end if;
+  execute format('select exists (select 1 from teguh.%I where concurrency_key is null and available_at <= $1)',
+                 'p_' || p_queue_name)
+    into v_found using p_now;
+  if v_found then
+    return true;
+  end if;
+  for v_key in execute format($q$
+    with recursive k(key) as (
+      select min(p.concurrency_key) from teguh.%1$I p where p.concurrency_key is not null
+      union all
+      select (select min(p.concurrency_key) from teguh.%1$I p where p.concurrency_key > k.key)
+        from k where k.key is not null
+    )
+    select k.key from k
+     where k.key is not null
+       and exists (select 1 from teguh.%1$I p where p.concurrency_key = k.key and p.available_at <= $1)$q$,
+    'p_' || p_queue_name) using p_now
+  loop
+    v_limit := teguh._concurrency_limit(p_queue_name, v_key);
+    if v_limit is null then
+      return true;
+    elsif v_limit > 0 then
+      execute format($q$select count(*) from teguh.%I r join teguh.%I t on t.task_id = r.task_id
+                         where r.concurrency_key = $1 and t.state = 'running' and t.current_run_id = r.run_id$q$,
+                     'r_' || p_queue_name, 't_' || p_queue_name)
+        into v_count using v_key;
+      if v_count < v_limit then
+        return true;
+      end if;
+    end if;
+  end loop;
+  return false;
 end
 $$;
 
@@ -3899,6 +3980,7 @@ begin
     execute format($q$delete from teguh.%I where task_id = $1 and checkpoint_name = '$teguh:unhandled'$q$,
                    'c_' || p_queue_name)
       using v_task.o_task_id;
+    perform teguh._notify(p_queue_name);  -- a concurrency slot may be free (teguh.next_wake_at)
     return 'failed';
   end if;
   -- lock order: t_ (held), p_ and r_ (release_run), then c_. Pending, not

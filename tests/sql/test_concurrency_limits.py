@@ -497,3 +497,27 @@ def test_a_claim_skips_a_key_another_claim_is_taking_and_never_waits(
     assert len(second.claim(5)) == 1  # the slot first left, and no more
     assert second.claim(5) == []
     assert running(eng) == {"k": 2, None: 1}
+
+
+def notified(conn: psycopg.Connection[Any]) -> bool:
+    return any(True for _ in conn.notifies(timeout=0.2, stop_after=1))
+
+
+def test_a_capped_key_is_not_due_and_a_freed_slot_notifies(eng: Engine, make_conn: Any) -> None:
+    listener = make_conn()
+    listener.execute("listen teguh_q")
+    limit(eng, "k", 1)
+    keyed(eng, "k", 2)
+    later = eng.spawn("t", None, concurrency_key="k", delay_seconds=90)[0]
+    run = eng.claim(5, timeout=300)[0]  # its lease expiry is not the next wake
+    notified(listener)  # drain the spawns' notifications
+    # k is capped: only the delayed task's time is ahead, not "now"
+    wake = eng.one("select teguh.next_wake_at('q')")
+    assert wake == eng.one("select available_at from teguh.t_q where task_id = %s", later)
+    keyed(eng, None, 1)  # an unkeyed task is claimable: due now
+    assert eng.one("select teguh.next_wake_at('q') <= teguh.current_time()") is True
+    eng.claim(1, timeout=300)
+    notified(listener)
+    eng.complete(run[0])
+    assert notified(listener)  # the slot k got back wakes the workers
+    assert eng.one("select teguh.next_wake_at('q') <= teguh.current_time()") is True
