@@ -706,7 +706,6 @@ begin
     -- Some ready task carries a concurrency key. The head (best ready task)
     -- of every key, by a skip scan of pkey: one probe per distinct key, so
     -- a capped key costs one probe however many tasks it has waiting.
-    perform teguh._require_read_committed('claiming tasks that carry a concurrency key');
     select coalesce(array_agg(k.key order by h.priority desc, h.available_at, h.seq), '{}'),
            coalesce(array_agg(l.max_running order by h.priority desc, h.available_at, h.seq), '{}'),
            coalesce(array_agg(h.priority order by h.priority desc, h.available_at, h.seq), '{}'),
@@ -763,9 +762,13 @@ begin
       v_limit := v_limits[v_i];
       if v_limit is null then
         v_free := p_qty;
-      elsif not pg_try_advisory_xact_lock(hashtext('teguh.concurrency.' || {queue}), hashtext(v_key)) then
-        continue;  -- another claim is counting this key right now: it takes the free slots
       else
+        -- only counting needs READ COMMITTED (a snapshot per statement):
+        -- unkeyed and unlimited tasks are claimed under any level, as before
+        perform teguh._require_read_committed('claiming tasks whose concurrency key has a limit');
+        if not pg_try_advisory_xact_lock(hashtext('teguh.concurrency.' || {queue}), hashtext(v_key)) then
+          continue;  -- another claim is counting this key right now: it takes the free slots
+        end if;
         -- a later statement than the lock: its snapshot sees every claim of
         -- this key that committed before the lock was granted
         select v_limit - count(*) into v_free
@@ -2772,6 +2775,9 @@ begin
   perform teguh._check_concurrency_key('key', p_key, true);
   if p_limit is null then
     delete from teguh.concurrency_limits l where l.queue_name = p_queue_name and l.key_pattern = p_key;
+    if found then
+      perform teguh._notify(p_queue_name);  -- the tasks it held may be claimable now
+    end if;
     return;
   end if;
   if p_limit < 0 then

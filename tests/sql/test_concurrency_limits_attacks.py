@@ -1,0 +1,169 @@
+"""Per-key concurrency limits under attack: wildcards in keys, isolation levels, a removed
+limit waking the workers, and claimers racing with no barrier between them."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import Counter
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.sql.conftest import Engine, raises_sqlstate
+
+
+def limit(eng: Engine, key: str, value: int | None) -> None:
+    eng.conn.execute("select teguh.set_concurrency_limit(%s, %s, %s)", (eng.q, key, value))
+
+
+def running(eng: Engine) -> Counter[str | None]:
+    rows = eng.rows(
+        "select t.concurrency_key from teguh.r_q r join teguh.t_q t on t.task_id = r.task_id"
+        " where t.state = 'running' and t.current_run_id = r.run_id"
+    )
+    return Counter(row[0] for row in rows)
+
+
+def keyed(eng: Engine, key: str | None, n: int = 1, **options: Any) -> list[Any]:
+    return [eng.spawn("t", {"i": i}, concurrency_key=key, **options)[0] for i in range(n)]
+
+
+LEVELS = {
+    "repeatable read": psycopg.IsolationLevel.REPEATABLE_READ,
+    "serializable": psycopg.IsolationLevel.SERIALIZABLE,
+}
+
+
+def notified(conn: psycopg.Connection[Any]) -> bool:
+    return any(True for _ in conn.notifies(timeout=0.2, stop_after=1))
+
+
+@pytest.mark.parametrize(
+    ("pattern", "key"),
+    [
+        ("a%*", "abc"),  # % is no LIKE wildcard
+        ("a_*", "abc"),  # nor is _
+        ("a_b", "axb"),
+        ("a\\*", "abc"),  # nor does \ escape anything
+        ("é*", "e"),
+        ("tenant:*", "tenant"),  # a prefix needs the whole prefix
+    ],
+)
+def test_pattern_characters_in_a_limit_are_literal(eng: Engine, pattern: str, key: str) -> None:
+    limit(eng, pattern, 0)
+    keyed(eng, key, 2)
+    assert len(eng.claim(5)) == 2  # the limit does not match this key
+
+
+@pytest.mark.parametrize(
+    "key", ["a%b", "a_b", "a\\b", "ключ:7", "  ", "🙂" * 63 + "xxx", "x" * 255]
+)
+def test_odd_keys_are_limited_exactly_and_by_their_prefix(eng: Engine, key: str) -> None:
+    limit(eng, key, 1)
+    keyed(eng, key, 3)
+    assert len(eng.claim(5)) == 1
+    limit(eng, key, None)
+    limit(eng, key[:-1] + "*", 2)  # a prefix of all but the last character
+    assert len(eng.claim(5)) == 1  # one more: two in flight
+    assert running(eng) == {key: 2}
+
+
+def test_removing_a_limit_wakes_the_workers(eng: Engine, make_conn: Any) -> None:
+    listener = make_conn()
+    listener.execute("listen teguh_q")
+    limit(eng, "k", 0)
+    keyed(eng, "k", 2)
+    assert eng.one("select teguh.next_wake_at('q')") is None  # held: nothing is due
+    notified(listener)  # drain
+    limit(eng, "k", None)  # null removes the limit, as drop_concurrency_limit does
+    assert notified(listener)  # the held tasks are claimable now: say so
+    assert len(eng.claim(5)) == 2
+
+
+def test_removing_a_limit_that_is_not_there_notifies_nobody(eng: Engine, make_conn: Any) -> None:
+    listener = make_conn()
+    listener.execute("listen teguh_q")
+    limit(eng, "k", None)
+    assert not notified(listener)
+
+
+@pytest.mark.parametrize("level", ["repeatable read", "serializable"])
+def test_other_isolation_levels_still_claim_what_needs_no_count(
+    eng: Engine, make_conn: Any, level: str
+) -> None:
+    limit(eng, "k", 1)
+    keyed(eng, "k", 1, delay_seconds=60)  # a keyed task, not ready
+    keyed(eng, "free", 1)  # a keyed task with no limit
+    plain = keyed(eng, None, 1)
+    conn = make_conn(autocommit=False)
+    conn.isolation_level = LEVELS[level]
+    other = Engine(conn, "q")
+    claimed = [row[1] for row in other.claim(5)]
+    other.conn.commit()
+    assert len(claimed) == 2 and plain[0] in claimed  # as before limits existed
+
+
+@pytest.mark.parametrize("level", ["repeatable read", "serializable"])
+def test_other_isolation_levels_refuse_a_limited_key_and_change_nothing(
+    eng: Engine, make_conn: Any, level: str
+) -> None:
+    limit(eng, "k", 1)
+    keyed(eng, "k", 2)
+    conn = make_conn(autocommit=False)
+    conn.isolation_level = LEVELS[level]
+    other = Engine(conn, "q")
+    with raises_sqlstate("0A000", "READ COMMITTED"):
+        other.claim(5)
+    other.conn.rollback()
+    assert running(eng) == {}
+    assert eng.one("select count(*) from teguh.p_q") == 2
+
+
+def test_claimers_with_no_barrier_never_exceed_a_limit(eng: Engine, make_engine: Any) -> None:
+    """Claimers and completers run freely; a watcher snapshots the committed counts."""
+    limit(eng, "k", 3)
+    limit(eng, "t:*", 1)
+    for key in ["k", "t:1", "t:2", None]:
+        keyed(eng, key, 150)
+    workers = [make_engine() for _ in range(5)]
+    watcher = make_engine()
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    peak: Counter[str | None] = Counter()
+
+    def work(i: int) -> None:
+        rng = random.Random(i)
+        held: list[Any] = []
+        try:
+            for _ in range(120):
+                held += [row[0] for row in workers[i].claim(rng.randint(1, 3), worker=f"w{i}")]
+                rng.shuffle(held)
+                done = rng.randint(0, len(held))
+                for run in held[:done]:
+                    workers[i].complete(run)
+                held = held[done:]
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    def watch() -> None:
+        try:
+            while not stop.is_set():
+                now = running(watcher)
+                peak.update({k: v - peak[k] for k, v in now.items() if v > peak[k]})
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(workers))]
+    spy = threading.Thread(target=watch)
+    spy.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    spy.join()
+    assert not errors, errors
+    assert peak["k"] <= 3 and peak["t:1"] <= 1 and peak["t:2"] <= 1, peak
+    assert peak["k"] == 3  # reached, not just respected
