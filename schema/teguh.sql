@@ -2733,7 +2733,9 @@ create table if not exists teguh.concurrency_limits (
   primary key (queue_name, key_pattern)
 );
 
--- Checks a concurrency key (p_pattern: a limit's key, which may end in "*").
+-- Checks a concurrency key (p_pattern: a limit's key, where a trailing "*"
+-- makes a prefix). Both accept every character: a "*" elsewhere is literal,
+-- so every key a task can carry can also be limited exactly.
 create or replace function teguh._check_concurrency_key(p_argument text, p_key text, p_pattern boolean)
 returns void
 language plpgsql immutable as $$
@@ -2742,10 +2744,6 @@ begin
     perform teguh._invalid(p_argument, 'expected a non-empty string');
   elsif octet_length(p_key) > 255 then
     perform teguh._invalid(p_argument, format('expected at most 255 bytes, got %s', octet_length(p_key)));
-  elsif p_pattern and strpos(rtrim(p_key, '*'), '*') > 0 then
-    perform teguh._invalid(p_argument, format('"*" may only end a key (a prefix), got %L', p_key));
-  elsif p_pattern and p_key like '%**' then
-    perform teguh._invalid(p_argument, format('expected one trailing "*", got %L', p_key));
   end if;
 end
 $$;

@@ -209,8 +209,9 @@ def spawn_options(options: Mapping[str, Any], *, many: bool = False) -> dict[str
 def concurrency_key(value: Any, name: str, *, pattern: bool = False) -> str:
     """Return ``value`` if it is a concurrency key the engine takes.
 
-    A non-empty str of at most 255 UTF-8 bytes; with ``pattern`` (a limit's
-    key) a single ``*`` may end it (a prefix).
+    A non-empty str of at most 255 UTF-8 bytes. For a limit's key
+    (``pattern``) a trailing ``*`` makes it a prefix; a ``*`` anywhere else is
+    an ordinary character, as in a task's key.
     """
     key = text(value, name)
     if not key:
@@ -218,10 +219,6 @@ def concurrency_key(value: Any, name: str, *, pattern: bool = False) -> str:
     if len(key.encode()) > 255:
         raise InvalidArgument(
             f"{name} must be at most 255 bytes, got {len(key.encode())}", argument=name
-        )
-    if pattern and "*" in key[:-1]:
-        raise InvalidArgument(
-            f'{name}: "*" may only end a key (a prefix), got {key!r}', argument=name
         )
     return key
 

@@ -58,7 +58,7 @@ def test_pattern_characters_in_a_limit_are_literal(eng: Engine, pattern: str, ke
 
 
 @pytest.mark.parametrize(
-    "key", ["a%b", "a_b", "a\\b", "ключ:7", "  ", "🙂" * 63 + "xxx", "x" * 255]
+    "key", ["a%b", "a_b", "a*b", "*a", "a**b", "a\\b", "ключ:7", "  ", "🙂" * 63 + "xxx", "x" * 255]
 )
 def test_odd_keys_are_limited_exactly_and_by_their_prefix(eng: Engine, key: str) -> None:
     limit(eng, key, 1)
