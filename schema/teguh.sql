@@ -728,12 +728,17 @@ begin
          limit 1
       ) h
       left join lateral (
-        -- the exact key's limit, else the longest matching prefix's
-        select l.max_running from teguh.concurrency_limits l
-         where l.queue_name = {queue}
-           and (l.key_pattern = k.key
-                or (right(l.key_pattern, 1) = '*' and starts_with(k.key, left(l.key_pattern, -1))))
-         order by l.key_pattern = k.key desc, length(l.key_pattern) desc
+        -- the exact key's limit, else the longest matching prefix's: one
+        -- primary-key probe per candidate pattern (the key, and each of its
+        -- prefixes followed by "*"), whatever the number of limits
+        select m.max_running from (
+          select c.pattern, (select l.max_running from teguh.concurrency_limits l
+                              where l.queue_name = {queue} and l.key_pattern = c.pattern) as max_running
+            from unnest(teguh._concurrency_patterns(k.key)) as c(pattern)
+          offset 0
+        ) m
+         where m.max_running is not null
+         order by m.pattern = k.key desc, length(m.pattern) desc
          limit 1
       ) l on true
      where l.max_running is distinct from 0;  -- 0 holds the key
@@ -2748,14 +2753,27 @@ begin
 end
 $$;
 
+-- The limit patterns that can govern key p_key: the key itself, and each of
+-- its prefixes ('' included) followed by "*". Looking each up by primary key
+-- costs one probe per character of the key however many limits a queue has
+-- (a scan of the queue's limits per key made claims quadratic with
+-- per-tenant limits).
+create or replace function teguh._concurrency_patterns(p_key text) returns text[]
+language sql immutable parallel safe as $$
+  select array[p_key] || array(select left(p_key, i) || '*' from generate_series(0, length(p_key)) i)
+$$;
+
 -- The limit that governs key p_key in queue p_queue_name (null: none).
 create or replace function teguh._concurrency_limit(p_queue_name text, p_key text) returns integer
 language sql stable as $$
-  select l.max_running from teguh.concurrency_limits l
-   where l.queue_name = p_queue_name
-     and (l.key_pattern = p_key
-          or (right(l.key_pattern, 1) = '*' and starts_with(p_key, left(l.key_pattern, -1))))
-   order by l.key_pattern = p_key desc, length(l.key_pattern) desc
+  select m.max_running from (
+    select c.pattern, (select l.max_running from teguh.concurrency_limits l
+                        where l.queue_name = p_queue_name and l.key_pattern = c.pattern) as max_running
+      from unnest(teguh._concurrency_patterns(p_key)) as c(pattern)
+    offset 0
+  ) m
+   where m.max_running is not null
+   order by m.pattern = p_key desc, length(m.pattern) desc
    limit 1
 $$;
 
