@@ -177,16 +177,15 @@ def test_a_claim_reads_only_the_limits_that_match_its_keys(eng: Engine) -> None:
     limit(eng, "tenant:*", 1)
     limit(eng, "*", 5)
     eng.conn.execute(
-        "select count(*) from generate_series(1, 200) i cross join lateral"
-        " teguh.spawn_task('q', 't', to_jsonb(i), jsonb_build_object('concurrency_key', 'tenant:' || i))"
+        "select count(*) from generate_series(1, 200) i cross join lateral teguh.spawn_task("
+        "'q', 't', to_jsonb(i), jsonb_build_object('concurrency_key', 'tenant:' || i))"
     )
     eng.conn.execute("begin")
     claimed = eng.claim(3)
-    (read,) = (
-        eng.one(
-            "select coalesce(sum(idx_tup_fetch + seq_tup_read), 0)::int from pg_stat_xact_user_tables"
-            " where schemaname = 'teguh' and relname = 'concurrency_limits'"
-        ),
+    read = eng.one(
+        "select coalesce(sum(idx_tup_fetch + seq_tup_read), 0)::int"
+        " from pg_stat_xact_user_tables"
+        " where schemaname = 'teguh' and relname = 'concurrency_limits'"
     )
     eng.conn.execute("commit")
     assert len(claimed) == 3
