@@ -681,8 +681,14 @@ class Engine:
         )
         self.execute(conn, Q.REGISTER_WORKER, args)
 
-    def worker_heartbeat(self, conn: Conn, worker_id: str, ttl: int) -> bool:
-        args = (text(worker_id, "worker_id"), integer(ttl, "ttl", 1))
+    def worker_heartbeat(
+        self, conn: Conn, worker_id: str, ttl: int, hung_handlers: int | None = None
+    ) -> bool:
+        args = (
+            text(worker_id, "worker_id"),
+            integer(ttl, "ttl", 1),
+            None if hung_handlers is None else integer(hung_handlers, "hung_handlers", 0),
+        )
         return bool(self.value(conn, Q.WORKER_HEARTBEAT, args))
 
     def unregister_worker(self, conn: Conn, worker_id: str) -> bool:

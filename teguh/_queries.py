@@ -122,8 +122,9 @@ GET_TASK_RESULT: LiteralString = (
 GET_TASK: LiteralString = (
     "select task_id, task_name, state, attempts, max_attempts, priority, params::text,"
     " headers::text, retry_strategy::text, idempotency_key, created_at, first_started_at,"
-    " finished_at, completed_payload::text, last_failure::text, cancelled_at, archived"
-    " from teguh.get_task(%s, %s)"
+    " finished_at, completed_payload::text, last_failure::text, cancelled_at, archived,"
+    " next_attempt_at, wait_kind, wait_event, wait_timeout_at, hand_backs, queue_paused,"
+    " worker_id, lease_expires_at from teguh.get_task(%s, %s)"
 )
 
 # -- time and maintenance -------------------------------------------------------
@@ -135,7 +136,7 @@ CLEANUP_ALL_QUEUES: LiteralString = (
 )
 QUEUE_STATS: LiteralString = (
     "select queue_name, pending, running, sleeping, completed, failed, cancelled,"
-    " oldest_pending_seconds, in_flight from teguh.queue_stats(%s)"
+    " oldest_pending_seconds, in_flight, workers from teguh.queue_stats(%s)"
 )
 START_CRON: LiteralString = "select teguh.start(%s)"
 STOP_CRON: LiteralString = "select teguh.stop()"
@@ -183,10 +184,10 @@ LIST_TASKS: LiteralString = (
 )
 RELEASE_RUN_AT: LiteralString = "select teguh.release_run(%s, %s, %s, %s::jsonb)"
 REGISTER_WORKER: LiteralString = "select teguh.register_worker(%s, %s, %s, %s, %s)"
-WORKER_HEARTBEAT: LiteralString = "select teguh.worker_heartbeat(%s, %s)"
+WORKER_HEARTBEAT: LiteralString = "select teguh.worker_heartbeat(%s, %s, %s)"
 UNREGISTER_WORKER: LiteralString = "select teguh.unregister_worker(%s)"
 LIST_WORKERS: LiteralString = (
-    "select worker_id, queues, host, pid, started_at, last_seen_at, expires_at"
+    "select worker_id, queues, host, pid, started_at, last_seen_at, expires_at, hung_handlers"
     " from teguh.list_workers(%s)"
 )
 QUEUE_WORKERS: LiteralString = "select queue_name, workers from teguh.queue_workers(%s)"

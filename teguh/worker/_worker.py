@@ -324,6 +324,7 @@ class Worker:
             claim_timeout=self.claim_timeout,
             after_beat=self._check_hung,
             queues=self.queues,
+            hung=lambda: len(self._hung()),
         )
         return _Parts(pool, listener, slots, completions, threads, dispatcher, heartbeat)
 

@@ -6,9 +6,11 @@ cancelled or lost are marked, so that their handlers' next teguh call raises
 and nothing more is recorded for them.
 
 It also keeps the worker's presence (``teguh.register_worker``: id, host,
-pid, queues) alive, so that ``teguh workers`` and ``queue_workers`` show who
-serves a queue; `stop` removes it. A presence lapses ``presence_ttl`` seconds
-after the last beat (a worker killed without stopping).
+pid, queues) alive, so that ``teguh workers``, ``queue_workers`` and
+``queue_stats`` show who serves a queue, and reports with it how many of the
+worker's handlers hang (``teguh workers``); `stop` removes it. A presence
+lapses ``presence_ttl`` seconds after the last beat (a worker killed without
+stopping).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class Heartbeat:
         claim_timeout: int,
         after_beat: Callable[[], None] | None = None,
         queues: Sequence[str] = (),
+        hung: Callable[[], int] | None = None,
     ) -> None:
         self._pool = pool
         self._engine = engine
@@ -58,6 +61,7 @@ class Heartbeat:
         self._claim_timeout = claim_timeout
         self._after_beat = after_beat
         self._queues = list(queues)
+        self._hung = hung
         # several missed beats before the presence lapses
         self.presence_ttl = max(60, int(interval * 4) + 1)
         self._stop = threading.Event()
@@ -112,8 +116,9 @@ class Heartbeat:
     def _presence(self) -> None:
         if not self._queues:
             return
+        hung = None if self._hung is None else self._hung()
         with self._pool.connection(timeout=POOL_WAIT) as conn:
-            if not self._engine.worker_heartbeat(conn, self._worker_id, self.presence_ttl):
+            if not self._engine.worker_heartbeat(conn, self._worker_id, self.presence_ttl, hung):
                 self.register(conn)  # it lapsed (a long pause): come back
 
     def beat(self) -> int:
