@@ -22,13 +22,10 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 import types
-import uuid
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Self, Unpack
 
 from psycopg_pool import ConnectionPool
@@ -39,11 +36,10 @@ from teguh.context import RunState
 from teguh.errors import QueueNotFound
 from teguh.records import WorkerOptions
 from teguh.schedules import sync_schedules
-from teguh.tasks import check_queue_name
+from teguh.worker._settings import Parts, WorkerSettings, assemble
 from teguh.worker.completions import Completions, run_extra
-from teguh.worker.dispatcher import Dispatcher, QueueState, Slots
-from teguh.worker.executor import Executor, Handler, NotFound, Router
-from teguh.worker.heartbeat import Heartbeat
+from teguh.worker.dispatcher import Slots
+from teguh.worker.executor import Handler, NotFound
 from teguh.worker.listener import Listener
 from teguh.worker.signals import SignalPolicy
 
@@ -57,7 +53,6 @@ logger = logging.getLogger("teguh.worker")
 STOP_GRACE = 5.0
 """Seconds `Worker.stop` may take beyond its ``timeout`` to hand back and close."""
 
-_OPTIONS = frozenset(WorkerOptions.__annotations__)
 # The worker's own pool gives up a failed connection attempt after this long
 # (psycopg_pool backs off exponentially from 1 s until then); a waiting claim
 # starts a new attempt at once, so reconnection does not slow down with the
@@ -65,7 +60,7 @@ _OPTIONS = frozenset(WorkerOptions.__annotations__)
 _POOL_RECONNECT_TIMEOUT = 2.0
 
 
-class Worker:
+class Worker(WorkerSettings):
     """Run the handlers of an app's tasks for one or more queues.
 
     Made by ``app.worker(queues, concurrency=..., **WorkerOptions)``.
@@ -98,56 +93,12 @@ class Worker:
         not_found: NotFound = "hand_back",
         **options: Unpack[WorkerOptions],
     ) -> None:
-        unknown = set(options) - _OPTIONS
-        if unknown:
-            raise TypeError(f"unknown worker option(s): {', '.join(sorted(unknown))}")
-        self.app = app
-        self.caps = _queues(app, queues)
-        self.queues = list(self.caps)
-        self.concurrency = E.integer(concurrency, "concurrency", 1, 10_000)
-        if not (callable(not_found) or not_found in ("hand_back", "fail")):
-            raise ValueError(
-                f"not_found must be 'hand_back', 'fail' or a handler, got {not_found!r}"
-            )
-        self.not_found: NotFound = not_found
-        lease = options.get("claim_timeout", 30)
-        self.claim_timeout = max(1, E.whole_seconds(lease, "claim_timeout"))
-        self.poll_interval = E.seconds(options.get("poll_interval", 30), "poll_interval")
-        hb = options.get("heartbeat_interval")
-        # A lease must outlive several heartbeats: a third of it by default.
-        self.heartbeat_interval = (
-            self.claim_timeout / 3 if hb is None else E.seconds(hb, "heartbeat_interval")
-        )
-        if not 0 < self.heartbeat_interval < self.claim_timeout:
-            raise ValueError(
-                f"heartbeat_interval must be > 0 and shorter than claim_timeout "
-                f"({self.claim_timeout}s), got {self.heartbeat_interval}s: leases would expire "
-                "under running handlers"
-            )
-        batch = options.get("batch_size")
-        batch = self.concurrency if batch is None else E.integer(batch, "batch_size", 1)
-        self.batch_size = min(batch, self.concurrency)
-        self.worker_id: str = options.get("worker_id") or (
-            f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        )
-        self.ticker_interval = E.seconds(options.get("ticker_interval", 5), "ticker_interval")
-        unknown_delay = options.get("unknown_task_delay", 5)
-        self.unknown_task_delay = E.seconds(unknown_delay, "unknown_task_delay")
-        max_hand_backs = options.get("max_hand_backs", 100)
-        if max_hand_backs is not None:
-            max_hand_backs = E.integer(max_hand_backs, "max_hand_backs", 1)
-        self.max_hand_backs: int | None = max_hand_backs
-        self.recycle_when_stuck = bool(options.get("recycle_when_stuck", False))
-        self._recycle = False
-        self.shutdown_timeout = E.seconds(options.get("shutdown_timeout", 30), "shutdown_timeout")
-        self.connect_timeout = E.seconds(options.get("connect_timeout", 10), "connect_timeout")
-        self._pool_arg: ConnectionPool[Any] | None = options.get("pool")
-        self._router = Router(app)
+        super().__init__(app, queues, concurrency=concurrency, not_found=not_found, **options)
         self._running = False
         self._stopping = threading.Event()
         self._stop_deadline: float | None = None
         self._crash: BaseException | None = None
-        self._parts: _Parts | None = None
+        self._parts: Parts | None = None
 
     def __repr__(self) -> str:
         return f"<teguh.Worker queues={self.queues!r} id={self.worker_id!r}>"
@@ -199,14 +150,6 @@ class Worker:
 
     # -- lifecycle ------------------------------------------------------------------
 
-    def _connect_kwargs(self, role: str) -> dict[str, Any]:
-        kwargs = {**self.app.connect_kwargs, "autocommit": True}
-        kwargs.setdefault("connect_timeout", max(1, round(self.connect_timeout)))
-        if "application_name" not in self.app.conninfo:
-            # lets operators (and tests) tell teguh's sessions apart
-            kwargs.setdefault("application_name", f"{role}:{','.join(self.queues)}"[:63])
-        return kwargs
-
     def start(self) -> Self:
         """Start the worker's threads and return; all-or-nothing.
 
@@ -255,7 +198,7 @@ class Worker:
                 pool.wait(timeout=self.connect_timeout)
             slots = Slots(self.concurrency, max(1, self.batch_size // 2))
             assert pool is not None
-            parts = self._assemble(pool, listener, slots)
+            parts = assemble(self, pool, listener, slots, self._stopping, self._check_hung)
             parts.heartbeat.register(conn)  # presence: `teguh workers`, queue_workers()
             self._parts = parts
         except BaseException:
@@ -275,58 +218,6 @@ class Worker:
             extra={"queue": ",".join(self.queues), "worker_id": self.worker_id},
         )
         return self
-
-    def _assemble(self, pool: ConnectionPool[Any], listener: Listener, slots: Slots) -> _Parts:
-        engine = self.app.engine
-        completions = Completions(pool, engine, self.worker_id)
-        executor = Executor(
-            self.app,
-            self._router,
-            completions,
-            pool,
-            worker_id=self.worker_id,
-            claim_timeout=self.claim_timeout,
-            not_found=self.not_found,
-            unknown_task_delay=self.unknown_task_delay,
-            max_hand_backs=self.max_hand_backs,
-        )
-        threads = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="teguh-run")
-
-        def run_one(state: RunState, queue: str) -> None:
-            try:
-                executor.execute(state, queue)
-            finally:
-                slots.give_back(state)
-
-        def submit(state: RunState, queue: str) -> None:
-            threads.submit(run_one, state, queue)
-
-        dispatcher = Dispatcher(
-            queues=[QueueState(q, cap) for q, cap in self.caps.items()],
-            pool=pool,
-            engine=engine,
-            listener=listener,
-            slots=slots,
-            submit=submit,
-            worker_id=self.worker_id,
-            claim_timeout=self.claim_timeout,
-            batch_size=self.batch_size,
-            poll_interval=self.poll_interval,
-            ticker_interval=self.ticker_interval,
-            stopping=self._stopping,
-        )
-        heartbeat = Heartbeat(
-            pool,
-            engine,
-            slots,
-            worker_id=self.worker_id,
-            interval=self.heartbeat_interval,
-            claim_timeout=self.claim_timeout,
-            after_beat=self._check_hung,
-            queues=self.queues,
-            hung=lambda: len(self._hung()),
-        )
-        return _Parts(pool, listener, slots, completions, threads, dispatcher, heartbeat)
 
     def _dispatch_main(self) -> None:
         parts = self._parts
@@ -397,7 +288,7 @@ class Worker:
         finally:
             self._stop_deadline = None
 
-    def _shut_down(self, parts: _Parts, signals: SignalPolicy | None) -> None:
+    def _shut_down(self, parts: Parts, signals: SignalPolicy | None) -> None:
         # The dispatcher first (woken at once): a claim it is making is then
         # submitted and waited for like the other runs.
         parts.join_dispatcher(time.monotonic() + 2.0)
@@ -507,17 +398,8 @@ class Worker:
         client.ensure_schema()
         engine = self.app.engine
         pool = self._pool_arg or client.pool
-        executor = Executor(
-            self.app,
-            self._router,
-            Completions(pool, engine, self.worker_id, batched=False),
-            pool,
-            worker_id=self.worker_id,
-            claim_timeout=self.claim_timeout,
-            not_found=self.not_found,
-            unknown_task_delay=self.unknown_task_delay,
-            max_hand_backs=self.max_hand_backs,
-        )
+        completions = Completions(pool, engine, self.worker_id, batched=False)
+        executor = self.executor(completions, pool)
         count = 0
         while True:
             claimed = 0
@@ -536,70 +418,3 @@ class Worker:
             count += claimed
             if not claimed:
                 return count
-
-
-class _Parts:
-    """What a started worker opened, closed in one place."""
-
-    def __init__(
-        self,
-        pool: ConnectionPool[Any],
-        listener: Listener,
-        slots: Slots,
-        completions: Completions,
-        threads: ThreadPoolExecutor,
-        dispatcher: Dispatcher,
-        heartbeat: Heartbeat,
-    ) -> None:
-        self.pool = pool
-        self.listener = listener
-        self.slots = slots
-        self.completions = completions
-        self.threads = threads
-        self.dispatcher = dispatcher
-        self.heartbeat = heartbeat
-        self.thread: threading.Thread | None = None
-
-    def start(self, target: Any) -> None:
-        self.heartbeat.start()
-        self.completions.start()
-        self.thread = threading.Thread(target=target, name="teguh-dispatch", daemon=True)
-        self.thread.start()
-
-    def join_dispatcher(self, deadline: float) -> None:
-        self.slots.poke()
-        if self.thread is not None and self.thread.is_alive():
-            self.thread.join(max(0.0, deadline - time.monotonic()))
-            if self.thread.is_alive():
-                logger.error("the dispatcher thread did not stop in time")
-
-    def close(self, deadline: float, *, own_pool: bool) -> None:
-        def left() -> float:
-            return max(0.0, deadline - time.monotonic())
-
-        self.join_dispatcher(deadline)
-        self.completions.close(deadline)
-        self.heartbeat.stop(left())
-        self.threads.shutdown(wait=False, cancel_futures=True)
-        if own_pool:
-            self.pool.close(timeout=left())
-        self.slots.close()
-
-
-def _queues(app: App, queues: Iterable[str] | Mapping[str, int] | None) -> dict[str, int | None]:
-    """Return ``{queue: cap}`` from the ``queues`` argument (None: the app's task queues)."""
-    if queues is None:
-        names = sorted({t.queue for t in app.tasks.values()}) or ["default"]
-        return dict.fromkeys(names)
-    if isinstance(queues, str | bytes):
-        raise TypeError(f"queues must be a list of queue names, got the string {queues!r}")
-    out: dict[str, int | None] = {}
-    if isinstance(queues, Mapping):
-        for name, cap in queues.items():
-            out[check_queue_name(name, "queues")] = E.integer(cap, f"queues[{name!r}]", 1)
-    else:
-        for name in queues:
-            out[check_queue_name(name, "queues")] = None
-    if not out:
-        raise ValueError("a worker needs at least one queue")
-    return out

@@ -51,7 +51,6 @@ class Heartbeat:
         claim_timeout: int,
         after_beat: Callable[[], None] | None = None,
         queues: Sequence[str] = (),
-        hung: Callable[[], int] | None = None,
     ) -> None:
         self._pool = pool
         self._engine = engine
@@ -61,7 +60,6 @@ class Heartbeat:
         self._claim_timeout = claim_timeout
         self._after_beat = after_beat
         self._queues = list(queues)
-        self._hung = hung
         # several missed beats before the presence lapses
         self.presence_ttl = max(60, int(interval * 4) + 1)
         self._stop = threading.Event()
@@ -116,10 +114,19 @@ class Heartbeat:
     def _presence(self) -> None:
         if not self._queues:
             return
-        hung = None if self._hung is None else self._hung()
+        hung = self.hung_handlers()
         with self._pool.connection(timeout=POOL_WAIT) as conn:
             if not self._engine.worker_heartbeat(conn, self._worker_id, self.presence_ttl, hung):
                 self.register(conn)  # it lapsed (a long pause): come back
+
+    def hung_handlers(self) -> int:
+        """Count the handlers hung ``claim_timeout`` seconds after a cancellation or lost lease.
+
+        The rule of `teguh.Worker.hung_handlers`, reported with the presence.
+        """
+        with self._slots.lock:
+            states = list(self._slots.inflight)
+        return sum(1 for state in states if state.abandoned_for() >= self._claim_timeout)
 
     def beat(self) -> int:
         """Extend every in-flight lease now; return how many runs were found gone."""
