@@ -1931,10 +1931,11 @@ $$;
 --   resume       its event came (wait_event): due at next_attempt_at
 --   handed_back  handed back without using an attempt (no handler on a
 --                worker: hand_backs counts them, or a worker stopping)
--- queue_paused: the queue's policy pauses claims, so nothing is claimed
--- until it is resumed, due or not. worker_id and lease_expires_at: the
--- lease of a running task (lease_expires_at null: a lease that never
--- expires). Errors: 42704 unknown queue.
+-- hand_backs: how many times an unfinished task was handed back by workers
+-- with no handler for it. queue_paused: the queue's policy pauses claims,
+-- so nothing is claimed until it is resumed, due or not. worker_id and
+-- lease_expires_at: the lease of a running task (lease_expires_at null: a
+-- lease that never expires). Errors: 42704 unknown queue.
 create or replace function teguh.get_task(p_queue_name text, p_task_id uuid)
 returns table (task_id uuid, task_name text, state text, attempts integer, max_attempts integer, priority integer,
                params jsonb, headers jsonb, retry_strategy jsonb, idempotency_key text, created_at timestamptz,
@@ -1944,49 +1945,84 @@ returns table (task_id uuid, task_name text, state text, attempts integer, max_a
                worker_id text, lease_expires_at timestamptz)
 language plpgsql as $$
 declare
-  v_paused boolean;
+  v_run       uuid;
+  v_due       boolean := false;
+  v_available timestamptz;
+  v_attempt   integer;
+  v_wake      text;
+  v_waits     boolean := false;
+  v_count     jsonb;
 begin
   perform teguh._assert_queue(p_queue_name);
-  v_paused := exists (select 1 from teguh.queue_policies qp
-                       where qp.queue_name = p_queue_name and qp.policy @> '{"paused": true}');
-  -- isfinite: a value stored before inputs were range-checked has no instant
-  return query execute format($q$
-    select t.task_id, t.task_name, t.state, t.attempts, t.max_attempts, t.priority, t.params, t.headers,
-           t.retry_strategy, t.idempotency_key, t.created_at, t.first_started_at, t.finished_at,
-           t.completed_payload, t.last_failure, t.cancelled_at, false,
-           case when t.state in ('pending', 'sleeping') and isfinite(p.available_at) then p.available_at end,
-           case when t.state not in ('pending', 'sleeping') then null
-                when w.task_id is not null then 'event'
-                when p.task_id is null then null
-                when p.wake_event is not null then 'resume'
-                when t.state = 'sleeping' then 'sleep'
-                when p.attempt > t.attempts then case when p.attempt = 1 then 'start' else 'retry' end
-                else 'handed_back'
-           end,
-           case when t.state = 'sleeping' then coalesce(w.event_name, p.wake_event) end,
-           case when t.state = 'sleeping' and isfinite(w.timeout_at) then w.timeout_at end,
-           coalesce((select greatest(least((c.state->>'count')::numeric, 2147483647), 0)::integer from teguh.%4$I c
-                      where c.task_id = t.task_id and c.checkpoint_name = '$teguh:unhandled'
-                        and jsonb_typeof(c.state->'count') = 'number'), 0),
-           $2,
-           r.worker_id,
-           case when isfinite(r.expires_at) then r.expires_at end
-      from teguh.%1$I t
-      left join teguh.%2$I p on p.task_id = t.task_id
-      left join teguh.%3$I w on w.task_id = t.task_id
-      left join teguh.%5$I r on r.run_id = t.current_run_id
-     where t.task_id = $1$q$,
-    't_' || p_queue_name, 'p_' || p_queue_name, 'w_' || p_queue_name, 'c_' || p_queue_name, 'r_' || p_queue_name)
-    using p_task_id, v_paused;
-  if not found and to_regclass(format('teguh.%I', 'a_' || p_queue_name)) is not null then
-    return query execute format(
-      'select t.task_id, t.task_name, t.state, t.attempts, t.max_attempts, t.priority, t.params, t.headers,
-              t.retry_strategy, t.idempotency_key, t.created_at, t.first_started_at, t.finished_at,
-              t.completed_payload, t.last_failure, t.cancelled_at, true, null::timestamptz, null::text, null::text,
-              null::timestamptz, 0, $2, null::text, null::timestamptz
-         from teguh.%I a cross join lateral jsonb_populate_record(null::teguh.%I, a.task) t
-        where a.task_id = $1', 'a_' || p_queue_name, 't_' || p_queue_name) using p_task_id, v_paused;
+  queue_paused := exists (select 1 from teguh.queue_policies qp
+                           where qp.queue_name = p_queue_name and qp.policy @> '{"paused": true}');
+  hand_backs := 0;
+  -- One primary-key probe per table, each planned on its own (a join of the
+  -- five would cost more to plan, on every call, than the probes to run).
+  execute format(
+    'select task_id, task_name, state, attempts, max_attempts, priority, params, headers, retry_strategy,
+            idempotency_key, created_at, first_started_at, finished_at, completed_payload, last_failure, cancelled_at,
+            current_run_id
+       from teguh.%I where task_id = $1', 't_' || p_queue_name)
+    into task_id, task_name, state, attempts, max_attempts, priority, params, headers, retry_strategy,
+         idempotency_key, created_at, first_started_at, finished_at, completed_payload, last_failure, cancelled_at,
+         v_run
+    using p_task_id;
+  if task_id is null then
+    if to_regclass(format('teguh.%I', 'a_' || p_queue_name)) is not null then
+      return query execute format(
+        'select t.task_id, t.task_name, t.state, t.attempts, t.max_attempts, t.priority, t.params, t.headers,
+                t.retry_strategy, t.idempotency_key, t.created_at, t.first_started_at, t.finished_at,
+                t.completed_payload, t.last_failure, t.cancelled_at, true, null::timestamptz, null::text, null::text,
+                null::timestamptz, 0, $2, null::text, null::timestamptz
+           from teguh.%I a cross join lateral jsonb_populate_record(null::teguh.%I, a.task) t
+          where a.task_id = $1', 'a_' || p_queue_name, 't_' || p_queue_name) using p_task_id, queue_paused;
+    end if;
+    return;
   end if;
+  archived := false;
+  if state = 'running' then
+    -- isfinite: a lease that never expires has no expiry to show
+    execute format('select worker_id, case when isfinite(expires_at) then expires_at end from teguh.%I where run_id = $1',
+                   'r_' || p_queue_name)
+      into worker_id, lease_expires_at using v_run;
+  elsif state in ('pending', 'sleeping') then
+    -- only the probes this task's state needs: an event wait is a sleeping
+    -- task's, a hand-back count a handed-back task's
+    execute format('select available_at, attempt, wake_event, true from teguh.%I where task_id = $1', 'p_' || p_queue_name)
+      into v_available, v_attempt, v_wake, v_due using p_task_id;
+    v_due := coalesce(v_due, false);
+    if state = 'sleeping' then
+      execute format('select event_name, timeout_at, true from teguh.%I where task_id = $1', 'w_' || p_queue_name)
+        into wait_event, wait_timeout_at, v_waits using p_task_id;
+      v_waits := coalesce(v_waits, false);
+    end if;
+    -- a value stored before inputs were range-checked has no instant
+    if isfinite(v_available) then
+      next_attempt_at := v_available;
+    end if;
+    if not isfinite(wait_timeout_at) then
+      wait_timeout_at := null;
+    end if;
+    wait_kind := case when v_waits then 'event'
+                      when not v_due then null
+                      when v_wake is not null then 'resume'
+                      when state = 'sleeping' then 'sleep'
+                      when v_attempt > attempts then case when v_attempt = 1 then 'start' else 'retry' end
+                      else 'handed_back'
+                 end;
+    if wait_kind = 'resume' then
+      wait_event := v_wake;
+    elsif wait_kind = 'handed_back' then
+      execute format($q$select c.state->'count' from teguh.%I c
+                         where c.task_id = $1 and c.checkpoint_name = '$teguh:unhandled'$q$, 'c_' || p_queue_name)
+        into v_count using p_task_id;
+      if jsonb_typeof(v_count) = 'number' then
+        hand_backs := greatest(least((v_count #>> '{}')::numeric, 2147483647), 0)::integer;
+      end if;
+    end if;
+  end if;
+  return next;
 end
 $$;
 
