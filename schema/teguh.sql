@@ -2077,7 +2077,7 @@ $$;
 do $$
 begin
   if exists (select 1 from pg_proc p where p.oid = to_regprocedure('teguh.get_task(text, uuid)')
-                and not ('lease_expires_at' = any (p.proargnames))) then
+                and not ('concurrency_running' = any (p.proargnames))) then
     drop function teguh.get_task(text, uuid);
   end if;
 end
@@ -2099,14 +2099,18 @@ $$;
 -- with no handler for it. queue_paused: the queue's policy pauses claims,
 -- so nothing is claimed until it is resumed, due or not. worker_id and
 -- lease_expires_at: the lease of a running task (lease_expires_at null: a
--- lease that never expires). Errors: 42704 unknown queue.
+-- lease that never expires). An unfinished task with a concurrency_key
+-- also gets its key's limit (teguh.set_concurrency_limit; null: none) and
+-- concurrency_running, the runs of that key in flight: a due task whose key
+-- is at its limit waits for one of them to end. Errors: 42704 unknown queue.
 create or replace function teguh.get_task(p_queue_name text, p_task_id uuid)
 returns table (task_id uuid, task_name text, state text, attempts integer, max_attempts integer, priority integer,
                params jsonb, headers jsonb, retry_strategy jsonb, idempotency_key text, created_at timestamptz,
                first_started_at timestamptz, finished_at timestamptz, completed_payload jsonb, last_failure jsonb,
                cancelled_at timestamptz, archived boolean, next_attempt_at timestamptz, wait_kind text,
                wait_event text, wait_timeout_at timestamptz, hand_backs integer, queue_paused boolean,
-               worker_id text, lease_expires_at timestamptz)
+               worker_id text, lease_expires_at timestamptz, concurrency_key text, concurrency_limit integer,
+               concurrency_running integer)
 language plpgsql as $$
 declare
   v_run       uuid;
@@ -2126,11 +2130,11 @@ begin
   execute format(
     'select task_id, task_name, state, attempts, max_attempts, priority, params, headers, retry_strategy,
             idempotency_key, created_at, first_started_at, finished_at, completed_payload, last_failure, cancelled_at,
-            current_run_id
+            current_run_id, concurrency_key
        from teguh.%I where task_id = $1', 't_' || p_queue_name)
     into task_id, task_name, state, attempts, max_attempts, priority, params, headers, retry_strategy,
          idempotency_key, created_at, first_started_at, finished_at, completed_payload, last_failure, cancelled_at,
-         v_run
+         v_run, concurrency_key
     using p_task_id;
   if task_id is null then
     if to_regclass(format('teguh.%I', 'a_' || p_queue_name)) is not null then
@@ -2138,7 +2142,8 @@ begin
         'select t.task_id, t.task_name, t.state, t.attempts, t.max_attempts, t.priority, t.params, t.headers,
                 t.retry_strategy, t.idempotency_key, t.created_at, t.first_started_at, t.finished_at,
                 t.completed_payload, t.last_failure, t.cancelled_at, true, null::timestamptz, null::text, null::text,
-                null::timestamptz, 0, $2, null::text, null::timestamptz
+                null::timestamptz, 0, $2, null::text, null::timestamptz, t.concurrency_key, null::integer,
+                null::integer
            from teguh.%I a cross join lateral jsonb_populate_record(null::teguh.%I, a.task) t
           where a.task_id = $1', 'a_' || p_queue_name, 't_' || p_queue_name) using p_task_id, queue_paused;
     end if;
@@ -2184,6 +2189,16 @@ begin
       if jsonb_typeof(v_count) = 'number' then
         hand_backs := greatest(least((v_count #>> '{}')::numeric, 2147483647), 0)::integer;
       end if;
+    end if;
+  end if;
+  if concurrency_key is not null and state in ('pending', 'sleeping', 'running') then
+    concurrency_limit := teguh._concurrency_limit(p_queue_name, concurrency_key);
+    if concurrency_limit is not null then
+      -- counted as claims count them (a cancelled task's lingering lease does not)
+      execute format($q$select count(*) from teguh.%I r join teguh.%I t on t.task_id = r.task_id
+                         where r.concurrency_key = $1 and t.state = 'running' and t.current_run_id = r.run_id$q$,
+                     'r_' || p_queue_name, 't_' || p_queue_name)
+        into concurrency_running using concurrency_key;
     end if;
   end if;
   return next;

@@ -124,7 +124,8 @@ GET_TASK: LiteralString = (
     " headers::text, retry_strategy::text, idempotency_key, created_at, first_started_at,"
     " finished_at, completed_payload::text, last_failure::text, cancelled_at, archived,"
     " next_attempt_at, wait_kind, wait_event, wait_timeout_at, hand_backs, queue_paused,"
-    " worker_id, lease_expires_at from teguh.get_task(%s, %s)"
+    " worker_id, lease_expires_at, concurrency_key, concurrency_limit, concurrency_running"
+    " from teguh.get_task(%s, %s)"
 )
 
 # -- time and maintenance -------------------------------------------------------

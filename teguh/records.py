@@ -233,7 +233,10 @@ class TaskInfo:
     ``wait_timeout_at`` (an event wait), ``hand_backs`` (times a worker with
     no handler for it handed it back), ``queue_paused`` (nothing is claimed
     from the queue until it is resumed). A running task's lease:
-    ``worker_id`` and ``lease_expires_at`` (None: it never expires).
+    ``worker_id`` and ``lease_expires_at`` (None: it never expires). An
+    unfinished task with a ``concurrency_key``: its key's
+    ``concurrency_limit`` (None: unlimited) and ``concurrency_running``, the
+    runs of that key in flight (a due task waits while they fill the limit).
     """
 
     task_id: UUID
@@ -261,6 +264,9 @@ class TaskInfo:
     queue_paused: bool = False
     worker_id: str | None = None
     lease_expires_at: datetime | None = None
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+    concurrency_running: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -124,6 +124,12 @@ def _wait_pairs(info: TaskInfo, queue: str, now: datetime, workers: int) -> list
         pairs.append((label, _when(next_at, now)))
     elif kind == "event":
         pairs.append((label, "never (the wait has no timeout)"))
+    limit, running = info.concurrency_limit, info.concurrency_running
+    if limit is not None and running is not None:
+        capped = " (at its limit: the task waits for one to end)" if running >= limit else ""
+        pairs.append(
+            ("concurrency", f"key {info.concurrency_key!r}: {running} of {limit} running{capped}")
+        )
     if info.queue_paused:
         pairs.append(("queue paused", f"nothing is claimed until `teguh queue resume {queue}`"))
     if workers == 0:

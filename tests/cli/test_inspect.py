@@ -252,3 +252,15 @@ def test_workers_show_hung_handlers(cli: Any, queue: str, conn: Conn) -> None:
     assert "w-stuck: 2 handler(s) still run" in err
     data = json.loads(cli("--json", "workers")[1])
     assert data["workers"][0]["hung_handlers"] == 2
+
+
+def test_task_show_names_a_capped_concurrency_key(cli: Any, queue: str, conn: Conn) -> None:
+    conn.execute("select teguh.set_concurrency_limit(%s, 'tenant-1', 1)", (queue,))
+    spawn(conn, queue, "t", '{"concurrency_key": "tenant-1"}')
+    waiting = spawn(conn, queue, "t", '{"concurrency_key": "tenant-1"}')
+    claim(conn, queue)
+    out = cli("task", "show", str(waiting))[1]
+    assert "concurrency:  key 'tenant-1': 1 of 1 running (at its limit" in out
+    report = json.loads(cli("--json", "task", "show", str(waiting))[1])
+    assert (report["concurrency_key"], report["concurrency_limit"]) == ("tenant-1", 1)
+    assert report["concurrency_running"] == 1

@@ -262,3 +262,23 @@ def test_hung_handlers_is_checked(eng: Engine, value: int) -> None:
     else:
         eng.conn.execute("select teguh.worker_heartbeat('w', 60, %s)", (value,))
         assert eng.one("select hung_handlers from teguh.workers") == value
+
+
+def test_a_task_with_a_concurrency_key_shows_its_limit_and_the_runs_in_flight(eng: Engine) -> None:
+    def concurrency(task_id: Any) -> tuple[Any, ...]:
+        info = eng.task(task_id)
+        return (info["concurrency_key"], info["concurrency_limit"], info["concurrency_running"])
+
+    (free, *_) = eng.spawn(concurrency_key="tenant-9")
+    assert concurrency(free) == ("tenant-9", None, None)  # no limit: nothing to count
+    eng.conn.execute("select teguh.set_concurrency_limit('q', 'tenant-*', 1)")
+    (first, *_) = eng.spawn(concurrency_key="tenant-1")
+    (second, *_) = eng.spawn(concurrency_key="tenant-1")
+    assert concurrency(second) == ("tenant-1", 1, 0)
+    claimed = {row[1] for row in eng.claim(qty=10)}
+    assert first in claimed and second not in claimed  # the key is at its limit
+    assert concurrency(second) == ("tenant-1", 1, 1)
+    assert wait(eng, second)["wait_kind"] == "start"  # due, and held back by the limit
+    assert concurrency(first) == ("tenant-1", 1, 1)
+    (plain, *_) = eng.spawn()
+    assert concurrency(plain) == (None, None, None)
