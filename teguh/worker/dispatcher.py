@@ -205,11 +205,13 @@ class Dispatcher:
 
     def claim_queue(self, q: QueueState, want: int) -> int:
         """Claim up to ``want`` runs of one queue and submit them; return how many."""
-        due_in: float | None = None
         with self.pool.connection(timeout=POOL_WAIT) as conn:
             # taken before the claim is sent: the lease surely ends no earlier
             sent_at = time.monotonic()
-            runs, bad = self.engine.claim(conn, q.name, self.worker_id, self.claim_timeout, want)
+            # one round trip: a short claim also says when the next run is due
+            runs, bad, due_in = self.engine.claim_next(
+                conn, q.name, self.worker_id, self.claim_timeout, want
+            )
             for run_id, exc in bad:
                 self.engine.fail_undecodable(conn, q.name, run_id, exc)
             for run in runs:
@@ -217,8 +219,6 @@ class Dispatcher:
                 self.slots.take(state, q.name)
                 self.submit(state, q.name)
             got = len(runs) + len(bad)
-            if got < want:
-                due_in = self.engine.next_wake_in(conn, q.name)
         now = time.monotonic()
         q.last_claim = now
         q.full = got == want
