@@ -11,16 +11,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Unpack
 from uuid import UUID
 
 import psycopg
 
 from teguh import _engine as E
 from teguh.records import (
-    Cancellation,
-    RetryStrategy,
     ScheduleInfo,
+    ScheduleOptions,
     TaskState,
     TaskSummary,
     WorkerInfo,
@@ -47,32 +46,18 @@ class AdminMethods:
         task_name: str,
         params: Any = None,
         *,
-        timezone: str | None = None,
-        catch_up: Literal["latest", "none"] | None = None,
-        headers: Mapping[str, Any] | None = None,
-        retry_strategy: RetryStrategy | None = None,
-        max_attempts: int | None = None,
-        priority: int | None = None,
-        cancellation: Cancellation | None = None,
         conn: Conn | None = None,
+        **options: Unpack[ScheduleOptions],
     ) -> datetime:
         """Create the schedule ``name``, or update it (an upsert); return its next slot.
 
-        ``spec`` is 5-field cron, a macro (``@daily``) or ``@every 90s``;
-        ``timezone`` an IANA name (default UTC). Raises `teguh.InvalidArgument`
-        naming a bad spec, timezone or option.
+        ``spec`` is 5-field cron, a macro (``@daily``) or ``@every 90s``; the
+        options are `ScheduleOptions` (``timezone`` an IANA name, default UTC).
+        Raises `teguh.InvalidArgument` naming a bad spec, timezone or option.
         """
-        options = schedule_options(
-            timezone=timezone,
-            catch_up=catch_up,
-            headers=headers,
-            retry_strategy=retry_strategy,
-            max_attempts=max_attempts,
-            priority=priority,
-            cancellation=cancellation,
-        )
+        encoded = E.schedule_options(options)
         with self._checked(conn) as c:
-            return self.engine.create_schedule(c, queue, name, spec, task_name, params, options)
+            return self.engine.create_schedule(c, queue, name, spec, task_name, params, encoded)
 
     def drop_schedule(self, queue: str, name: str, *, conn: Conn | None = None) -> bool:
         """Drop a schedule; return whether it existed. Tasks it spawned stay."""
@@ -229,8 +214,3 @@ class AdminMethods:
         """Return how many present workers serve each queue (zero included)."""
         with self._checked(conn) as c:
             return self.engine.queue_workers(c, queue)
-
-
-def schedule_options(**options: Any) -> dict[str, Any]:
-    """Return the schedule options given (None: the engine's default)."""
-    return {key: value for key, value in options.items() if value is not None}

@@ -23,7 +23,7 @@ from psycopg import ProgrammingError
 from psycopg.conninfo import conninfo_to_dict
 
 from teguh.errors import InvalidArgument
-from teguh.records import SpawnOptions
+from teguh.records import ScheduleOptions, SpawnOptions
 
 Duration = float | int | timedelta
 """Seconds (int or float) or a `timedelta`."""
@@ -147,6 +147,17 @@ def load(loads: JsonLoads, data: str | bytes | None) -> Any:
 
 
 _SPAWN_KEYS = frozenset(SpawnOptions.__annotations__)
+_SCHEDULE_KEYS = frozenset(ScheduleOptions.__annotations__)
+
+
+def unknown_options(options: Mapping[str, Any], known: frozenset[str], what: str) -> None:
+    """Raise `TypeError` listing the keys of ``options`` that are not ``known`` ``what`` options."""
+    unknown = set(options) - known
+    if unknown:
+        raise TypeError(
+            f"unknown {what} option(s): {', '.join(sorted(unknown))} "
+            f"(expected: {', '.join(sorted(known))})"
+        )
 
 
 def spawn_options(options: Mapping[str, Any], *, many: bool = False) -> dict[str, Any]:
@@ -154,9 +165,7 @@ def spawn_options(options: Mapping[str, Any], *, many: bool = False) -> dict[str
 
     The engine owns the defaults, so absent and None options are left out.
     """
-    unknown = set(options) - _SPAWN_KEYS - ({"idempotency_keys"} if many else set())
-    if unknown:
-        raise TypeError(f"unknown spawn option(s): {', '.join(sorted(unknown))}")
+    unknown_options(options, _SPAWN_KEYS | ({"idempotency_keys"} if many else set()), "spawn")
     out: dict[str, Any] = {}
     get = options.get
     if (headers := get("headers")) is not None:
@@ -193,6 +202,21 @@ def spawn_options(options: Mapping[str, Any], *, many: bool = False) -> dict[str
     if (priority := get("priority")) is not None:
         out["priority"] = integer(priority, "priority")
     return out
+
+
+def schedule_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the engine's schedule ``options`` jsonb for `ScheduleOptions` (only the keys given).
+
+    Unknown keys raise `TypeError` here; the engine checks the values
+    (`teguh.InvalidArgument` naming the option) and owns the defaults, so
+    None options are left out.
+    """
+    unknown_options(options, _SCHEDULE_KEYS, "schedule")
+    return {
+        key: dict(value) if isinstance(value, Mapping) else value
+        for key, value in options.items()
+        if value is not None
+    }
 
 
 def conninfo(value: Any) -> str:

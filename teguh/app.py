@@ -16,7 +16,6 @@ from typing import (
     TYPE_CHECKING,
     Any,
     Concatenate,
-    Literal,
     ParamSpec,
     Self,
     TypeVar,
@@ -30,9 +29,9 @@ from psycopg_pool import ConnectionPool
 from teguh import _engine as E
 from teguh.client import Client
 from teguh.context import TaskContext
-from teguh.records import Cancellation, RetryStrategy, WorkerOptions
+from teguh.records import ScheduleOptions, TaskOptions, WorkerOptions
 from teguh.schedules import ScheduleRegistry, SyncReport, periodic_decorator, sync_schedules
-from teguh.tasks import DEFAULT_QUEUE, ExceptionClasses, Task
+from teguh.tasks import Task
 
 if TYPE_CHECKING:
     from teguh.worker import NotFound, Worker
@@ -156,63 +155,33 @@ class App:
 
     @overload
     def task(
-        self,
-        *,
-        name: str | None = None,
-        queue: str = DEFAULT_QUEUE,
-        max_attempts: int | None = None,
-        retry: RetryStrategy | None = None,
-        headers: Mapping[str, Any] | None = None,
-        priority: int | None = None,
-        cancellation: Cancellation | None = None,
-        retry_on: ExceptionClasses | None = None,
-        dont_retry_on: ExceptionClasses | None = None,
+        self, **options: Unpack[TaskOptions]
     ) -> Callable[[Callable[Concatenate[TaskContext, P], R]], Task[P, R]]: ...
 
     def task(  # type: ignore[misc]  # mypy cannot match a method's generic overloads
         self,
         fn: Callable[Concatenate[TaskContext, P], R] | None = None,
         /,
-        *,
-        name: str | None = None,
-        queue: str = DEFAULT_QUEUE,
-        max_attempts: int | None = None,
-        retry: RetryStrategy | None = None,
-        headers: Mapping[str, Any] | None = None,
-        priority: int | None = None,
-        cancellation: Cancellation | None = None,
-        retry_on: ExceptionClasses | None = None,
-        dont_retry_on: ExceptionClasses | None = None,
+        **options: Unpack[TaskOptions],
     ) -> Task[P, R] | Callable[[Callable[Concatenate[TaskContext, P], R]], Task[P, R]]:
         """Declare and register a task: ``@app.task`` or ``@app.task(queue="emails")``.
 
         The function takes the `TaskContext` first, then its params as keyword
-        arguments; its return value (JSON) becomes the task's result. The name
-        defaults to ``module.qualname`` (a function in ``__main__`` needs
-        ``name=``); the queue to ``"default"``. ``max_attempts``, ``retry``,
-        ``headers``, ``priority`` and ``cancellation`` are the defaults of every
-        spawn, by the task object or by name through the app's client.
-        ``retry_on`` / ``dont_retry_on`` (exception classes): an exception not
-        in ``retry_on``, or in ``dont_retry_on``, fails the task at once, as
-        `teguh.PermanentError` always does.
-        Mistakes (an ``async def``, no context parameter, a bad queue name, a
-        name already taken) raise here.
+        arguments; its return value (JSON) becomes the task's result. The
+        options are `TaskOptions`: the name defaults to ``module.qualname`` (a
+        function in ``__main__`` needs ``name=``); the queue to ``"default"``.
+        ``max_attempts``, ``retry``, ``headers``, ``priority`` and
+        ``cancellation`` are the defaults of every spawn, by the task object or
+        by name through the app's client. ``retry_on`` / ``dont_retry_on``
+        (exception classes): an exception not in ``retry_on``, or in
+        ``dont_retry_on``, fails the task at once, as `teguh.PermanentError`
+        always does.
+        Mistakes (an ``async def``, no context parameter, a bad queue name, an
+        unknown option, a name already taken) raise here.
         """
 
         def wrap(f: Callable[Concatenate[TaskContext, P], R]) -> Task[P, R]:
-            declared = Task(
-                f,
-                name=name,
-                queue=queue,
-                max_attempts=max_attempts,
-                retry=retry,
-                headers=headers,
-                priority=priority,
-                cancellation=cancellation,
-                retry_on=retry_on,
-                dont_retry_on=dont_retry_on,
-                app=self,
-            )
+            declared = Task(f, app=self, **options)
             self._register(declared)
             return declared
 
@@ -258,38 +227,21 @@ class App:
         spec: str,
         *,
         name: str | None = None,
-        timezone: str | None = None,
         params: Mapping[str, Any] | None = None,
-        catch_up: Literal["latest", "none"] | None = None,
-        headers: Mapping[str, Any] | None = None,
-        retry_strategy: RetryStrategy | None = None,
-        max_attempts: int | None = None,
-        priority: int | None = None,
-        cancellation: Cancellation | None = None,
+        **options: Unpack[ScheduleOptions],
     ) -> Callable[[T], T]:
         """Declare a cron schedule of a task: stack ``@app.periodic(spec)`` above ``@app.task``.
 
         ``spec``: 5-field cron, ``@daily``-style macros or ``@every 90s``
         (docs/schedules.md). ``name`` defaults to the task's name (pass one
         per schedule to declare several of a task); ``params`` are the task's
-        keyword arguments, checked against its signature here; ``timezone``
-        (IANA, default UTC), ``catch_up`` and the spawn options default to the
-        engine's and the task's. A worker's `start()` syncs the declarations
-        of its queues to the database (`teguh.schedules.sync_schedules`).
+        keyword arguments, checked against its signature here; the
+        `ScheduleOptions` (``timezone``, IANA, default UTC; ``catch_up``; the
+        spawn options) default to the engine's and the task's. A worker's
+        `start()` syncs the declarations of its queues to the database
+        (`teguh.schedules.sync_schedules`).
         """
-        wrap: Callable[[T], T] = periodic_decorator(
-            self,
-            spec,
-            name=name,
-            timezone=timezone,
-            params=params,
-            catch_up=catch_up,
-            headers=headers,
-            retry_strategy=retry_strategy,
-            max_attempts=max_attempts,
-            priority=priority,
-            cancellation=cancellation,
-        )
+        wrap: Callable[[T], T] = periodic_decorator(self, spec, name, params, options)
         return wrap
 
     def own_schedules(self, prefix: str) -> None:

@@ -6,9 +6,10 @@ docs/sql-reference.md); jsonb columns are already deserialized.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypedDict
 from uuid import UUID
 
 if TYPE_CHECKING:
@@ -19,13 +20,16 @@ if TYPE_CHECKING:
 __all__ = [
     "Cancellation",
     "ClaimStatus",
+    "ExceptionClasses",
     "QueueStats",
     "RetryStrategy",
     "Run",
     "ScheduleInfo",
+    "ScheduleOptions",
     "SpawnOptions",
     "SpawnResult",
     "TaskInfo",
+    "TaskOptions",
     "TaskResult",
     "TaskState",
     "TaskSummary",
@@ -83,6 +87,53 @@ class SpawnOptions(TypedDict, total=False):
     available_at: datetime
     delay: float | timedelta
     priority: int
+
+
+ExceptionClasses: TypeAlias = type[BaseException] | tuple[type[BaseException], ...]
+"""An exception class or a tuple of them (``retry_on``, ``dont_retry_on``)."""
+
+
+class TaskOptions(TypedDict, total=False):
+    """Options of a task declaration: ``@app.task(**options)``, ``@teguh.task(**options)``.
+
+    ``name``: the task's name (default ``module.qualname``). ``queue``: its
+    queue (default ``"default"``). ``max_attempts``, ``retry`` (a
+    `RetryStrategy`, spawned as ``retry_strategy``), ``headers``,
+    ``priority`` and ``cancellation``: the defaults of every spawn of the
+    task (see `SpawnOptions`). ``retry_on`` / ``dont_retry_on``: an exception
+    not in ``retry_on``, or in ``dont_retry_on``, fails the task at once.
+    None means "not given" for every key.
+    """
+
+    name: str | None
+    queue: str
+    max_attempts: int | None
+    retry: RetryStrategy | None
+    headers: Mapping[str, Any] | None
+    priority: int | None
+    cancellation: Cancellation | None
+    retry_on: ExceptionClasses | None
+    dont_retry_on: ExceptionClasses | None
+
+
+class ScheduleOptions(TypedDict, total=False):
+    """Options of a schedule: ``@app.periodic(spec, **options)``, `Client.create_schedule`.
+
+    ``timezone``: an IANA name the cron spec is read in (default UTC).
+    ``catch_up``: after downtime, spawn the ``"latest"`` missed slot (the
+    default) or ``"none"``. ``headers``, ``retry_strategy``,
+    ``max_attempts``, ``priority`` and ``cancellation``: the `SpawnOptions`
+    of the tasks it spawns (for ``@app.periodic``, the task's declared
+    defaults otherwise). None means "the default" for every key.
+    """
+
+    timezone: str | None
+    catch_up: Literal["latest", "none"] | None
+    headers: Mapping[str, Any] | None
+    retry_strategy: RetryStrategy | None
+    max_attempts: int | None
+    priority: int | None
+    cancellation: Cancellation | None
 
 
 class WorkerOptions(TypedDict, total=False):

@@ -22,27 +22,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from teguh import _engine as E
-from teguh._admin import schedule_options
 from teguh.errors import InvalidArgument
 from teguh.tasks import Task
 
 if TYPE_CHECKING:
     from teguh.app import App
-    from teguh.records import Cancellation, RetryStrategy
+    from teguh.records import ScheduleOptions
 
 __all__ = ["Periodic", "ScheduleRegistry", "SyncReport", "sync_schedules"]
 
 logger = logging.getLogger("teguh.schedules")
 
 Conn = psycopg.Connection[Any]
-
-# A task's declared defaults that a schedule passes on to the tasks it spawns.
-_TASK_DEFAULTS = ("max_attempts", "retry_strategy", "headers", "priority", "cancellation")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,12 +77,13 @@ class ScheduleRegistry:
         spec: str,
         *,
         name: str | None,
-        timezone: str | None,
         params: Mapping[str, Any] | None,
-        catch_up: Literal["latest", "none"] | None,
-        options: Mapping[str, Any],
+        options: ScheduleOptions,
     ) -> Periodic:
-        """Record a schedule of ``task``; raise `ValueError` for a name declared twice."""
+        """Record a schedule of ``task``; raise `ValueError` for a name declared twice.
+
+        The task's declared spawn defaults apply where ``options`` gives none.
+        """
         E.text(spec, "spec")
         schedule_name = E.text(name if name is not None else task.name, "name")
         if not schedule_name:
@@ -95,8 +92,8 @@ class ScheduleRegistry:
             raise TypeError(f"params must be a mapping of keyword arguments, got {params!r}")
         call_params = dict(params or {})
         task.check_params(call_params)  # a mismatch fails here, not at every slot
-        merged = {key: task.defaults[key] for key in _TASK_DEFAULTS if key in task.defaults}
-        merged.update(schedule_options(timezone=timezone, catch_up=catch_up, **options))
+        merged = dict(task.defaults)  # the spawn options a schedule passes on
+        merged.update(E.schedule_options(options))
         declared = Periodic(schedule_name, spec, task.queue, task.name, call_params, merged)
         if schedule_name in self.declared:
             raise ValueError(f"two schedules named {schedule_name!r}: pass a distinct name=")
@@ -121,25 +118,12 @@ class ScheduleRegistry:
 def periodic_decorator(
     app: App,
     spec: str,
-    *,
-    name: str | None = None,
-    timezone: str | None = None,
-    params: Mapping[str, Any] | None = None,
-    catch_up: Literal["latest", "none"] | None = None,
-    headers: Mapping[str, Any] | None = None,
-    retry_strategy: RetryStrategy | None = None,
-    max_attempts: int | None = None,
-    priority: int | None = None,
-    cancellation: Cancellation | None = None,
+    name: str | None,
+    params: Mapping[str, Any] | None,
+    options: ScheduleOptions,
 ) -> Any:
     """Return the decorator behind ``app.periodic`` (see `App.periodic`)."""
-    options = {
-        "headers": headers,
-        "retry_strategy": retry_strategy,
-        "max_attempts": max_attempts,
-        "priority": priority,
-        "cancellation": cancellation,
-    }
+    E.schedule_options(options)  # an unknown option fails at the decorator, not below it
 
     def wrap(task: Task[Any, Any]) -> Task[Any, Any]:
         if not isinstance(task, Task):
@@ -148,15 +132,7 @@ def periodic_decorator(
             )
         if task.app is not app:
             raise ValueError(f"task {task.name!r} belongs to another app (or to none)")
-        app.schedules.declare(
-            task,
-            spec,
-            name=name,
-            timezone=timezone,
-            params=params,
-            catch_up=catch_up,
-            options=options,
-        )
+        app.schedules.declare(task, spec, name=name, params=params, options=options)
         return task
 
     return wrap

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar,
 from teguh import _engine as E
 from teguh.context import TaskContext, _get_current
 from teguh.errors import InvalidArgument, PermanentError
-from teguh.records import Cancellation, RetryStrategy, SpawnOptions, SpawnResult
+from teguh.records import ExceptionClasses, SpawnOptions, SpawnResult, TaskOptions
 
 if TYPE_CHECKING:
     import psycopg
@@ -41,6 +41,11 @@ T = TypeVar("T")
 
 DEFAULT_QUEUE = "default"
 _QUEUE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_TASK_KEYS = frozenset(TaskOptions.__annotations__)
+# The task options that are defaults of every spawn, by their SpawnOptions name.
+_SPAWN_DEFAULTS = {
+    key: key for key in TaskOptions.__annotations__ if key in SpawnOptions.__annotations__
+} | {"retry": "retry_strategy"}
 
 
 def check_queue_name(queue: Any, argument: str = "queue") -> str:
@@ -65,9 +70,6 @@ def _check_handler(fn: Any, what: str) -> None:
             f"{what} is an async def function: teguh runs handlers on threads and would never "
             "await it; write a plain def (call asyncio.run() inside if you must)"
         )
-
-
-ExceptionClasses = type[BaseException] | tuple[type[BaseException], ...]
 
 
 def _exception_classes(
@@ -113,20 +115,17 @@ class Task(Generic[P, R]):
         self,
         fn: Callable[Concatenate[TaskContext, P], R],
         *,
-        name: str | None = None,
-        queue: str = DEFAULT_QUEUE,
-        max_attempts: int | None = None,
-        retry: RetryStrategy | None = None,
-        headers: Mapping[str, Any] | None = None,
-        priority: int | None = None,
-        cancellation: Cancellation | None = None,
-        retry_on: ExceptionClasses | None = None,
-        dont_retry_on: ExceptionClasses | None = None,
         app: App | None = None,
+        **options: Unpack[TaskOptions],
     ) -> None:
+        # Every declaration path (@app.task, @teguh.task, the Flask extension)
+        # comes through here: the one place that checks `TaskOptions`.
         _check_handler(fn, "a task function")
-        self.retry_on = _exception_classes(retry_on, "retry_on")
-        self.dont_retry_on = _exception_classes(dont_retry_on, "dont_retry_on")
+        given: dict[str, Any] = dict(options)
+        E.unknown_options(given, _TASK_KEYS, "task")
+        self.retry_on = _exception_classes(given.get("retry_on"), "retry_on")
+        self.dont_retry_on = _exception_classes(given.get("dont_retry_on"), "dont_retry_on")
+        name = given.get("name")
         if name is None:
             if fn.__module__ == "__main__":
                 raise ValueError(
@@ -139,17 +138,11 @@ class Task(Generic[P, R]):
         self.name = E.text(name, "name")
         if not name:
             raise InvalidArgument("a task name must not be empty", argument="name")
-        self.queue = check_queue_name(queue)
+        self.queue = check_queue_name(given.get("queue", DEFAULT_QUEUE))
         self.defaults: dict[str, Any] = {
-            key: value
-            for key, value in {
-                "max_attempts": max_attempts,
-                "retry_strategy": retry,
-                "headers": headers,
-                "priority": priority,
-                "cancellation": cancellation,
-            }.items()
-            if value is not None
+            spawn_key: given[key]
+            for key, spawn_key in _SPAWN_DEFAULTS.items()
+            if given.get(key) is not None
         }
         E.spawn_options(self.defaults)  # wrong types fail here, not at the first spawn
         self.app = app
@@ -314,52 +307,23 @@ def task(fn: Callable[Concatenate[TaskContext, P], R], /) -> Task[P, R]: ...
 
 @overload
 def task(
-    *,
-    name: str | None = None,
-    queue: str = DEFAULT_QUEUE,
-    max_attempts: int | None = None,
-    retry: RetryStrategy | None = None,
-    headers: Mapping[str, Any] | None = None,
-    priority: int | None = None,
-    cancellation: Cancellation | None = None,
-    retry_on: ExceptionClasses | None = None,
-    dont_retry_on: ExceptionClasses | None = None,
+    **options: Unpack[TaskOptions],
 ) -> Callable[[Callable[Concatenate[TaskContext, P], R]], Task[P, R]]: ...
 
 
 def task(
     fn: Callable[Concatenate[TaskContext, P], R] | None = None,
     /,
-    *,
-    name: str | None = None,
-    queue: str = DEFAULT_QUEUE,
-    max_attempts: int | None = None,
-    retry: RetryStrategy | None = None,
-    headers: Mapping[str, Any] | None = None,
-    priority: int | None = None,
-    cancellation: Cancellation | None = None,
-    retry_on: ExceptionClasses | None = None,
-    dont_retry_on: ExceptionClasses | None = None,
+    **options: Unpack[TaskOptions],
 ) -> Task[P, R] | Callable[[Callable[Concatenate[TaskContext, P], R]], Task[P, R]]:
     """Declare an inert task, bound later by ``app.include()``: ``@teguh.task(queue="emails")``.
 
-    Same keywords and handler convention as ``@app.task``; until an app
+    Same `TaskOptions` and handler convention as ``@app.task``; until an app
     includes it, spawning it raises `RuntimeError`.
     """
 
     def wrap(f: Callable[Concatenate[TaskContext, P], R]) -> Task[P, R]:
-        return Task(
-            f,
-            name=name,
-            queue=queue,
-            max_attempts=max_attempts,
-            retry=retry,
-            headers=headers,
-            priority=priority,
-            cancellation=cancellation,
-            retry_on=retry_on,
-            dont_retry_on=dont_retry_on,
-        )
+        return Task(f, **options)
 
     return wrap if fn is None else wrap(fn)
 

@@ -39,7 +39,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, Concatenate, ParamSpec, TypeVar, overload
+from typing import Any, Concatenate, ParamSpec, TypeVar, Unpack, overload
 
 import click
 from flask import Flask, current_app, has_app_context
@@ -49,7 +49,7 @@ from teguh.app import App, Middleware
 from teguh.client import Client
 from teguh.context import TaskContext
 from teguh.errors import QueueNotFound, SchemaError
-from teguh.records import Cancellation, RetryStrategy
+from teguh.records import TaskOptions
 from teguh.tasks import DEFAULT_QUEUE, Task
 from teguh.worker import Worker
 
@@ -211,48 +211,27 @@ class Teguh:
     # -- tasks ------------------------------------------------------------------------
 
     @overload
-    def task(self, fn: Callable[Concatenate[TaskContext, P], R]) -> Task[P, R]: ...
+    def task(self, fn: Callable[Concatenate[TaskContext, P], R], /) -> Task[P, R]: ...
 
     @overload
     def task(
-        self,
-        *,
-        name: str | None = None,
-        queue: str = DEFAULT_QUEUE,
-        max_attempts: int | None = None,
-        retry: RetryStrategy | None = None,
-        priority: int | None = None,
-        cancellation: Cancellation | None = None,
+        self, **options: Unpack[TaskOptions]
     ) -> Callable[[Callable[Concatenate[TaskContext, P], R]], Task[P, R]]: ...
 
-    def task(
+    def task(  # type: ignore[misc]  # mypy cannot match a method's generic overloads
         self,
         fn: Callable[Concatenate[TaskContext, P], R] | None = None,
-        *,
-        name: str | None = None,
-        queue: str = DEFAULT_QUEUE,
-        max_attempts: int | None = None,
-        retry: RetryStrategy | None = None,
-        priority: int | None = None,
-        cancellation: Cancellation | None = None,
+        /,
+        **options: Unpack[TaskOptions],
     ) -> Task[P, R] | Callable[[Callable[Concatenate[TaskContext, P], R]], Task[P, R]]:
         """Declare a task run by this extension's workers (``@teguh_ext.task(queue=...)``).
 
-        The options are the spawn defaults, as for ``@teguh.task``. The task
-        spawns through the current Flask app's client.
+        The options are `TaskOptions`, as for ``@teguh.task``. The task spawns
+        through the current Flask app's client.
         """
 
         def wrap(f: Callable[Concatenate[TaskContext, P], R]) -> Task[P, R]:
-            declared: Task[P, R] = _FlaskTask(
-                self,
-                f,
-                name=name,
-                queue=queue,
-                max_attempts=max_attempts,
-                retry=retry,
-                priority=priority,
-                cancellation=cancellation,
-            )
+            declared: Task[P, R] = _FlaskTask(self, f, **options)
             self.include(declared)
             return declared
 
@@ -316,8 +295,13 @@ class Teguh:
 class _FlaskTask(Task[P, R]):
     """A task that spawns through the current Flask app's teguh `App`."""
 
-    def __init__(self, ext: Teguh, fn: Callable[Concatenate[TaskContext, P], R], **kw: Any):
-        super().__init__(fn, **kw)
+    def __init__(
+        self,
+        ext: Teguh,
+        fn: Callable[Concatenate[TaskContext, P], R],
+        **options: Unpack[TaskOptions],
+    ) -> None:
+        super().__init__(fn, **options)
         self._ext = ext
 
     def bound_app(self) -> App:

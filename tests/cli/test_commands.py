@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import uuid
 from typing import Any
 
@@ -507,3 +508,20 @@ def test_stats_bad_input(teguh: Run, dsn: str) -> None:
     empty = teguh("--dsn", dsn, "stats")
     assert empty.returncode == 0
     assert "no queues" in empty.stderr
+
+
+def test_stats_loads_neither_the_demo_nor_the_embedded_server() -> None:
+    # `teguh demo` and the embedded server need POSIX-only machinery (pwd,
+    # signals, initdb): only `teguh demo` may import them.
+    probe = (
+        "import importlib, sys\n"
+        "main = importlib.import_module('teguh.cli.main')\n"
+        "main.main(['--dsn', 'host=127.0.0.1 port=1 dbname=x connect_timeout=2', 'stats'])\n"
+        "print(sorted(n for n in sys.modules\n"
+        "             if n.startswith(('teguh.embedded', 'teguh.cli.demo'))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert "cannot connect to PostgreSQL" in done.stderr  # it did run the command
+    assert done.stdout.strip() == "[]"

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 from cronsim import CronSim, CronSimError
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 
@@ -31,6 +31,35 @@ def oracle(spec: str, tz: str, after: datetime) -> datetime:
         slot = next(CronSim(spec, slot))
     # PEP 495: an aware time in a repeated hour never equals one of another zone
     return slot.astimezone(UTC)
+
+
+def first_match_by_minutes(spec: str, tz: str, after: datetime, until: datetime) -> datetime | None:
+    """The first UTC minute in (after, until] whose local time matches `spec`, by brute force.
+
+    The check for a spec that follows elapsed time (minute or hour starting
+    with `*`) where cronsim's stepping of the wall clock is not a reliable
+    oracle: across Lord Howe's half-hour fall back it skips the first
+    half hour of the hour after the overlap (02:00-02:29 standard time).
+    """
+    fields = CronSim(spec, after)
+    zone = ZoneInfo(tz)
+    minute = after.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    while minute <= until:
+        local = minute.astimezone(zone)
+        if (
+            local.minute in fields.minutes
+            and local.hour in fields.hours
+            and local.month in fields.months
+            and fields.match_day(local.date())
+        ):
+            return minute
+        minute += timedelta(minutes=1)
+    return None
+
+
+def follows_elapsed_time(spec: str) -> bool:
+    parts = spec.split()
+    return len(parts) == 5 and (parts[0].startswith("*") or parts[1].startswith("*"))
 
 
 # -- next-slot computation checked against cronsim ------------------------------
@@ -112,6 +141,7 @@ def instant(draw: st.DrawFn) -> datetime:
 # profile's default, and as many as the "thorough" profile asks for
 @settings(settings.default, max_examples=max(200, settings.default.max_examples))
 @given(spec=cron_spec(), tz=st.sampled_from(ZONES), after=instant())
+@example(spec="* 2 * * *", tz="Australia/Lord_Howe", after=datetime(2025, 4, 5, 14, 45, tzinfo=UTC))
 def test_next_slot_agrees_with_cronsim(
     conn: psycopg.Connection[Any], spec: str, tz: str, after: datetime
 ) -> None:
@@ -124,7 +154,14 @@ def test_next_slot_agrees_with_cronsim(
     except StopIteration:
         assume(False)
         return
-    assert next_slot(conn, spec, tz, after) == expected, (spec, tz, after.isoformat())
+    got = next_slot(conn, spec, tz, after)
+    example = (spec, tz, after.isoformat())
+    soon = after + timedelta(days=2)
+    if got != expected and follows_elapsed_time(spec) and got < expected <= soon:
+        # cronsim's known flaw around half-hour DST shifts: decide by brute force
+        assert first_match_by_minutes(spec, tz, after, expected) == got, example
+        return
+    assert got == expected, example
 
 
 @pytest.mark.parametrize(
@@ -137,6 +174,9 @@ def test_next_slot_agrees_with_cronsim(
         ("30 1 * * *", "America/New_York", "2025-11-02T05:30Z", "2025-11-03T06:30Z"),
         # elapsed time in an overlap: both occurrences
         ("30 * * * *", "America/New_York", "2025-11-02T05:30Z", "2025-11-02T06:30Z"),
+        # Lord Howe falls back half an hour (02:00 LHDT -> 01:30 LHST): 02:00
+        # standard time is at 15:30Z (cronsim says 16:00Z, skipping 02:00-02:29)
+        ("* 2 * * *", "Australia/Lord_Howe", "2025-04-05T14:45Z", "2025-04-05T15:30Z"),
         # the leap day, Vixie's OR of day-of-month and day-of-week
         ("0 0 29 2 *", "UTC", "2025-01-01T00:00Z", "2028-02-29T00:00Z"),
         ("0 0 29 2 mon", "UTC", "2025-01-31T00:00Z", "2025-02-03T00:00Z"),

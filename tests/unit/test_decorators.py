@@ -6,6 +6,8 @@ import types
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import teguh
 
@@ -142,6 +144,9 @@ def test_async_handlers_are_rejected_at_registration() -> None:
         ({"queue": "x" * 56}, teguh.InvalidArgument, "invalid queue name"),
         ({"max_attempts": "3"}, TypeError, "max_attempts must be an int"),
         ({"priority": 2**40}, teguh.InvalidArgument, "priority must be between"),
+        ({"max_attemps": 3}, TypeError, r"unknown task option\(s\): max_attemps \(expected: "),
+        ({"retry_on": "OSError"}, TypeError, "retry_on must be an exception class"),
+        ({"retry": [1]}, TypeError, "retry_strategy must be a mapping"),
     ],
 )
 def test_declaration_time_checks(
@@ -205,3 +210,32 @@ def test_worker_options_are_checked() -> None:
     worker = app.worker({"a": 2, "b": 1}, concurrency=3)
     assert worker.caps == {"a": 2, "b": 1}
     assert app.worker().queues == ["default"]
+
+
+@given(st.text(min_size=1).filter(lambda k: k not in teguh.TaskOptions.__annotations__))
+def test_an_unknown_task_option_is_refused_and_registers_nothing(key: str) -> None:
+    app = teguh.App()
+    for declare in (app.task, teguh.task):
+        with pytest.raises(TypeError, match="unknown task option"):
+            declare(**{key: 1})(lambda ctx: None)
+    assert app.tasks == {}
+
+
+def test_schedule_options_are_checked_at_the_decorator() -> None:
+    app = teguh.App()
+    with pytest.raises(TypeError, match=r"unknown schedule option\(s\): time_zone"):
+        app.periodic("@daily", time_zone="UTC")  # type: ignore[call-arg]
+    with app, pytest.raises(TypeError, match="unknown schedule option"):
+        app.client.create_schedule("q", "n", "@daily", "t", every=3)  # type: ignore[call-arg]
+
+    @app.periodic("@daily", timezone="Europe/Paris", catch_up=None)
+    @app.task(name="nightly", max_attempts=2, retry={"kind": "none"})
+    def nightly(ctx: teguh.TaskContext) -> None:
+        return None
+
+    declared = app.schedules.declared["nightly"]
+    assert declared.options == {
+        "max_attempts": 2,
+        "retry_strategy": {"kind": "none"},
+        "timezone": "Europe/Paris",
+    }

@@ -20,6 +20,7 @@ from teguh import embedded
 from teguh.embedded import (
     EmbeddedPostgres,
     EmbeddedPostgresError,
+    binaries,
     find_bindir,
     find_server_binaries,
 )
@@ -52,13 +53,13 @@ def _no_system(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TEGUH_PG_BINDIR", raising=False)
     monkeypatch.delenv("TEGUH_PG_NO_SYSTEM", raising=False)
     monkeypatch.setenv("PATH", "/nonexistent")
-    monkeypatch.setattr(embedded, "_SYSTEM_GLOBS", ())
-    monkeypatch.setattr(embedded, "_SYSTEM_DIRS", ())
+    monkeypatch.setattr(binaries, "_SYSTEM_GLOBS", ())
+    monkeypatch.setattr(binaries, "_SYSTEM_DIRS", ())
 
 
 def test_nothing_found_names_the_two_fixes(monkeypatch: pytest.MonkeyPatch) -> None:
     _no_system(monkeypatch)
-    monkeypatch.setattr(embedded, "_wheel_bindir", lambda: None)
+    monkeypatch.setattr(binaries, "_wheel_bindir", lambda: None)
     with pytest.raises(EmbeddedPostgresError) as info:
         find_bindir()
     message = str(info.value)
@@ -118,8 +119,8 @@ def test_root_opens_a_hidden_path_for_the_server_user() -> None:
         bindir = home / "venv" / "pginstall" / "bin"
         bindir.mkdir(parents=True)
         (home / "venv").chmod(0o750)
-        other = embedded._OsUser("someone", uid=os.geteuid() + 4242, gid=os.getegid() + 4242)
-        embedded._open_path_for(other, str(bindir))
+        other = binaries._OsUser("someone", uid=os.geteuid() + 4242, gid=os.getegid() + 4242)
+        binaries._open_path_for(other, str(bindir))
         assert stat.S_IMODE(home.stat().st_mode) == 0o701  # search only, not read
         assert stat.S_IMODE((home / "venv").stat().st_mode) == 0o751
         assert stat.S_IMODE(bindir.parent.stat().st_mode) & stat.S_IXOTH
