@@ -212,13 +212,28 @@ def test_worker_options_are_checked() -> None:
     assert app.worker().queues == ["default"]
 
 
-@given(st.text(min_size=1).filter(lambda k: k not in teguh.TaskOptions.__annotations__))
+@given(st.text(min_size=1).filter(lambda k: k not in {*teguh.TaskOptions.__annotations__, "fn"}))
 def test_an_unknown_task_option_is_refused_and_registers_nothing(key: str) -> None:
     app = teguh.App()
     for declare in (app.task, teguh.task):
         with pytest.raises(TypeError, match="unknown task option"):
             declare(**{key: 1})(lambda ctx: None)
     assert app.tasks == {}
+
+
+_PERIODIC_ARGUMENTS = {"self", "spec", "name", "params"}
+
+
+@given(
+    st.text(min_size=1).filter(
+        lambda k: k not in teguh.ScheduleOptions.__annotations__ and k not in _PERIODIC_ARGUMENTS
+    )
+)
+def test_an_unknown_schedule_option_is_refused_and_declares_nothing(key: str) -> None:
+    app = teguh.App()
+    with pytest.raises(TypeError, match="unknown schedule option"):
+        app.periodic("@daily", **{key: 1})
+    assert app.schedules.declared == {}
 
 
 def test_schedule_options_are_checked_at_the_decorator() -> None:

@@ -49,6 +49,15 @@ _STATUS = {
 }
 
 
+# TeguhTask's own fields, by the teguh `SpawnOptions` key each one sets.
+_SPAWN_FIELDS = {
+    "max_attempts": "max_attempts",
+    "retry": "retry_strategy",
+    "cancellation": "cancellation",
+    "idempotency_key": "idempotency_key",
+}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TeguhTask(Task):  # type: ignore[misc]  # Django is untyped
     """A Django `Task` with teguh's spawn options (the backend's ``task_class``).
@@ -80,17 +89,19 @@ class TeguhTask(Task):  # type: ignore[misc]  # Django is untyped
         task: TeguhTask = Task.using(
             self, priority=priority, queue_name=queue_name, run_after=run_after, backend=backend
         )
-        changes: dict[str, Any] = {
-            key: value
-            for key, value in {
-                "max_attempts": max_attempts,
-                "retry": retry,
-                "cancellation": cancellation,
-                "idempotency_key": idempotency_key,
-            }.items()
-            if value is not None
+        given: dict[str, Any] = {
+            "max_attempts": max_attempts,
+            "retry": retry,
+            "cancellation": cancellation,
+            "idempotency_key": idempotency_key,
         }
+        changes = {name: value for name, value in given.items() if value is not None}
         return replace(task, **changes) if changes else task
+
+    def spawn_options(self) -> dict[str, Any]:
+        """Return the teguh `SpawnOptions` this task's own fields set (those not None)."""
+        given = {spawn_key: getattr(self, name) for name, spawn_key in _SPAWN_FIELDS.items()}
+        return {key: value for key, value in given.items() if value is not None}
 
 
 class TeguhBackend(BaseTaskBackend):  # type: ignore[misc]  # Django is untyped
@@ -153,13 +164,7 @@ class TeguhBackend(BaseTaskBackend):  # type: ignore[misc]  # Django is untyped
                 run_after = timezone.make_aware(run_after)
             options["available_at"] = run_after
         if isinstance(task, TeguhTask):
-            extra = {
-                "max_attempts": task.max_attempts,
-                "retry_strategy": task.retry,
-                "cancellation": task.cancellation,
-                "idempotency_key": task.idempotency_key,
-            }
-            options.update({k: v for k, v in extra.items() if v is not None})
+            options.update(task.spawn_options())
         with transaction.mark_for_rollback_on_error(using=self.database):
             spawned = self.client.spawn_task(
                 task.queue_name,

@@ -1,9 +1,10 @@
 """teguh, through its synchronous Python library (``teguh.Client``, ``App`` and ``Worker``).
 
 Enqueue: ``Client.spawn_task()`` one call per job, ``Client.spawn_tasks()`` for a
-batch (one round trip). Work: ``app.worker([q], concurrency=N)`` in its own
-process with its defaults (a LISTEN connection, claims as many runs as it has
-free slots, handlers on a thread pool); workflows use ``ctx.step``, sleeps
+batch (one round trip). Work: ``teguh.App(dsn).worker([q], concurrency=N)`` in
+its own process with its defaults (a LISTEN connection, claims as many runs as
+it has free slots, handlers on a thread pool), the handlers registered by name
+with ``worker.handle(name, fn)``; workflows use ``ctx.step``, sleeps
 ``ctx.sleep_for`` (the worker wakes itself for the next due run; no pg_cron).
 """
 
@@ -17,8 +18,8 @@ from tests.bench.common import Recorder, WorkSpec, chunks, emit_ready
 NAME = "teguh"
 DIST = "teguh"
 USAGE = (
-    "`Client.spawn_task()` / `spawn_tasks()`; worker `app.worker([q], concurrency=N)` "
-    "(LISTEN/NOTIFY, thread pool); `ctx.step`, `ctx.sleep_for`"
+    "`Client.spawn_task()` / `spawn_tasks()`; worker `App(dsn).worker([q], concurrency=N)` "
+    "with `worker.handle(name, fn)` (LISTEN/NOTIFY, thread pool); `ctx.step`, `ctx.sleep_for`"
 )
 FEATURES = {"batch", "workflow", "sleep", "idle"}
 TABLES = "schemaname = 'teguh'"
