@@ -160,10 +160,7 @@ def assemble(
         poll_interval=settings.poll_interval,
         ticker_interval=settings.ticker_interval,
         stopping=stopping,
-        completions=completions,
     )
-    # completions wait briefly for the next claim to record them in its transaction
-    completions.claim_soon = dispatcher.claim_soon
     heartbeat = Heartbeat(
         pool,
         engine,

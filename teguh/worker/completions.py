@@ -6,16 +6,6 @@ per queue (one round trip, one commit), so a busy worker does not pay a
 round trip and a commit per run. Failures, hand-backs and releases are rare
 and recorded at once by the calling thread. A `Completions` made with
 ``batched=False`` (for `Worker.drain`) records completions at once too.
-
-Every commit is synchronous (a WAL flush), and the dispatcher's claim is one
-too. So that a drained run costs one flush rather than two, the dispatcher
-takes the completions waiting here (`take`) and records them in the same
-transaction as its next claim (`record_in`, then `recorded` once committed).
-While a claim is coming (``claim_soon``), the completer leaves completions
-for it up to `COMBINE_WINDOW` seconds; when no claim is coming, or the
-combined transaction fails (`give_back`), the completer records them itself.
-Either way a completion is recorded by exactly one thread, and it counts as
-recorded only once its transaction committed.
 """
 
 from __future__ import annotations
@@ -23,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from queue import Empty, SimpleQueue
 from typing import Any
 
 import psycopg
@@ -34,13 +24,11 @@ from teguh.context import CANCELLED, COMPLETING, LOST, RunState
 from teguh.errors import RunNotActive, TaskCancelled, TeguhError
 from teguh.records import Run
 
-__all__ = ["COMBINE_WINDOW", "MAX_TRACEBACK", "Completions", "failure_reason", "run_extra"]
+__all__ = ["MAX_TRACEBACK", "Completions", "failure_reason", "run_extra"]
 
 logger = logging.getLogger("teguh.worker")
 
 _MAX_BATCH = 100
-COMBINE_WINDOW = 0.01
-"""Longest the completer leaves a completion for the dispatcher's next claim (seconds)."""
 MAX_TRACEBACK = E.MAX_TRACEBACK
 failure_reason = E.failure_reason
 
@@ -74,13 +62,7 @@ class Completions:
         self._engine = engine
         self._worker_id = worker_id
         self._batched = batched
-        self._pending: list[_Completion] = []
-        self._pending_since = 0.0  # monotonic time the oldest pending completion arrived
-        self._urgent = False  # given back by a failed combined claim: record at once
-        self._closing = False
-        self._changed = threading.Condition()
-        # set by the worker: true while the dispatcher is about to claim
-        self.claim_soon: Callable[[], bool] | None = None
+        self._queue: SimpleQueue[_Completion | None] = SimpleQueue()
         self._thread: threading.Thread | None = None
         if batched:
             self._thread = threading.Thread(
@@ -96,9 +78,7 @@ class Completions:
         """Record the completions already queued, then stop the completer (by ``deadline``)."""
         if self._thread is None or not self._thread.is_alive():
             return
-        with self._changed:
-            self._closing = True
-            self._changed.notify_all()
+        self._queue.put(None)
         self._thread.join(max(0.0, deadline - time.monotonic()))
         if self._thread.is_alive():
             logger.error("completer thread of %s did not stop in time", self._worker_id)
@@ -126,11 +106,7 @@ class Completions:
         if not state.mark(COMPLETING):
             return
         if self._batched:
-            with self._changed:
-                if not self._pending:
-                    self._pending_since = time.monotonic()
-                self._pending.append((state, queue, text))
-                self._changed.notify_all()
+            self._queue.put((state, queue, text))
         else:
             self._record(state, queue, self._engine.complete_run, queue, state.run.run_id, text)
 
@@ -227,84 +203,30 @@ class Completions:
 
     # -- plumbing -------------------------------------------------------------------
 
-    # -- recording with the dispatcher's claim --------------------------------------
-
-    def take(self) -> list[_Completion]:
-        """Take the completions waiting to be recorded (the caller now records them)."""
-        if not self._batched:
-            return []
-        with self._changed:
-            items, self._pending = self._pending, []
-            return items
-
-    def give_back(self, items: list[_Completion]) -> None:
-        """Return taken completions that were not recorded: the completer records them now."""
-        if not items:
-            return
-        with self._changed:
-            if not self._pending:
-                self._pending_since = time.monotonic()
-            self._pending[:0] = items
-            self._urgent = True
-            self._changed.notify_all()
-
-    def record_in(self, conn: psycopg.Connection[Any], items: list[_Completion]) -> list[Any]:
-        """Complete taken runs on ``conn``, inside the caller's transaction.
-
-        Returns what `recorded` needs once the transaction committed. Raises
-        if the database refuses any of them: the caller rolls back and gives
-        them back (`give_back`), and the completer records them run by run.
-        """
-        gone: list[Any] = []
-        for queue, group in _by_queue(items).items():
-            run_ids = [state.run.run_id for state, _q, _t in group]
-            results = [text for _s, _q, text in group]
-            statuses = self._engine.complete_runs(conn, queue, run_ids, results)
-            if statuses:
-                gone.append((queue, {state.run.run_id: state for state, _q, _t in group}, statuses))
-        return gone
-
-    def recorded(self, gone: list[Any]) -> None:
-        """Report the runs a committed `record_in` found cancelled or lost."""
-        for queue, states, statuses in gone:
-            self._report_gone(queue, states, statuses)
-
-    # -- plumbing -------------------------------------------------------------------
-
-    def _next_batch(self) -> list[_Completion] | None:
-        """Wait for completions this thread should record; None when closed and empty."""
-        with self._changed:
-            while True:
-                if not self._pending:
-                    if self._closing:
-                        return None
-                    self._changed.wait(1.0)
-                    continue
-                if self._closing or self._urgent:
-                    break
-                # leave them for a claim that is coming, for a short while
-                left = self._pending_since + COMBINE_WINDOW - time.monotonic()
-                claim_soon = self.claim_soon
-                if left <= 0 or claim_soon is None or not claim_soon():
-                    break
-                self._changed.wait(left)
-            self._urgent = False
-            items = self._pending[:_MAX_BATCH]
-            del self._pending[:_MAX_BATCH]
-            if self._pending:
-                self._pending_since = time.monotonic()
-            return items
-
     def _loop(self) -> None:
+        outcomes = self._queue
         while True:
-            items = self._next_batch()
-            if items is None:
-                return
-            for queue, group in _by_queue(items).items():
+            try:
+                first = outcomes.get(timeout=1.0)
+            except Empty:
+                continue
+            batch = [first]
+            while len(batch) < _MAX_BATCH:
+                try:
+                    batch.append(outcomes.get_nowait())
+                except Empty:
+                    break
+            items = [item for item in batch if item is not None]
+            by_queue: dict[str, list[_Completion]] = {}
+            for item in items:
+                by_queue.setdefault(item[1], []).append(item)
+            for queue, group in by_queue.items():
                 try:
                     self._record_many(queue, group)
                 except Exception:
                     logger.exception("recording %d completion(s) failed", len(group))
+            if len(items) < len(batch):
+                return
 
     def _record_many(self, queue: str, items: list[_Completion]) -> None:
         if len(items) == 1:
@@ -340,9 +262,6 @@ class Completions:
                         state, queue, self._engine.complete_run, queue, state.run.run_id, text
                     )
                 return
-        self._report_gone(queue, states, gone)
-
-    def _report_gone(self, queue: str, states: dict[Any, RunState], gone: list[Any]) -> None:
         for status in gone:
             state = states[status.run_id]
             extra = run_extra(queue, state.run)
@@ -399,10 +318,3 @@ class Completions:
             "sqlstate": sqlstate or "",
         }
         self._record(state, queue, self._engine.fail_run, queue, state.run.run_id, reason)
-
-
-def _by_queue(items: list[_Completion]) -> dict[str, list[_Completion]]:
-    by_queue: dict[str, list[_Completion]] = {}
-    for item in items:
-        by_queue.setdefault(item[1], []).append(item)
-    return by_queue

@@ -34,7 +34,6 @@ from psycopg_pool import ConnectionPool
 
 from teguh import _engine as E
 from teguh.context import RunState
-from teguh.worker.completions import Completions
 from teguh.worker.listener import Listener
 
 __all__ = ["AHEAD_MAX_HANDLER", "Dispatcher", "QueueState", "Slots"]
@@ -164,7 +163,6 @@ class Dispatcher:
         poll_interval: float,
         ticker_interval: float,
         stopping: threading.Event,
-        completions: Completions | None = None,
     ) -> None:
         self.queues = queues
         self.pool = pool
@@ -178,7 +176,6 @@ class Dispatcher:
         self.poll_interval = poll_interval
         self.ticker_interval = ticker_interval
         self.stopping = stopping
-        self.completions = completions
         self._rotate = 0
         self._claim_ok_at = 0.0
         self._batch_started: float | None = None
@@ -236,52 +233,21 @@ class Dispatcher:
         return total
 
     def claim_queue(self, q: QueueState, want: int) -> int:
-        """Claim up to ``want`` runs of one queue and submit them; return how many.
-
-        Completions waiting to be recorded are recorded in the same
-        transaction as the claim (one commit, one WAL flush for both). The
-        runs are submitted only once that transaction committed: a handler
-        never starts on a claim that a crash could still take back.
-        """
-        done = self.completions.take() if self.completions is not None else []
-        try:
-            with self.pool.connection(timeout=POOL_WAIT) as conn:
-                # taken before the claim is sent: the lease surely ends no earlier
-                sent_at = time.monotonic()
-                if done:
-                    assert self.completions is not None
-                    with conn.transaction():
-                        gone = self.completions.record_in(conn, done)
-                        runs, bad, due_in = self.engine.claim_next(
-                            conn, q.name, self.worker_id, self.claim_timeout, want
-                        )
-                    self.completions.recorded(gone)
-                    done = []
-                else:
-                    # one round trip: a short claim also says when the next run is due
-                    runs, bad, due_in = self.engine.claim_next(
-                        conn, q.name, self.worker_id, self.claim_timeout, want
-                    )
-                for run_id, exc in bad:
-                    self.engine.fail_undecodable(conn, q.name, run_id, exc)
-        except psycopg.OperationalError:
-            if self.completions is not None:
-                self.completions.give_back(done)
-            raise
-        except Exception:
-            if not done:
-                raise
-            # The database refused something in the combined transaction (a
-            # result it cannot store, say): the completer records those run
-            # by run, and the claim is made again on its own.
-            assert self.completions is not None
-            self.completions.give_back(done)
-            return self.claim_queue(q, want)
-        for run in runs:
-            state = RunState(run, lease_until=sent_at + self.claim_timeout)
-            self.slots.take(state, q.name)
-            self.submit(state, q.name)
-        got = len(runs) + len(bad)
+        """Claim up to ``want`` runs of one queue and submit them; return how many."""
+        with self.pool.connection(timeout=POOL_WAIT) as conn:
+            # taken before the claim is sent: the lease surely ends no earlier
+            sent_at = time.monotonic()
+            # one round trip: a short claim also says when the next run is due
+            runs, bad, due_in = self.engine.claim_next(
+                conn, q.name, self.worker_id, self.claim_timeout, want
+            )
+            for run_id, exc in bad:
+                self.engine.fail_undecodable(conn, q.name, run_id, exc)
+            for run in runs:
+                state = RunState(run, lease_until=sent_at + self.claim_timeout)
+                self.slots.take(state, q.name)
+                self.submit(state, q.name)
+            got = len(runs) + len(bad)
         now = time.monotonic()
         q.last_claim = now
         q.full = got == want
@@ -296,12 +262,6 @@ class Dispatcher:
         if runs and logger.isEnabledFor(logging.DEBUG):
             logger.debug("claimed %d run(s) on queue %s", len(runs), q.name)
         return len(runs)
-
-    def claim_soon(self) -> bool:
-        """Whether a claim is probably coming (read by the completer thread)."""
-        if self.stopping.is_set() or time.monotonic() < self._claim_ok_at:
-            return False
-        return any(q.pending for q in self.queues)
 
     def on_notify(self, queues: set[str]) -> None:
         """Mark notified queues as probably having ready work."""
