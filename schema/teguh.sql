@@ -15,12 +15,13 @@
 -- plus teguh.queues, one row per queue; teguh.queues_ticks, when the ticker
 -- last looked at each queue (for its NOTIFY of work that fell due);
 -- teguh.queue_policies (retention, pause, defaults); teguh.schedules, one row
--- per cron schedule (fired by the ticker); and teguh.workers (worker presence).
+-- per cron schedule (fired by the ticker); teguh.concurrency_limits (per-key
+-- concurrency limits, counted by the claims); and teguh.workers (worker presence).
 --
 -- Names of generated objects: every per-queue object is named <kind>_<queue>,
 -- where <kind> is a fixed word of at most 7 lowercase letters with no
 -- underscore (tables t p r c e w; indexes and keys tpk tikey tcncl ppk porder
--- pdue rpk rexp cpk epk eat wpk wevent; the identity sequence pseq). A queue
+-- pkey pdue rpk rexp rkey cpk epk eat wpk wevent; the identity sequence pseq). A queue
 -- name starts with a letter, so the first underscore splits kind from queue:
 -- no two queues can ever generate the same name, and every name fits in 63
 -- bytes (7 + 1 + 55). Per-queue functions are _<kind>_<queue> (_spawn_,
@@ -46,7 +47,9 @@
 --
 -- Lock order in every function touching several tables of a queue:
 --   event advisory lock -> t_ -> p_ -> r_ -> w_ -> c_ -> e_
--- claim_task and lease recovery lock with SKIP LOCKED and never wait.
+-- claim_task and lease recovery lock with SKIP LOCKED and never wait; a
+-- claim of tasks with a concurrency key first try-locks (advisory, never
+-- waiting) each key it takes from, then counts the key's leases.
 --
 -- Functions (docs/sql-reference.md has the full contract):
 --   queues:   create_queue, drop_queue, list_queues, queue_stats
@@ -58,6 +61,7 @@
 --   tasks:    cancel_task, retry_task, get_task_result, get_task, list_tasks, locate_task
 --   time:     ticker, next_wake_at, cleanup_tasks, cleanup_all_queues, start, stop
 --   policies: set_queue_policy, get_queue_policy
+--   limits:   set_concurrency_limit, drop_concurrency_limit, list_concurrency_limits
 --   workers:  register_worker, worker_heartbeat, unregister_worker, list_workers, queue_workers
 --   schedules: create_schedule, drop_schedule, list_schedules, pause_schedule, resume_schedule
 --   misc:     version, portable_uuidv7, current_time
@@ -449,7 +453,8 @@ create or replace function teguh._parse_spawn_options(
   out o_cancellation     jsonb,
   out o_idempotency_key  text,
   out o_idempotency_keys jsonb,
-  out o_available_at     timestamptz
+  out o_available_at     timestamptz,
+  out o_concurrency_key  text
 )
 language plpgsql as $$
 declare
@@ -472,7 +477,7 @@ begin
   p_options := jsonb_strip_nulls(p_options);
   perform teguh._check_keys('options', p_options,
     array['headers', 'retry_strategy', 'max_attempts', 'cancellation', 'available_at', 'delay_seconds', 'priority',
-          case when p_batch then 'idempotency_keys' else 'idempotency_key' end]);
+          'concurrency_key', case when p_batch then 'idempotency_keys' else 'idempotency_key' end]);
 
   o_headers := coalesce(p_options->'headers', o_headers);
   if jsonb_typeof(o_headers) <> 'object' then
@@ -513,6 +518,14 @@ begin
       perform teguh._invalid('idempotency_key', format('expected a non-empty string, got %s', p_options->'idempotency_key'));
     end if;
     o_idempotency_key := p_options->>'idempotency_key';
+  end if;
+
+  if p_options ? 'concurrency_key' then
+    if jsonb_typeof(p_options->'concurrency_key') <> 'string' then
+      perform teguh._invalid('concurrency_key', format('expected a string, got %s', p_options->'concurrency_key'));
+    end if;
+    o_concurrency_key := p_options->>'concurrency_key';
+    perform teguh._check_concurrency_key('concurrency_key', o_concurrency_key, false);
   end if;
 
   if p_options ? 'idempotency_keys' then
@@ -604,7 +617,8 @@ create or replace function teguh.{spawn}(
   p_cancellation jsonb,
   p_ikey         text,
   p_now          timestamptz,
-  p_available_at timestamptz
+  p_available_at timestamptz,
+  p_ckey         text
 ) returns table (task_id uuid, run_id uuid, attempt integer, created boolean)
 language plpgsql as $fn$
 #variable_conflict use_column
@@ -615,10 +629,10 @@ declare
 begin
   insert into teguh.{t} as t (task_id, task_name, params, headers, retry_strategy, max_attempts, priority,
                               cancellation, idempotency_key, state, current_run_id, created_at, available_at,
-                              cancel_at)
+                              cancel_at, concurrency_key)
   values (v_task_id, p_task_name, p_params, p_headers, p_retry, p_max_attempts, p_priority, p_cancellation, p_ikey,
           'pending', v_run_id, p_now, p_available_at,
-          p_available_at + make_interval(secs => (p_cancellation->>'max_delay')::double precision))
+          p_available_at + make_interval(secs => (p_cancellation->>'max_delay')::double precision), p_ckey)
   on conflict (idempotency_key) where idempotency_key is not null do nothing
   returning t.task_id into v_created;
   if v_created is null then
@@ -627,8 +641,8 @@ begin
                    from teguh.{t} t where t.idempotency_key = p_ikey;
     return;
   end if;
-  insert into teguh.{p} (task_id, run_id, attempt, priority, available_at)
-  values (v_task_id, v_run_id, 1, p_priority, p_available_at);
+  insert into teguh.{p} (task_id, run_id, attempt, priority, available_at, concurrency_key)
+  values (v_task_id, v_run_id, 1, p_priority, p_available_at, p_ckey);
   return query select v_task_id, v_run_id, 1, true;
 end
 $fn$
@@ -650,14 +664,33 @@ declare
   v_next_due      timestamptz;
   v_next_expiry   timestamptz;
   v_next_deadline timestamptz;
+  v_keyed         boolean;
+  v_key           text;
+  v_limit         integer;
+  v_free          integer;
+  v_ids           uuid[] := '{}';
+  v_pri           integer[] := '{}';
+  v_at            timestamptz[] := '{}';
+  v_seq           bigint[] := '{}';
+  v_keys          text[];
+  v_limits        integer[];
+  v_hpri          integer[];
+  v_hat           timestamptz[];
+  v_hseq          bigint[];
+  v_wpri          integer;
+  v_wat           timestamptz;
+  v_wseq          bigint;
+  v_i             integer;
 begin
   if exists (select 1 from teguh.queue_policies qp where qp.queue_name = {queue} and qp.policy @> '{"paused": true}') then
     return;  -- a paused queue hands out nothing (teguh.set_queue_policy)
   end if;
-  -- three index probes tell whether there is anything to do at all
+  -- four index probes tell whether there is anything to do at all, and
+  -- whether any ready task carries a concurrency key
   select (select min(p.available_at) from teguh.{p} p), (select min(r.expires_at) from teguh.{r} r),
-         (select min(t.cancel_at) from teguh.{t} t)
-    into v_next_due, v_next_expiry, v_next_deadline;
+         (select min(t.cancel_at) from teguh.{t} t),
+         exists (select 1 from teguh.{p} p where p.concurrency_key is not null)
+    into v_next_due, v_next_expiry, v_next_deadline, v_keyed;
   if v_next_expiry < p_now then
     perform teguh._recover_expired({queue}, p_now, p_qty);
     v_next_due := p_now;
@@ -669,24 +702,118 @@ begin
   if v_next_due is null or v_next_due > p_now then
     return;
   end if;
+  if v_keyed then
+    -- Some ready task carries a concurrency key. The head (best ready task)
+    -- of every key, by a skip scan of pkey: one probe per distinct key, so
+    -- a capped key costs one probe however many tasks it has waiting.
+    perform teguh._require_read_committed('claiming tasks that carry a concurrency key');
+    select coalesce(array_agg(k.key order by h.priority desc, h.available_at, h.seq), '{}'),
+           coalesce(array_agg(l.max_running order by h.priority desc, h.available_at, h.seq), '{}'),
+           coalesce(array_agg(h.priority order by h.priority desc, h.available_at, h.seq), '{}'),
+           coalesce(array_agg(h.available_at order by h.priority desc, h.available_at, h.seq), '{}'),
+           coalesce(array_agg(h.seq order by h.priority desc, h.available_at, h.seq), '{}')
+      into v_keys, v_limits, v_hpri, v_hat, v_hseq
+      from (
+        with recursive k(key) as (
+          select min(p.concurrency_key) from teguh.{p} p where p.concurrency_key is not null
+          union all
+          select (select min(p.concurrency_key) from teguh.{p} p where p.concurrency_key > k.key)
+            from k where k.key is not null
+        )
+        select k.key from k where k.key is not null
+      ) k
+      cross join lateral (
+        select p.priority, p.available_at, p.seq from teguh.{p} p
+         where p.concurrency_key = k.key and p.available_at <= p_now
+         order by p.priority desc, p.available_at, p.seq
+         limit 1
+      ) h
+      left join lateral (
+        -- the exact key's limit, else the longest matching prefix's
+        select l.max_running from teguh.concurrency_limits l
+         where l.queue_name = {queue}
+           and (l.key_pattern = k.key
+                or (right(l.key_pattern, 1) = '*' and starts_with(k.key, left(l.key_pattern, -1))))
+         order by l.key_pattern = k.key desc, length(l.key_pattern) desc
+         limit 1
+      ) l on true
+     where l.max_running is distinct from 0;  -- 0 holds the key
+    -- the unkeyed head
+    select coalesce(array_agg(h.task_id), '{}'), coalesce(array_agg(h.priority), '{}'),
+           coalesce(array_agg(h.available_at), '{}'), coalesce(array_agg(h.seq), '{}')
+      into v_ids, v_pri, v_at, v_seq
+      from (select p.task_id, p.priority, p.available_at, p.seq from teguh.{p} p
+             where p.available_at <= p_now and p.concurrency_key is null
+             order by p.priority desc, p.available_at, p.seq
+             limit p_qty
+               for update skip locked) h;
+    -- Keys in the order of their heads; stop once p_qty candidates are
+    -- better than the next head (no task of a later key can beat it), so a
+    -- claim locks and counts only the keys it may take from.
+    for v_i in 1 .. cardinality(v_keys) loop
+      if cardinality(v_ids) >= p_qty then
+        select u.priority, u.available_at, u.seq into v_wpri, v_wat, v_wseq
+          from unnest(v_pri, v_at, v_seq) as u(priority, available_at, seq)
+         order by u.priority desc, u.available_at, u.seq
+         offset p_qty - 1 limit 1;
+        exit when v_hpri[v_i] < v_wpri
+               or (v_hpri[v_i] = v_wpri and (v_hat[v_i], v_hseq[v_i]) > (v_wat, v_wseq));
+      end if;
+      v_key := v_keys[v_i];
+      v_limit := v_limits[v_i];
+      if v_limit is null then
+        v_free := p_qty;
+      elsif not pg_try_advisory_xact_lock(hashtext('teguh.concurrency.' || {queue}), hashtext(v_key)) then
+        continue;  -- another claim is counting this key right now: it takes the free slots
+      else
+        -- a later statement than the lock: its snapshot sees every claim of
+        -- this key that committed before the lock was granted
+        select v_limit - count(*) into v_free
+          from teguh.{r} r join teguh.{t} t on t.task_id = r.task_id
+         where r.concurrency_key = v_key and t.state = 'running' and t.current_run_id = r.run_id;
+        v_free := least(v_free, p_qty);
+      end if;
+      if v_free > 0 then
+        select v_ids || coalesce(array_agg(h.task_id), '{}'), v_pri || coalesce(array_agg(h.priority), '{}'),
+               v_at || coalesce(array_agg(h.available_at), '{}'), v_seq || coalesce(array_agg(h.seq), '{}')
+          into v_ids, v_pri, v_at, v_seq
+          from (select p.task_id, p.priority, p.available_at, p.seq from teguh.{p} p
+                 where p.concurrency_key = v_key and p.available_at <= p_now
+                 order by p.priority desc, p.available_at, p.seq
+                 limit v_free
+                   for update skip locked) h;
+      end if;
+    end loop;
+    -- the best p_qty (the others stay locked until this transaction ends;
+    -- other claims skip them meanwhile)
+    select coalesce(array_agg(u.task_id order by u.priority desc, u.available_at, u.seq), '{}') into v_ids
+      from (select * from unnest(v_ids, v_pri, v_at, v_seq) as u(task_id, priority, available_at, seq)
+             order by 2 desc, 3, 4 limit p_qty) u;
+    if cardinality(v_ids) = 0 then
+      return;
+    end if;
+  end if;
   return query
     with cand as (
       select p.task_id from teguh.{p} p
-       where p.available_at <= p_now
+       where not v_keyed and p.available_at <= p_now and p.concurrency_key is null
        order by p.priority desc, p.available_at, p.seq
        limit p_qty
          for update skip locked
+    ), cand_keyed as (
+      select u.task_id from unnest(v_ids) as u(task_id) where v_keyed
     ), locked as (
       -- one primary-key probe per candidate, whatever the planner thinks of t_
-      select t.task_id from cand cross join lateral (
+      select t.task_id from (select task_id from cand union all select task_id from cand_keyed) c
+       cross join lateral (
         select t.task_id from teguh.{t} t
-         where t.task_id = cand.task_id and t.state in ('pending', 'sleeping')
+         where t.task_id = c.task_id and t.state in ('pending', 'sleeping')
            for update skip locked
       ) t
     ), ready as (
       delete from teguh.{p} p using locked where p.task_id = locked.task_id
       returning p.task_id, p.run_id, p.attempt, p.priority, p.available_at, p.seq, p.wake_event, p.event_payload,
-                p.timeout_step
+                p.timeout_step, p.concurrency_key
     ), started as (
       update teguh.{t} t
          set state = 'running', attempts = ready.attempt, current_run_id = ready.run_id,
@@ -702,10 +829,11 @@ begin
       returning t.task_id, t.task_name, t.params, t.retry_strategy, t.max_attempts, t.headers, t.claims
     ), leased as (
       -- a claim_timeout of 0 is a lease that never expires
-      insert into teguh.{r} (run_id, task_id, attempt, worker_id, claimed_at, expires_at)
+      insert into teguh.{r} (run_id, task_id, attempt, worker_id, claimed_at, expires_at, concurrency_key)
       select ready.run_id, ready.task_id, ready.attempt, p_worker_id, p_now,
              case when p_claim_timeout = 0 then 'infinity'::timestamptz
-                  else p_now + make_interval(secs => p_claim_timeout) end
+                  else p_now + make_interval(secs => p_claim_timeout) end,
+             ready.concurrency_key
         from ready
     ), timed_out as (
       -- runs resumed by an event-wait timeout: drop the wait, checkpoint the timeout
@@ -731,6 +859,7 @@ language plpgsql set enable_seqscan = off as $fn$
 #variable_conflict use_column
 declare
   v_done uuid[] := '{}';
+  v_key  text;
 begin
   -- t_ first (the update locks it), then r_
   if cardinality(p_run_ids) = 1 then
@@ -740,7 +869,10 @@ begin
      where t.task_id = (select r.task_id from teguh.{r} r where r.run_id = p_run_ids[1])
        and t.current_run_id = p_run_ids[1] and t.state = 'running';
     if found then
-      delete from teguh.{r} r where r.run_id = p_run_ids[1];
+      delete from teguh.{r} r where r.run_id = p_run_ids[1] returning r.concurrency_key into v_key;
+      if v_key is not null then
+        perform teguh._notify({queue});  -- a concurrency slot is free (teguh.next_wake_at)
+      end if;
       return;
     end if;
   else
@@ -755,7 +887,11 @@ begin
     )
     select coalesce(array_agg(done.run_id), '{}') into v_done from done;
     -- a later statement: its snapshot sees the leases as they are now
-    delete from teguh.{r} r where r.run_id = any (v_done);
+    with gone as (delete from teguh.{r} r where r.run_id = any (v_done) returning r.concurrency_key)
+    select max(gone.concurrency_key) into v_key from gone;
+    if v_key is not null then
+      perform teguh._notify({queue});  -- a concurrency slot is free (teguh.next_wake_at)
+    end if;
   end if;
   -- the runs that are not (or no longer) active
   return query
@@ -853,6 +989,8 @@ begin
       cancelled_at     timestamptz,
       -- claims so far, resumes included: the run sequence claim_task reports
       claims           integer     not null default 0,
+      -- the spawn option concurrency_key (teguh.set_concurrency_limit)
+      concurrency_key  text,
       constraint %I primary key (task_id)
     ) with (fillfactor = 50)$t$, 't_' || p_queue_name, 'tpk_' || p_queue_name);
   -- Only columns that never change after insert (or change only for tasks
@@ -875,11 +1013,17 @@ begin
       wake_event    text,
       event_payload jsonb,
       timeout_step  text,
+      concurrency_key text,
       constraint %I primary key (task_id)
     ) with (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 200)$t$,
     'p_' || p_queue_name, 'pseq_' || p_queue_name, 'ppk_' || p_queue_name);
-  execute format('create index if not exists %I on teguh.%I (priority desc, available_at, seq)',
+  -- Claim order: tasks without a concurrency key in porder, keyed ones in
+  -- pkey, grouped by key, so that a claim passes over a capped key's
+  -- pending tasks without reading them (teguh.set_concurrency_limit).
+  execute format('create index if not exists %I on teguh.%I (priority desc, available_at, seq) where concurrency_key is null',
                  'porder_' || p_queue_name, 'p_' || p_queue_name);
+  execute format($i$create index if not exists %I on teguh.%I (concurrency_key, priority desc, available_at, seq)
+                    where concurrency_key is not null$i$, 'pkey_' || p_queue_name, 'p_' || p_queue_name);
   execute format('create index if not exists %I on teguh.%I (available_at)',
                  'pdue_' || p_queue_name, 'p_' || p_queue_name);
 
@@ -891,11 +1035,14 @@ begin
       worker_id  text        not null,
       claimed_at timestamptz not null,
       expires_at timestamptz not null,
+      concurrency_key text,
       constraint %I primary key (run_id)
     ) with (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 200)$t$,
     'r_' || p_queue_name, 'rpk_' || p_queue_name);
   execute format('create index if not exists %I on teguh.%I (expires_at)',
                  'rexp_' || p_queue_name, 'r_' || p_queue_name);
+  execute format('create index if not exists %I on teguh.%I (concurrency_key) where concurrency_key is not null',
+                 'rkey_' || p_queue_name, 'r_' || p_queue_name);
 
   execute format($t$
     create table if not exists teguh.%I (
@@ -1003,9 +1150,9 @@ begin
   perform teguh._assert_queue(p_queue_name);
   perform teguh._check_name('task_name', p_task_name);
   o := teguh._parse_spawn_options(teguh._with_queue_defaults(p_queue_name, p_options), false);
-  return query execute format('select * from teguh.%I($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)', '_spawn_' || p_queue_name)
+  return query execute format('select * from teguh.%I($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)', '_spawn_' || p_queue_name)
     using p_task_name, coalesce(p_params, 'null'::jsonb), o.o_headers, o.o_retry_strategy, o.o_max_attempts,
-          o.o_priority, o.o_cancellation, o.o_idempotency_key, v_now, o.o_available_at;
+          o.o_priority, o.o_cancellation, o.o_idempotency_key, v_now, o.o_available_at, o.o_concurrency_key;
   perform teguh._notify(p_queue_name);
 end
 $$;
@@ -1055,15 +1202,15 @@ begin
     ), ins as (
       insert into teguh.%1$I (task_id, task_name, params, headers, retry_strategy, max_attempts, priority,
                               cancellation, idempotency_key, state, current_run_id, created_at, available_at,
-                              cancel_at)
+                              cancel_at, concurrency_key)
       select i.task_id, $1, i.params, $4, $5, $6, $7, $8, i.ikey, 'pending', i.run_id, $9, $10,
-             $10 + make_interval(secs => ($8->>'max_delay')::double precision)
+             $10 + make_interval(secs => ($8->>'max_delay')::double precision), $11
         from input i order by i.ord
       on conflict (idempotency_key) where idempotency_key is not null do nothing
       returning task_id, idempotency_key
     ), ready as (
-      insert into teguh.%2$I (task_id, run_id, attempt, priority, available_at)
-      select i.task_id, i.run_id, 1, $7, $10
+      insert into teguh.%2$I (task_id, run_id, attempt, priority, available_at, concurrency_key)
+      select i.task_id, i.run_id, 1, $7, $10, $11
         from input i join ins using (task_id) order by i.ord
     ), result as (
       select i.ord, i.ikey,
@@ -1086,7 +1233,7 @@ begin
       from result$q$, 't_' || p_queue_name, 'p_' || p_queue_name)
     into v_ids, v_runs, v_attempts, v_created, v_keys
     using p_task_name, p_params, o.o_idempotency_keys, o.o_headers, o.o_retry_strategy, o.o_max_attempts,
-          o.o_priority, o.o_cancellation, v_now, o.o_available_at;
+          o.o_priority, o.o_cancellation, v_now, o.o_available_at, o.o_concurrency_key;
   if array_position(v_ids, null) is not null then
     -- A concurrent spawn committed one of the keys while this insert waited
     -- on it: this statement's snapshot predates that task, a new one sees it.
@@ -1149,7 +1296,7 @@ declare
   v_task record;
   v_run  uuid;
 begin
-  execute format('select attempts, max_attempts, retry_strategy, priority from teguh.%I where task_id = $1',
+  execute format('select attempts, max_attempts, retry_strategy, priority, concurrency_key from teguh.%I where task_id = $1',
                  't_' || p_queue_name) into v_task using p_task_id;
   execute format('delete from teguh.%I where run_id = $1', 'r_' || p_queue_name) using p_run_id;
   -- a reason {"retryable": false, ...} fails the task now, attempts left or not
@@ -1158,15 +1305,19 @@ begin
     execute format($q$update teguh.%I set state = 'pending', current_run_id = $2, last_failure = $3
                       where task_id = $1$q$, 't_' || p_queue_name)
       using p_task_id, v_run, p_reason;
-    execute format('insert into teguh.%I (task_id, run_id, attempt, priority, available_at) values ($1, $2, $3, $4, $5)',
-                   'p_' || p_queue_name)
+    execute format($q$insert into teguh.%I (task_id, run_id, attempt, priority, available_at, concurrency_key)
+                      values ($1, $2, $3, $4, $5, $6)$q$, 'p_' || p_queue_name)
       using p_task_id, v_run, v_task.attempts + 1, v_task.priority,
-            coalesce(p_retry_at, p_now + make_interval(secs => teguh._retry_delay(v_task.retry_strategy, v_task.attempts)));
+            coalesce(p_retry_at, p_now + make_interval(secs => teguh._retry_delay(v_task.retry_strategy, v_task.attempts))),
+            v_task.concurrency_key;
     perform teguh._notify(p_queue_name);
   else
     execute format($q$update teguh.%I set state = 'failed', last_failure = $2, finished_at = $3, cancel_at = null
                       where task_id = $1$q$, 't_' || p_queue_name)
       using p_task_id, p_reason, p_now;
+    if v_task.concurrency_key is not null then
+      perform teguh._notify(p_queue_name);  -- a concurrency slot is free (teguh.next_wake_at)
+    end if;
   end if;
 end
 $$;
@@ -1462,9 +1613,10 @@ begin
   execute format($q$update teguh.%I set state = 'sleeping' where task_id = $1$q$, 't_' || p_queue_name)
     using v_task.o_task_id;
   execute format($q$
-    with released as (delete from teguh.%1$I r where r.run_id = $1 returning r.task_id, r.run_id, r.attempt)
-    insert into teguh.%2$I (task_id, run_id, attempt, priority, available_at)
-    select released.task_id, released.run_id, released.attempt, $2, $3 from released$q$,
+    with released as (delete from teguh.%1$I r where r.run_id = $1
+                      returning r.task_id, r.run_id, r.attempt, r.concurrency_key)
+    insert into teguh.%2$I (task_id, run_id, attempt, priority, available_at, concurrency_key)
+    select released.task_id, released.run_id, released.attempt, $2, $3, released.concurrency_key from released$q$,
     'r_' || p_queue_name, 'p_' || p_queue_name)
     using p_run_id, v_task.o_priority, p_wake_at;
   perform teguh._notify(p_queue_name);
@@ -1497,9 +1649,10 @@ begin
                     where task_id = $1$q$, 't_' || p_queue_name)
     using v_task.o_task_id, p_reason;
   execute format($q$
-    with released as (delete from teguh.%1$I r where r.run_id = $1 returning r.task_id, r.run_id, r.attempt)
-    insert into teguh.%2$I (task_id, run_id, attempt, priority, available_at)
-    select released.task_id, released.run_id, released.attempt, $2, $3 from released$q$,
+    with released as (delete from teguh.%1$I r where r.run_id = $1
+                      returning r.task_id, r.run_id, r.attempt, r.concurrency_key)
+    insert into teguh.%2$I (task_id, run_id, attempt, priority, available_at, concurrency_key)
+    select released.task_id, released.run_id, released.attempt, $2, $3, released.concurrency_key from released$q$,
     'r_' || p_queue_name, 'p_' || p_queue_name)
     using p_run_id, v_task.o_priority, coalesce(p_available_at, v_now);
   perform teguh._notify(p_queue_name);
@@ -1740,8 +1893,10 @@ begin
   execute format($q$update teguh.%I set state = 'sleeping' where task_id = $1 returning priority$q$, 't_' || p_queue_name)
     into v_lease using p_task_id;
   if p_timeout is not null then
-    execute format($q$insert into teguh.%I (task_id, run_id, attempt, priority, available_at, wake_event, timeout_step)
-                      select $1, r.run_id, r.attempt, $3, $4, $5, $6 from teguh.%I r where r.run_id = $2$q$,
+    execute format($q$insert into teguh.%I (task_id, run_id, attempt, priority, available_at, wake_event, timeout_step,
+                                            concurrency_key)
+                      select $1, r.run_id, r.attempt, $3, $4, $5, $6, r.concurrency_key
+                        from teguh.%I r where r.run_id = $2$q$,
                    'p_' || p_queue_name, 'r_' || p_queue_name)
       using p_task_id, p_run_id, v_lease.priority, v_now + make_interval(secs => p_timeout), p_event_name, p_step_name;
   end if;
@@ -1806,10 +1961,11 @@ begin
     with woken as (
       delete from teguh.%4$I w using teguh.%1$I t
        where w.event_name = $1 and t.task_id = w.task_id and t.state = 'sleeping'
-      returning w.task_id, w.run_id, w.attempt, w.step_name, t.priority
+      returning w.task_id, w.run_id, w.attempt, w.step_name, t.priority, t.concurrency_key
     ), due as (
-      insert into teguh.%2$I (task_id, run_id, attempt, priority, available_at, wake_event, event_payload)
-      select woken.task_id, woken.run_id, woken.attempt, woken.priority, $3, $1, $2 from woken
+      insert into teguh.%2$I (task_id, run_id, attempt, priority, available_at, wake_event, event_payload,
+                              concurrency_key)
+      select woken.task_id, woken.run_id, woken.attempt, woken.priority, $3, $1, $2, woken.concurrency_key from woken
     )
     insert into teguh.%3$I (task_id, checkpoint_name, state, timed_out, owner_run, updated_at)
     select woken.task_id, woken.step_name, $2, false, woken.run_id, $3 from woken
@@ -1834,9 +1990,16 @@ $$;
 -- or the worker's heartbeat removes it.
 create or replace function teguh._cancel_locked(p_queue_name text, p_task_id uuid, p_now timestamptz) returns void
 language plpgsql as $$
+declare
+  v_freed boolean;
 begin
+  execute format($q$select state = 'running' and concurrency_key is not null from teguh.%I where task_id = $1$q$,
+                 't_' || p_queue_name) into v_freed using p_task_id;
   execute format($q$update teguh.%I set state = 'cancelled', cancelled_at = $2, finished_at = $2, cancel_at = null
                     where task_id = $1$q$, 't_' || p_queue_name) using p_task_id, p_now;
+  if v_freed then
+    perform teguh._notify(p_queue_name);  -- a concurrency slot is free (teguh.next_wake_at)
+  end if;
   execute format('delete from teguh.%I where task_id = $1', 'p_' || p_queue_name) using p_task_id;
   execute format('delete from teguh.%I where task_id = $1', 'w_' || p_queue_name) using p_task_id;
 end
@@ -1903,7 +2066,8 @@ begin
   if v_spawn_new then
     v_options := jsonb_build_object('headers', v_task.headers, 'retry_strategy', v_task.retry_strategy,
                                     'max_attempts', coalesce(v_max_attempts, v_task.max_attempts),
-                                    'priority', v_task.priority, 'cancellation', v_task.cancellation);
+                                    'priority', v_task.priority, 'cancellation', v_task.cancellation,
+                                    'concurrency_key', v_task.concurrency_key);
     return query select * from teguh.spawn_task(p_queue_name, v_task.task_name, v_task.params, v_options);
     return;
   end if;
@@ -1922,9 +2086,9 @@ begin
                                                             end::double precision)
                      where task_id = $1$q$, 't_' || p_queue_name)
     using p_task_id, v_run, v_max_attempts, teguh.current_time();
-  execute format('insert into teguh.%I (task_id, run_id, attempt, priority, available_at) values ($1, $2, $3, $4, $5)',
-                 'p_' || p_queue_name)
-    using p_task_id, v_run, v_task.attempts + 1, v_task.priority, teguh.current_time();
+  execute format($q$insert into teguh.%I (task_id, run_id, attempt, priority, available_at, concurrency_key)
+                    values ($1, $2, $3, $4, $5, $6)$q$, 'p_' || p_queue_name)
+    using p_task_id, v_run, v_task.attempts + 1, v_task.priority, teguh.current_time(), v_task.concurrency_key;
   perform teguh._notify(p_queue_name);
   -- created: a new run was created (the Go reference's convention)
   return query select p_task_id, v_run, v_task.attempts + 1, true;
@@ -2089,27 +2253,90 @@ $$;
 -- The earliest time something on the queue falls due: a delayed, retrying or
 -- sleeping run, an event timeout, a lease expiry, a cancellation deadline or
 -- the next slot of an active schedule. May lie in the past (something is due now); null when nothing is pending.
+-- Ready tasks that a claim cannot take because their concurrency key is at
+-- its limit do not count as due: the end of a lease that frees a slot
+-- notifies the queue instead (so a worker does not poll a capped key).
 -- Errors: 42704 unknown queue.
 create or replace function teguh.next_wake_at(p_queue_name text) returns timestamptz
 language plpgsql as $$
 declare
-  v_at timestamptz;
+  v_at    timestamptz;
+  v_ready timestamptz;
+  v_now   timestamptz;
 begin
   perform teguh._assert_queue(p_queue_name);
-  execute format('select least((select min(available_at) from teguh.%I),
-                               (select min(expires_at) from teguh.%I where expires_at < ''infinity''),
+  execute format('select (select min(available_at) from teguh.%I),
+                         least((select min(expires_at) from teguh.%I where expires_at < ''infinity''),
                                (select min(cancel_at) from teguh.%I),
                                (select min(s.next_run_at) from teguh.schedules s where s.queue_name = $1 and not s.paused))',
                  'p_' || p_queue_name, 'r_' || p_queue_name, 't_' || p_queue_name)
-    into v_at using p_queue_name;
+    into v_ready, v_at using p_queue_name;
+  v_now := teguh.current_time();
+  if v_ready <= v_now and not teguh._claimable_now(p_queue_name, v_now) then
+    -- everything ready now waits for a concurrency slot: the next run that falls due later
+    execute format('select min(available_at) from teguh.%I where available_at > $1', 'p_' || p_queue_name)
+      into v_ready using v_now;
+  end if;
+  v_at := least(v_ready, v_at);
   -- rows stored before inputs were range-checked may hold infinities:
   -- -infinity is due now, infinity never
   if v_at = '-infinity' then
-    return teguh.current_time();
+    return v_now;
   elsif v_at = 'infinity' then
     return null;
   end if;
   return v_at;
+end
+$$;
+
+-- Whether a claim could take a task ready at p_now: one without a
+-- concurrency key, or one whose key is below its limit. Only tasks with a key
+-- cost more than an index probe (one probe per distinct key, as in claims).
+create or replace function teguh._claimable_now(p_queue_name text, p_now timestamptz) returns boolean
+language plpgsql as $$
+declare
+  v_found boolean;
+  v_key   text;
+  v_limit integer;
+  v_count integer;
+begin
+  execute format('select exists (select 1 from teguh.%I where concurrency_key is not null)', 'p_' || p_queue_name)
+    into v_found;
+  if not v_found then
+    return true;  -- no keyed task waits: what is ready is claimable
+  end if;
+  execute format('select exists (select 1 from teguh.%I where concurrency_key is null and available_at <= $1)',
+                 'p_' || p_queue_name)
+    into v_found using p_now;
+  if v_found then
+    return true;
+  end if;
+  for v_key in execute format($q$
+    with recursive k(key) as (
+      select min(p.concurrency_key) from teguh.%1$I p where p.concurrency_key is not null
+      union all
+      select (select min(p.concurrency_key) from teguh.%1$I p where p.concurrency_key > k.key)
+        from k where k.key is not null
+    )
+    select k.key from k
+     where k.key is not null
+       and exists (select 1 from teguh.%1$I p where p.concurrency_key = k.key and p.available_at <= $1)$q$,
+    'p_' || p_queue_name) using p_now
+  loop
+    v_limit := teguh._concurrency_limit(p_queue_name, v_key);
+    if v_limit is null then
+      return true;
+    elsif v_limit > 0 then
+      execute format($q$select count(*) from teguh.%I r join teguh.%I t on t.task_id = r.task_id
+                         where r.concurrency_key = $1 and t.state = 'running' and t.current_run_id = r.run_id$q$,
+                     'r_' || p_queue_name, 't_' || p_queue_name)
+        into v_count using v_key;
+      if v_count < v_limit then
+        return true;
+      end if;
+    end if;
+  end loop;
+  return false;
 end
 $$;
 
@@ -2519,6 +2746,144 @@ language plpgsql stable as $$
 begin
   perform teguh._assert_queue(p_queue_name);
   return teguh._queue_policy(p_queue_name);
+end
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Per-key concurrency limits
+-- ---------------------------------------------------------------------------
+
+-- One row per limit. key_pattern is a key, or a prefix followed by "*": the
+-- limit then applies to every key with that prefix, to each key separately
+-- (per tenant). A key's limit is its exact row, else its longest matching
+-- prefix row; a key no row matches is unlimited. Claims count a key's runs
+-- in flight from r_<q> (rkey_<q>), so every path that ends a run's lease
+-- frees its slot with nothing else to maintain.
+create table if not exists teguh.concurrency_limits (
+  queue_name  text        not null references teguh.queues (queue_name) on delete cascade,
+  key_pattern text        not null,
+  max_running integer     not null,
+  updated_at  timestamptz not null,
+  primary key (queue_name, key_pattern)
+);
+
+-- Checks a concurrency key (p_pattern: a limit's key, which may end in "*").
+create or replace function teguh._check_concurrency_key(p_argument text, p_key text, p_pattern boolean)
+returns void
+language plpgsql immutable as $$
+begin
+  if p_key is null or p_key = '' then
+    perform teguh._invalid(p_argument, 'expected a non-empty string');
+  elsif octet_length(p_key) > 255 then
+    perform teguh._invalid(p_argument, format('expected at most 255 bytes, got %s', octet_length(p_key)));
+  elsif p_pattern and strpos(rtrim(p_key, '*'), '*') > 0 then
+    perform teguh._invalid(p_argument, format('"*" may only end a key (a prefix), got %L', p_key));
+  elsif p_pattern and p_key like '%**' then
+    perform teguh._invalid(p_argument, format('expected one trailing "*", got %L', p_key));
+  end if;
+end
+$$;
+
+-- The limit that governs key p_key in queue p_queue_name (null: none).
+create or replace function teguh._concurrency_limit(p_queue_name text, p_key text) returns integer
+language sql stable as $$
+  select l.max_running from teguh.concurrency_limits l
+   where l.queue_name = p_queue_name
+     and (l.key_pattern = p_key
+          or (right(l.key_pattern, 1) = '*' and starts_with(p_key, left(l.key_pattern, -1))))
+   order by l.key_pattern = p_key desc, length(l.key_pattern) desc
+   limit 1
+$$;
+
+-- At most p_limit runs of tasks whose concurrency_key is p_key run at once
+-- in queue p_queue_name, across all workers. A p_key ending in "*" limits
+-- every key with that prefix, each key separately; an exact key's limit
+-- wins over a prefix's, a longer prefix over a shorter one. p_limit 0 holds
+-- the key's tasks; null removes the limit. Runs already in flight are not
+-- interrupted when a limit is lowered. Errors: 22023 (key, limit), 42704.
+create or replace function teguh.set_concurrency_limit(p_queue_name text, p_key text, p_limit integer)
+returns void
+language plpgsql as $$
+begin
+  perform teguh._assert_queue(p_queue_name);
+  perform teguh._check_concurrency_key('key', p_key, true);
+  if p_limit is null then
+    delete from teguh.concurrency_limits l where l.queue_name = p_queue_name and l.key_pattern = p_key;
+    return;
+  end if;
+  if p_limit < 0 then
+    perform teguh._invalid('limit', format('expected an integer >= 0 (or null to remove the limit), got %s', p_limit));
+  end if;
+  insert into teguh.concurrency_limits (queue_name, key_pattern, max_running, updated_at)
+  values (p_queue_name, p_key, p_limit, teguh.current_time())
+  on conflict (queue_name, key_pattern)
+  do update set max_running = excluded.max_running, updated_at = excluded.updated_at;
+  perform teguh._notify(p_queue_name);  -- a raised limit may free work
+end
+$$;
+
+-- Removes the limit on p_key (as given to set_concurrency_limit, "*"
+-- included); true when there was one. Errors: 22023 (key), 42704.
+create or replace function teguh.drop_concurrency_limit(p_queue_name text, p_key text) returns boolean
+language plpgsql as $$
+begin
+  perform teguh._assert_queue(p_queue_name);
+  perform teguh._check_concurrency_key('key', p_key, true);
+  delete from teguh.concurrency_limits l where l.queue_name = p_queue_name and l.key_pattern = p_key;
+  if found then
+    perform teguh._notify(p_queue_name);
+  end if;
+  return found;
+end
+$$;
+
+-- The concurrency limits of one queue (or all), with the runs in flight
+-- right now under each: for an exact key its runs, for a prefix the runs
+-- of every key the prefix governs (keys with a limit of their own, or a
+-- longer prefix, excluded). Errors: 22023, 42704 (queue).
+create or replace function teguh.list_concurrency_limits(p_queue_name text default null)
+returns table (queue_name text, key text, is_prefix boolean, max_running integer, running integer,
+               updated_at timestamptz)
+language plpgsql stable as $$
+declare
+  v_limit record;
+  v_running integer;
+begin
+  if p_queue_name is not null then
+    perform teguh._assert_queue(p_queue_name);
+  end if;
+  for v_limit in
+    select l.queue_name, l.key_pattern, l.max_running, l.updated_at from teguh.concurrency_limits l
+     where p_queue_name is null or l.queue_name = p_queue_name
+     order by l.queue_name, l.key_pattern
+  loop
+    if right(v_limit.key_pattern, 1) = '*' then
+      execute format($q$
+        select count(*) from teguh.%I r join teguh.%I t on t.task_id = r.task_id
+         where r.concurrency_key >= $1 and starts_with(r.concurrency_key, $1)
+           and t.state = 'running' and t.current_run_id = r.run_id
+           and (select l.key_pattern from teguh.concurrency_limits l
+                 where l.queue_name = $2
+                   and (l.key_pattern = r.concurrency_key
+                        or (right(l.key_pattern, 1) = '*' and starts_with(r.concurrency_key, left(l.key_pattern, -1))))
+                 order by l.key_pattern = r.concurrency_key desc, length(l.key_pattern) desc limit 1) = $3$q$,
+        'r_' || v_limit.queue_name, 't_' || v_limit.queue_name)
+        into v_running using left(v_limit.key_pattern, -1), v_limit.queue_name, v_limit.key_pattern;
+    else
+      execute format($q$
+        select count(*) from teguh.%I r join teguh.%I t on t.task_id = r.task_id
+         where r.concurrency_key = $1 and t.state = 'running' and t.current_run_id = r.run_id$q$,
+        'r_' || v_limit.queue_name, 't_' || v_limit.queue_name)
+        into v_running using v_limit.key_pattern;
+    end if;
+    queue_name := v_limit.queue_name;
+    key := v_limit.key_pattern;
+    is_prefix := right(v_limit.key_pattern, 1) = '*';
+    max_running := v_limit.max_running;
+    running := v_running;
+    updated_at := v_limit.updated_at;
+    return next;
+  end loop;
 end
 $$;
 
@@ -3087,7 +3452,8 @@ begin
     perform teguh._invalid('options', format('expected a JSON object, got %s', jsonb_typeof(p_options)));
   end if;
   perform teguh._check_keys('options', p_options,
-    array['timezone', 'catch_up', 'headers', 'retry_strategy', 'max_attempts', 'priority', 'cancellation']);
+    array['timezone', 'catch_up', 'headers', 'retry_strategy', 'max_attempts', 'priority', 'cancellation',
+          'concurrency_key']);
   o_timezone := coalesce(p_options->>'timezone', 'UTC');
   if jsonb_typeof(coalesce(p_options->'timezone', '"UTC"')) <> 'string'
      or not exists (select 1 from pg_timezone_names n where n.name = o_timezone) then
@@ -3651,6 +4017,7 @@ begin
     execute format($q$delete from teguh.%I where task_id = $1 and checkpoint_name = '$teguh:unhandled'$q$,
                    'c_' || p_queue_name)
       using v_task.o_task_id;
+    perform teguh._notify(p_queue_name);  -- a concurrency slot may be free (teguh.next_wake_at)
     return 'failed';
   end if;
   -- lock order: t_ (held), p_ and r_ (release_run), then c_. Pending, not
@@ -3733,6 +4100,13 @@ comment on function teguh.queue_stats(text) is 'Task counts by state and leases 
 comment on function teguh.set_queue_policy(text, jsonb) is
   'Merges keys into a queue''s policy (retention, cleanup, paused, defaults, lease_timeout); returns it. Errors: 22023, 42704.';
 comment on function teguh.get_queue_policy(text) is 'A queue''s policy, defaults included. Errors: 42704.';
+comment on function teguh.set_concurrency_limit(text, text, integer) is
+  'At most p_limit runs of tasks with concurrency_key p_key in flight at once (a key ending in * limits each key '
+  'with that prefix separately; 0 holds them; null removes the limit). Errors: 22023, 42704.';
+comment on function teguh.drop_concurrency_limit(text, text) is
+  'Removes a concurrency limit; true when there was one. Errors: 22023, 42704.';
+comment on function teguh.list_concurrency_limits(text) is
+  'The concurrency limits of a queue (or all), with the runs in flight under each. Errors: 22023, 42704.';
 comment on function teguh.create_schedule(text, text, text, text, jsonb, jsonb) is
   'Creates or updates a cron schedule fired by the ticker; returns its next slot. Errors: 22023, 42704.';
 comment on function teguh.drop_schedule(text, text) is 'Drops a schedule; true when it existed. Errors: 42704.';
@@ -3806,13 +4180,14 @@ language sql immutable as $$
                           'get_queue_policy', 'create_schedule', 'list_schedules', 'drop_schedule']),
     ('monitor',     array['queue_stats', 'get_task', 'get_task_result', 'next_wake_at',
                           'list_tasks', 'locate_task', 'list_schedules', 'get_queue_policy', 'list_workers',
-                          'queue_workers']),
+                          'queue_workers', 'list_concurrency_limits']),
     ('admin',       array['create_queue', 'drop_queue', 'cancel_task', 'retry_task', 'emit_event', 'cleanup_tasks',
                           'cleanup_all_queues', 'ticker', 'queue_stats', 'get_task', 'get_task_result',
                           'next_wake_at',
                           'set_queue_policy', 'get_queue_policy', 'create_schedule', 'drop_schedule',
                           'list_schedules', 'pause_schedule', 'resume_schedule', 'list_tasks', 'locate_task',
-                          'list_workers', 'queue_workers']),
+                          'list_workers', 'queue_workers', 'set_concurrency_limit', 'drop_concurrency_limit',
+                          'list_concurrency_limits']),
     ('maintenance', array['ticker', 'cleanup_tasks', 'cleanup_all_queues']),
     ('owner',       array['start', 'stop', 'allow_fake_time', 'grant_role', 'grant_producer', 'grant_worker',
                           'grant_monitor', 'grant_admin', 'revoke_role']),

@@ -36,6 +36,7 @@ from teguh.middleware import LifecycleLogging
 from teguh.records import (
     Cancellation,
     ClaimStatus,
+    ConcurrencyLimit,
     QueueStats,
     RetryStrategy,
     Run,
@@ -67,6 +68,7 @@ __all__ = [
     "Cancellation",
     "ClaimStatus",
     "Client",
+    "ConcurrencyLimit",
     "EventTimeout",
     "InvalidArgument",
     "InvalidState",

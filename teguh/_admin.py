@@ -18,6 +18,7 @@ import psycopg
 
 from teguh import _engine as E
 from teguh.records import (
+    ConcurrencyLimit,
     ScheduleInfo,
     ScheduleOptions,
     TaskState,
@@ -214,3 +215,30 @@ class AdminMethods:
         """Return how many present workers serve each queue (zero included)."""
         with self._checked(conn) as c:
             return self.engine.queue_workers(c, queue)
+
+    # -- concurrency limits -----------------------------------------------------------
+
+    def set_concurrency_limit(
+        self, queue: str, key: str, limit: int | None, *, conn: Conn | None = None
+    ) -> None:
+        """Let at most ``limit`` runs of tasks spawned with ``concurrency_key=key`` run at once.
+
+        Across every worker of ``queue``. A ``key`` ending in ``*`` limits each
+        key with that prefix separately (``"tenant:*"``: every tenant); an
+        exact key wins over a prefix, a longer prefix over a shorter one.
+        ``limit`` 0 holds the key's tasks; None removes the limit (docs/queues.md).
+        """
+        with self._checked(conn) as c:
+            self.engine.set_concurrency_limit(c, queue, key, limit)
+
+    def drop_concurrency_limit(self, queue: str, key: str, *, conn: Conn | None = None) -> bool:
+        """Remove the limit set on ``key`` (``*`` included); return whether there was one."""
+        with self._checked(conn) as c:
+            return self.engine.drop_concurrency_limit(c, queue, key)
+
+    def list_concurrency_limits(
+        self, queue: str | None = None, *, conn: Conn | None = None
+    ) -> list[ConcurrencyLimit]:
+        """Return the concurrency limits of one queue, or of all, with the runs under each."""
+        with self._checked(conn) as c:
+            return self.engine.list_concurrency_limits(c, queue)

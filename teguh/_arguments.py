@@ -201,7 +201,29 @@ def spawn_options(options: Mapping[str, Any], *, many: bool = False) -> dict[str
         out["delay_seconds"] = int(secs) if secs.is_integer() else secs
     if (priority := get("priority")) is not None:
         out["priority"] = integer(priority, "priority")
+    if (ckey := get("concurrency_key")) is not None:
+        out["concurrency_key"] = concurrency_key(ckey, "concurrency_key")
     return out
+
+
+def concurrency_key(value: Any, name: str, *, pattern: bool = False) -> str:
+    """Return ``value`` if it is a concurrency key the engine takes.
+
+    A non-empty str of at most 255 UTF-8 bytes; with ``pattern`` (a limit's
+    key) a single ``*`` may end it (a prefix).
+    """
+    key = text(value, name)
+    if not key:
+        raise InvalidArgument(f"{name} must be a non-empty string", argument=name)
+    if len(key.encode()) > 255:
+        raise InvalidArgument(
+            f"{name} must be at most 255 bytes, got {len(key.encode())}", argument=name
+        )
+    if pattern and "*" in key[:-1]:
+        raise InvalidArgument(
+            f'{name}: "*" may only end a key (a prefix), got {key!r}', argument=name
+        )
+    return key
 
 
 def schedule_options(options: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,9 +8,27 @@ from datetime import datetime
 from typing import Any
 
 from teguh import _queries as Q
-from teguh._arguments import aware, dump, integer, load, optional_text, optional_uuid, text, uuid
+from teguh._arguments import (
+    aware,
+    concurrency_key,
+    dump,
+    integer,
+    load,
+    optional_text,
+    optional_uuid,
+    text,
+    uuid,
+)
 from teguh._engine_core import Conn, EngineCore
-from teguh.records import QueueStats, ScheduleInfo, SpawnResult, TaskInfo, TaskResult, TaskSummary
+from teguh.records import (
+    ConcurrencyLimit,
+    QueueStats,
+    ScheduleInfo,
+    SpawnResult,
+    TaskInfo,
+    TaskResult,
+    TaskSummary,
+)
 
 
 class AdminCalls(EngineCore):
@@ -162,3 +180,21 @@ class AdminCalls(EngineCore):
             None if reason is None else dump(self.dumps, reason, "reason"),
         )
         self.execute(conn, Q.RELEASE_RUN_AT, args)
+
+    # -- concurrency limits ---------------------------------------------------------
+
+    def set_concurrency_limit(self, conn: Conn, queue: str, key: str, limit: int | None) -> None:
+        args = (
+            text(queue, "queue"),
+            concurrency_key(key, "key", pattern=True),
+            None if limit is None else integer(limit, "limit", 0),
+        )
+        self.execute(conn, Q.SET_CONCURRENCY_LIMIT, args)
+
+    def drop_concurrency_limit(self, conn: Conn, queue: str, key: str) -> bool:
+        args = (text(queue, "queue"), concurrency_key(key, "key", pattern=True))
+        return bool(self.value(conn, Q.DROP_CONCURRENCY_LIMIT, args))
+
+    def list_concurrency_limits(self, conn: Conn, queue: str | None) -> list[ConcurrencyLimit]:
+        args = (optional_text(queue, "queue"),)
+        return self.records(conn, ConcurrencyLimit, Q.LIST_CONCURRENCY_LIMITS, args)

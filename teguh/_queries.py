@@ -194,3 +194,9 @@ LIST_WORKERS: LiteralString = (
 )
 QUEUE_WORKERS: LiteralString = "select queue_name, workers from teguh.queue_workers(%s)"
 LOCATE_TASK: LiteralString = "select teguh.locate_task(%s)"
+SET_CONCURRENCY_LIMIT: LiteralString = "select teguh.set_concurrency_limit(%s, %s, %s)"
+DROP_CONCURRENCY_LIMIT: LiteralString = "select teguh.drop_concurrency_limit(%s, %s)"
+LIST_CONCURRENCY_LIMITS: LiteralString = (
+    "select queue_name, key, is_prefix, max_running, running, updated_at"
+    " from teguh.list_concurrency_limits(%s)"
+)

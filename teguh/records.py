@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Cancellation",
     "ClaimStatus",
+    "ConcurrencyLimit",
     "ExceptionClasses",
     "QueueStats",
     "RetryStrategy",
@@ -77,6 +78,8 @@ class SpawnOptions(TypedDict, total=False):
     returns the existing task with ``created=False``. ``available_at`` (an
     aware datetime) or ``delay`` (seconds or a timedelta, on the database
     clock): no attempt before then. ``priority``: higher runs first.
+    ``concurrency_key``: the key whose concurrency limit this task's runs
+    count against (`Client.set_concurrency_limit`, docs/queues.md).
     """
 
     headers: dict[str, Any]
@@ -87,6 +90,7 @@ class SpawnOptions(TypedDict, total=False):
     available_at: datetime
     delay: float | timedelta
     priority: int
+    concurrency_key: str
 
 
 ExceptionClasses: TypeAlias = type[BaseException] | tuple[type[BaseException], ...]
@@ -99,8 +103,8 @@ class TaskOptions(TypedDict, total=False):
     ``name``: the task's name (default ``module.qualname``). ``queue``: its
     queue (default ``"default"``). ``max_attempts``, ``retry`` (a
     `RetryStrategy`, spawned as ``retry_strategy``), ``headers``,
-    ``priority`` and ``cancellation``: the defaults of every spawn of the
-    task (see `SpawnOptions`). ``retry_on`` / ``dont_retry_on``: an exception
+    ``priority``, ``cancellation`` and ``concurrency_key``: the defaults of
+    every spawn of the task (see `SpawnOptions`). ``retry_on`` / ``dont_retry_on``: an exception
     not in ``retry_on``, or in ``dont_retry_on``, fails the task at once.
     None means "not given" for every key.
     """
@@ -112,6 +116,7 @@ class TaskOptions(TypedDict, total=False):
     headers: Mapping[str, Any] | None
     priority: int | None
     cancellation: Cancellation | None
+    concurrency_key: str | None
     retry_on: ExceptionClasses | None
     dont_retry_on: ExceptionClasses | None
 
@@ -122,8 +127,8 @@ class ScheduleOptions(TypedDict, total=False):
     ``timezone``: an IANA name the cron spec is read in (default UTC).
     ``catch_up``: after downtime, spawn the ``"latest"`` missed slot (the
     default) or ``"none"``. ``headers``, ``retry_strategy``,
-    ``max_attempts``, ``priority`` and ``cancellation``: the `SpawnOptions`
-    of the tasks it spawns (for ``@app.periodic``, the task's declared
+    ``max_attempts``, ``priority``, ``cancellation`` and ``concurrency_key``:
+    the `SpawnOptions` of the tasks it spawns (for ``@app.periodic``, the task's declared
     defaults otherwise). None means "the default" for every key.
     """
 
@@ -134,6 +139,7 @@ class ScheduleOptions(TypedDict, total=False):
     max_attempts: int | None
     priority: int | None
     cancellation: Cancellation | None
+    concurrency_key: str | None
 
 
 class WorkerOptions(TypedDict, total=False):
@@ -310,6 +316,23 @@ class TaskSummary:
     finished_at: datetime | None
     last_failure: Any
     cancelled_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConcurrencyLimit:
+    """A per-key concurrency limit (`Client.list_concurrency_limits`).
+
+    ``key`` is as set: a key, or a prefix ending in ``*`` (``is_prefix``)
+    that limits each key it matches separately. ``running``: the runs in
+    flight now under this limit (for a prefix, over all the keys it governs).
+    """
+
+    queue_name: str
+    key: str
+    is_prefix: bool
+    max_running: int
+    running: int
+    updated_at: datetime
 
 
 @dataclass(frozen=True, slots=True)

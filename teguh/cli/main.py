@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 
 from teguh import schema
-from teguh.cli import admin, inspect, maintenance, tasks, worker
+from teguh.cli import admin, inspect, limits, maintenance, tasks, worker
 from teguh.cli.common import (
     CliError,
     Parser,
@@ -145,6 +145,20 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("names", nargs="+", metavar="QUEUE")
     q = command("resume", "resume paused queues", inspect.cmd_queue_resume, qsub)
     q.add_argument("names", nargs="+", metavar="QUEUE")
+    q = command(
+        "limit",
+        "at most N runs at once of tasks with concurrency key KEY (KEY*: each key of a prefix)",
+        limits.cmd_limit_set,
+        qsub,
+    )
+    q.add_argument("queue", metavar="QUEUE")
+    q.add_argument("key", metavar="KEY", help="a concurrency key, or a prefix ending in *")
+    q.add_argument("limit", type=limits.limit_arg, metavar="N", help="0 holds the key's tasks")
+    q = command("unlimit", "remove a concurrency limit", limits.cmd_limit_remove, qsub)
+    q.add_argument("queue", metavar="QUEUE")
+    q.add_argument("key", metavar="KEY", help="as given to `teguh queue limit`")
+    q = command("limits", "list the concurrency limits", limits.cmd_limit_list, qsub)
+    q.add_argument("queue", nargs="?", metavar="QUEUE", help="one queue (default: all)")
     q = command("policy", "show or set a queue's policy", _cmd_help, qsub)
     psub = q.add_subparsers(dest="policy_command", metavar="ACTION", parser_class=Parser)
     q.set_defaults(help_parser=q)
@@ -203,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="spawn at most one task per key; a repeat prints the existing task",
     )
     p.add_argument("--headers", type=json_object_arg, metavar="JSON", help="task headers")
+    p.add_argument(
+        "--concurrency-key",
+        metavar="KEY",
+        help="count the task against KEY's concurrency limit (`teguh queue limit`)",
+    )
 
     p = command("task", "list, show, cancel or retry tasks", _cmd_help)
     tsub = p.add_subparsers(dest="task_command", metavar="ACTION", parser_class=Parser)

@@ -28,6 +28,7 @@ def cmd_spawn(args: argparse.Namespace, session: Session) -> int:
             priority=args.priority,
             idempotency_key=args.idempotency_key,
             headers=args.headers,
+            concurrency_key=args.concurrency_key,
             conn=conn,
         )
     except TypeError as exc:  # not reachable with JSON from the command line, but be safe

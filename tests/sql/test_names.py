@@ -24,8 +24,8 @@ from .test_schema_upgrade import V1_SQL, _fresh_database
 # the indexes (and keys) of each table of a queue, by kind
 INDEXES = {
     "t": {"tpk", "tikey", "tcncl"},
-    "p": {"ppk", "porder", "pdue"},
-    "r": {"rpk", "rexp"},
+    "p": {"ppk", "porder", "pkey", "pdue"},
+    "r": {"rpk", "rexp", "rkey"},
     "c": {"cpk"},
     "e": {"epk", "eat"},
     "w": {"wpk", "wevent"},
@@ -73,6 +73,7 @@ GLOBAL_TABLES = [
     "queues_ticks",
     "queue_policies",
     "schedules",
+    "concurrency_limits",
     "workers",
     "settings",
     "role_grants",

@@ -7,7 +7,7 @@ What maps to what (docs/django.md has the table):
 - ``priority`` (-100..100, higher first) is teguh's priority unchanged;
 - ``run_after`` is the first attempt's ``available_at``;
 - `TeguhTask` adds teguh's options: ``max_attempts``, ``retry``,
-  ``cancellation`` and ``idempotency_key``;
+  ``cancellation``, ``idempotency_key`` and ``concurrency_key``;
 - the `TaskResult` id is the teguh task id (a UUID string).
 """
 
@@ -55,6 +55,7 @@ _SPAWN_FIELDS = {
     "retry": "retry_strategy",
     "cancellation": "cancellation",
     "idempotency_key": "idempotency_key",
+    "concurrency_key": "concurrency_key",
 }
 
 
@@ -63,7 +64,9 @@ class TeguhTask(Task):  # type: ignore[misc]  # Django is untyped
     """A Django `Task` with teguh's spawn options (the backend's ``task_class``).
 
     ``@task(max_attempts=3, retry={"kind": "fixed", "base_seconds": 10})``;
-    ``my_task.using(idempotency_key=f"order-{order.pk}").enqueue(...)``.
+    ``my_task.using(idempotency_key=f"order-{order.pk}").enqueue(...)``;
+    ``my_task.using(concurrency_key=f"tenant:{tenant.pk}")`` counts the task
+    against that key's concurrency limit (docs/queues.md).
     ``max_attempts`` defaults to the engine's (5), ``retry`` to exponential
     backoff (1 s base, factor 2, 300 s cap).
     """
@@ -72,6 +75,7 @@ class TeguhTask(Task):  # type: ignore[misc]  # Django is untyped
     retry: RetryStrategy | None = None
     cancellation: Cancellation | None = None
     idempotency_key: str | None = None
+    concurrency_key: str | None = None
 
     def using(
         self,
@@ -84,6 +88,7 @@ class TeguhTask(Task):  # type: ignore[misc]  # Django is untyped
         retry: RetryStrategy | None = None,
         cancellation: Cancellation | None = None,
         idempotency_key: str | None = None,
+        concurrency_key: str | None = None,
     ) -> TeguhTask:
         """Return a copy with these options changed (Django's and teguh's)."""
         task: TeguhTask = Task.using(
@@ -94,6 +99,7 @@ class TeguhTask(Task):  # type: ignore[misc]  # Django is untyped
             "retry": retry,
             "cancellation": cancellation,
             "idempotency_key": idempotency_key,
+            "concurrency_key": concurrency_key,
         }
         changes = {name: value for name, value in given.items() if value is not None}
         return replace(task, **changes) if changes else task

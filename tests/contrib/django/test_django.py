@@ -125,6 +125,13 @@ def test_enqueue_options_map_to_teguh() -> None:
     assert fetched.status == "READY" and fetched.task.queue_name == "emails"
     keyed = send_email.using(idempotency_key="once").enqueue("z@y")
     assert send_email.using(idempotency_key="once").enqueue("z@y").id == keyed.id
+    limited = send_email.using(concurrency_key="tenant:1").enqueue("k@y")
+    with raw_connection("default").cursor() as cursor:
+        cursor.execute(
+            "select concurrency_key from teguh.t_emails where task_id = %s",
+            (uuid.UUID(limited.id),),
+        )
+        assert cursor.fetchall() == [("tenant:1",)]
 
 
 def test_enqueue_inside_atomic_is_visible_to_the_transaction_only() -> None:
