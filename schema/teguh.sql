@@ -1474,6 +1474,43 @@ language sql as $$
   select * from teguh._claim(p_queue_name, p_worker_id, p_claim_timeout, p_qty, false)
 $$;
 
+-- claim_runs that also says when the queue's next run falls due, so that a
+-- worker whose claim came back short needs no second round trip
+-- (next_wake_at) to know how long it may sleep. The claimed runs come first,
+-- with null next_wake_at/next_wake_in; when fewer than p_qty runs were
+-- claimed, one last row with a null run_id carries next_wake_at (as
+-- teguh.next_wake_at, measured after the claim) and next_wake_in, the
+-- seconds from teguh.current_time() to it (<= 0: due now; both null:
+-- nothing pending). A wrapper of the same claim as claim_runs.
+-- Errors: as claim_task.
+create or replace function teguh.claim_runs_next(
+  p_queue_name    text,
+  p_worker_id     text,
+  p_claim_timeout integer default 30,
+  p_qty           integer default 1
+) returns table (run_id uuid, task_id uuid, attempt integer, task_name text, params jsonb, retry_strategy jsonb,
+                 max_attempts integer, headers jsonb, wake_event text, event_payload jsonb,
+                 next_wake_at timestamptz, next_wake_in double precision)
+language plpgsql as $$
+declare
+  v_claimed integer;
+  v_at      timestamptz;
+begin
+  -- _claim validates every argument before it claims anything
+  return query
+    select c.*, null::timestamptz, null::double precision
+      from teguh._claim(p_queue_name, p_worker_id, p_claim_timeout, p_qty, false) c;
+  get diagnostics v_claimed = row_count;
+  if v_claimed < p_qty then
+    v_at := teguh.next_wake_at(p_queue_name);
+    return query
+      select null::uuid, null::uuid, null::integer, null::text, null::jsonb, null::jsonb, null::integer,
+             null::jsonb, null::text, null::jsonb, v_at,
+             extract(epoch from v_at - teguh.current_time())::double precision;
+  end if;
+end
+$$;
+
 -- Completes many runs of one queue in one statement (a worker's batched
 -- completions). Returns the runs that were not completed: 'cancelled' or
 -- 'lost' (not the task's active run any more); the others are completed.
@@ -4135,6 +4172,8 @@ comment on function teguh.claim_task(text, text, integer, integer) is
   'Leases ready runs (claim_timeout 0: never expires); attempt is the Go client''s run sequence. Errors: 22023, 42704.';
 comment on function teguh.claim_runs(text, text, integer, integer) is
   'claim_task whose attempt is the attempt number a resume keeps (the Python worker''s). Errors: 22023, 42704.';
+comment on function teguh.claim_runs_next(text, text, integer, integer) is
+  'claim_runs plus, after a short claim, one row (null run_id) with the queue''s next due time. Errors: 22023, 42704.';
 comment on function teguh.complete_runs(text, uuid[], jsonb[]) is
   'Completes many runs; returns those cancelled or lost. Errors: 22023, 42704.';
 comment on function teguh.complete_run(text, uuid, jsonb) is 'Completes an active run. Errors: 42704, AB001, AB002.';
@@ -4252,6 +4291,7 @@ language sql immutable as $$
     -- a worker also hands runs back, registers its presence and syncs the
     -- schedules its application declares
     ('worker',      array['spawn_task', 'spawn_tasks', 'get_task_result', 'get_task', 'claim_task', 'claim_runs',
+                          'claim_runs_next',
                           'complete_run', 'complete_runs', 'fail_run', 'schedule_run', 'extend_claim', 'extend_claims',
                           'set_task_checkpoint_state', 'get_task_checkpoint_state', 'get_task_checkpoint_states',
                           'await_event', 'wait_event', 'emit_event', 'next_wake_at', 'ticker', 'hand_back_run',

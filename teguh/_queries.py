@@ -61,6 +61,14 @@ CLAIM_TASK: LiteralString = (
 # two executions then passed every fence (checkpoints written twice). The
 # chaos suite (tests/chaos) restarts the server right after claims to check.
 WORKER_CLAIM_TASK: LiteralString = CLAIM_TASK
+# The dispatcher's claim: claim_runs plus, after a short claim, one last row
+# with a null run_id whose next_wake_in is the seconds until the queue's next
+# due time (on the database clock), so a short claim needs no second round trip.
+CLAIM_RUNS_NEXT: LiteralString = (
+    "select run_id, task_id, attempt, task_name, params::text, retry_strategy::text,"
+    " max_attempts, headers::text, wake_event, event_payload::text, next_wake_in"
+    " from teguh.claim_runs_next(%s, %s, %s, %s)"
+)
 COMPLETE_RUN: LiteralString = "select teguh.complete_run(%s, %s, %s::jsonb)"
 # Many completions in one statement; returns the runs it could not complete.
 COMPLETE_RUNS: LiteralString = (
@@ -77,11 +85,6 @@ EXTEND_CLAIMS: LiteralString = (
     "select run_id, status from teguh.extend_claims(%s, %s, %s::uuid[], %s)"
 )
 NEXT_WAKE_AT: LiteralString = "select teguh.next_wake_at(%s)"
-# Seconds from the database's now until the next due time (null: nothing due).
-# Computed on the database clock so a skewed application clock does not matter.
-NEXT_WAKE_IN: LiteralString = (
-    "select extract(epoch from teguh.next_wake_at(%s) - teguh.current_time())::float8"
-)
 
 # -- steps and events -----------------------------------------------------------
 
