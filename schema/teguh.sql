@@ -1482,6 +1482,43 @@ language sql as $$
   select * from teguh._claim(p_queue_name, p_worker_id, p_claim_timeout, p_qty, false)
 $$;
 
+-- claim_runs that also says when the queue's next run falls due, so that a
+-- worker whose claim came back short needs no second round trip
+-- (next_wake_at) to know how long it may sleep. The claimed runs come first,
+-- with null next_wake_at/next_wake_in; when fewer than p_qty runs were
+-- claimed, one last row with a null run_id carries next_wake_at (as
+-- teguh.next_wake_at, measured after the claim) and next_wake_in, the
+-- seconds from teguh.current_time() to it (<= 0: due now; both null:
+-- nothing pending). A wrapper of the same claim as claim_runs.
+-- Errors: as claim_task.
+create or replace function teguh.claim_runs_next(
+  p_queue_name    text,
+  p_worker_id     text,
+  p_claim_timeout integer default 30,
+  p_qty           integer default 1
+) returns table (run_id uuid, task_id uuid, attempt integer, task_name text, params jsonb, retry_strategy jsonb,
+                 max_attempts integer, headers jsonb, wake_event text, event_payload jsonb,
+                 next_wake_at timestamptz, next_wake_in double precision)
+language plpgsql as $$
+declare
+  v_claimed integer;
+  v_at      timestamptz;
+begin
+  -- _claim validates every argument before it claims anything
+  return query
+    select c.*, null::timestamptz, null::double precision
+      from teguh._claim(p_queue_name, p_worker_id, p_claim_timeout, p_qty, false) c;
+  get diagnostics v_claimed = row_count;
+  if v_claimed < p_qty then
+    v_at := teguh.next_wake_at(p_queue_name);
+    return query
+      select null::uuid, null::uuid, null::integer, null::text, null::jsonb, null::jsonb, null::integer,
+             null::jsonb, null::text, null::jsonb, v_at,
+             extract(epoch from v_at - teguh.current_time())::double precision;
+  end if;
+end
+$$;
+
 -- Completes many runs of one queue in one statement (a worker's batched
 -- completions). Returns the runs that were not completed: 'cancelled' or
 -- 'lost' (not the task's active run any more); the others are completed.
@@ -2079,12 +2116,13 @@ begin
 end
 $$;
 
--- get_task gained the archived column: a schema 2 database installed before
--- it has the old result type, which create or replace cannot change.
+-- get_task's result columns grew (archived, then what a task waits for):
+-- create or replace cannot change a result type, so a get_task without the
+-- newest column goes first (schema 2 databases: schema/migrations/2-3.sql).
 do $$
 begin
   if exists (select 1 from pg_proc p where p.oid = to_regprocedure('teguh.get_task(text, uuid)')
-                and not ('archived' = any (p.proargnames))) then
+                and not ('concurrency_running' = any (p.proargnames))) then
     drop function teguh.get_task(text, uuid);
   end if;
 end
@@ -2092,28 +2130,123 @@ $$;
 
 -- Everything about one task; no row for an unknown task. archived is true
 -- for a task found in the queue's archive (see teguh.set_queue_policy).
--- Errors: 42704 unknown queue.
+-- What an unfinished task waits for (null for a finished, running or
+-- archived one), with next_attempt_at, when it can be claimed next:
+--   start        its first attempt, due at next_attempt_at (a delayed spawn)
+--   retry        its next attempt after a failure (last_failure), at next_attempt_at
+--   sleep        a durable sleep, until next_attempt_at
+--   event        event wait_event; next_attempt_at = wait_timeout_at, when
+--                the wait times out (both null: it waits for ever)
+--   resume       its event came (wait_event): due at next_attempt_at
+--   handed_back  handed back without using an attempt (no handler on a
+--                worker: hand_backs counts them, or a worker stopping)
+-- hand_backs: how many times an unfinished task was handed back by workers
+-- with no handler for it. queue_paused: the queue's policy pauses claims,
+-- so nothing is claimed until it is resumed, due or not. worker_id and
+-- lease_expires_at: the lease of a running task (lease_expires_at null: a
+-- lease that never expires). An unfinished task with a concurrency_key
+-- also gets its key's limit (teguh.set_concurrency_limit; null: none) and
+-- concurrency_running, the runs of that key in flight: a due task whose key
+-- is at its limit waits for one of them to end. Errors: 42704 unknown queue.
 create or replace function teguh.get_task(p_queue_name text, p_task_id uuid)
 returns table (task_id uuid, task_name text, state text, attempts integer, max_attempts integer, priority integer,
                params jsonb, headers jsonb, retry_strategy jsonb, idempotency_key text, created_at timestamptz,
                first_started_at timestamptz, finished_at timestamptz, completed_payload jsonb, last_failure jsonb,
-               cancelled_at timestamptz, archived boolean)
+               cancelled_at timestamptz, archived boolean, next_attempt_at timestamptz, wait_kind text,
+               wait_event text, wait_timeout_at timestamptz, hand_backs integer, queue_paused boolean,
+               worker_id text, lease_expires_at timestamptz, concurrency_key text, concurrency_limit integer,
+               concurrency_running integer)
 language plpgsql as $$
+declare
+  v_run       uuid;
+  v_due       boolean := false;
+  v_available timestamptz;
+  v_attempt   integer;
+  v_wake      text;
+  v_waits     boolean := false;
+  v_count     jsonb;
 begin
   perform teguh._assert_queue(p_queue_name);
-  return query execute format(
+  queue_paused := exists (select 1 from teguh.queue_policies qp
+                           where qp.queue_name = p_queue_name and qp.policy @> '{"paused": true}');
+  hand_backs := 0;
+  -- One primary-key probe per table, each planned on its own (a join of the
+  -- five would cost more to plan, on every call, than the probes to run).
+  execute format(
     'select task_id, task_name, state, attempts, max_attempts, priority, params, headers, retry_strategy,
             idempotency_key, created_at, first_started_at, finished_at, completed_payload, last_failure, cancelled_at,
-            false
-       from teguh.%I where task_id = $1', 't_' || p_queue_name) using p_task_id;
-  if not found and to_regclass(format('teguh.%I', 'a_' || p_queue_name)) is not null then
-    return query execute format(
-      'select t.task_id, t.task_name, t.state, t.attempts, t.max_attempts, t.priority, t.params, t.headers,
-              t.retry_strategy, t.idempotency_key, t.created_at, t.first_started_at, t.finished_at,
-              t.completed_payload, t.last_failure, t.cancelled_at, true
-         from teguh.%I a cross join lateral jsonb_populate_record(null::teguh.%I, a.task) t
-        where a.task_id = $1', 'a_' || p_queue_name, 't_' || p_queue_name) using p_task_id;
+            current_run_id, concurrency_key
+       from teguh.%I where task_id = $1', 't_' || p_queue_name)
+    into task_id, task_name, state, attempts, max_attempts, priority, params, headers, retry_strategy,
+         idempotency_key, created_at, first_started_at, finished_at, completed_payload, last_failure, cancelled_at,
+         v_run, concurrency_key
+    using p_task_id;
+  if task_id is null then
+    if to_regclass(format('teguh.%I', 'a_' || p_queue_name)) is not null then
+      return query execute format(
+        'select t.task_id, t.task_name, t.state, t.attempts, t.max_attempts, t.priority, t.params, t.headers,
+                t.retry_strategy, t.idempotency_key, t.created_at, t.first_started_at, t.finished_at,
+                t.completed_payload, t.last_failure, t.cancelled_at, true, null::timestamptz, null::text, null::text,
+                null::timestamptz, 0, $2, null::text, null::timestamptz, t.concurrency_key, null::integer,
+                null::integer
+           from teguh.%I a cross join lateral jsonb_populate_record(null::teguh.%I, a.task) t
+          where a.task_id = $1', 'a_' || p_queue_name, 't_' || p_queue_name) using p_task_id, queue_paused;
+    end if;
+    return;
   end if;
+  archived := false;
+  if state = 'running' then
+    -- isfinite: a lease that never expires has no expiry to show
+    execute format('select worker_id, case when isfinite(expires_at) then expires_at end from teguh.%I where run_id = $1',
+                   'r_' || p_queue_name)
+      into worker_id, lease_expires_at using v_run;
+  elsif state in ('pending', 'sleeping') then
+    -- only the probes this task's state needs: an event wait is a sleeping
+    -- task's, a hand-back count a handed-back task's
+    execute format('select available_at, attempt, wake_event, true from teguh.%I where task_id = $1', 'p_' || p_queue_name)
+      into v_available, v_attempt, v_wake, v_due using p_task_id;
+    v_due := coalesce(v_due, false);
+    if state = 'sleeping' then
+      execute format('select event_name, timeout_at, true from teguh.%I where task_id = $1', 'w_' || p_queue_name)
+        into wait_event, wait_timeout_at, v_waits using p_task_id;
+      v_waits := coalesce(v_waits, false);
+    end if;
+    -- a value stored before inputs were range-checked has no instant
+    if isfinite(v_available) then
+      next_attempt_at := v_available;
+    end if;
+    if not isfinite(wait_timeout_at) then
+      wait_timeout_at := null;
+    end if;
+    wait_kind := case when v_waits then 'event'
+                      when not v_due then null
+                      when v_wake is not null then 'resume'
+                      when state = 'sleeping' then 'sleep'
+                      when v_attempt > attempts then case when v_attempt = 1 then 'start' else 'retry' end
+                      else 'handed_back'
+                 end;
+    if wait_kind = 'resume' then
+      wait_event := v_wake;
+    elsif wait_kind = 'handed_back' then
+      execute format($q$select c.state->'count' from teguh.%I c
+                         where c.task_id = $1 and c.checkpoint_name = '$teguh:unhandled'$q$, 'c_' || p_queue_name)
+        into v_count using p_task_id;
+      if jsonb_typeof(v_count) = 'number' then
+        hand_backs := greatest(least((v_count #>> '{}')::numeric, 2147483647), 0)::integer;
+      end if;
+    end if;
+  end if;
+  if concurrency_key is not null and state in ('pending', 'sleeping', 'running') then
+    concurrency_limit := teguh._concurrency_limit(p_queue_name, concurrency_key);
+    if concurrency_limit is not null then
+      -- counted as claims count them (a cancelled task's lingering lease does not)
+      execute format($q$select count(*) from teguh.%I r join teguh.%I t on t.task_id = r.task_id
+                         where r.concurrency_key = $1 and t.state = 'running' and t.current_run_id = r.run_id$q$,
+                     'r_' || p_queue_name, 't_' || p_queue_name)
+        into concurrency_running using concurrency_key;
+    end if;
+  end if;
+  return next;
 end
 $$;
 
@@ -2397,23 +2530,28 @@ begin
 end
 $$;
 
--- Task counts by state, the oldest due run's wait and the leases in flight,
--- per queue or for one. A queue whose counts cannot be read gets a row with
--- null counts and error set (and a WARNING); the other queues are counted
--- all the same. Errors: 22023 an invalid queue name, 42704 unknown queue.
+-- Task counts by state, the oldest due run's wait, the leases in flight and
+-- the workers present that serve the queue (teguh.register_worker; a lapsed
+-- heartbeat does not count), per queue or for one. A queue whose counts
+-- cannot be read gets a row with null counts and error set (and a WARNING);
+-- the other queues are counted all the same. Errors: 22023 an invalid queue
+-- name, 42704 unknown queue.
 create or replace function teguh.queue_stats(p_queue_name text default null)
 returns table (queue_name text, pending bigint, running bigint, sleeping bigint, completed bigint, failed bigint,
-               cancelled bigint, oldest_pending_seconds double precision, in_flight bigint, error text)
+               cancelled bigint, oldest_pending_seconds double precision, in_flight bigint, error text,
+               workers bigint)
 language plpgsql as $$
 declare
-  v_queue text;
-  v_now   timestamptz := teguh.current_time();
+  v_queue   text;
+  v_now     timestamptz := teguh.current_time();
+  v_workers bigint;
 begin
   if p_queue_name is not null then
     perform teguh._assert_queue(p_queue_name);
   end if;
   for v_queue in select q.queue_name from teguh.queues q where p_queue_name is null or q.queue_name = p_queue_name
                   order by q.queue_name loop
+    select count(*) into v_workers from teguh.workers w where v_queue = any (w.queues) and w.expires_at >= v_now;
     begin
       -- isfinite: a -infinity stored before inputs were range-checked has no age
       return query execute format($q$
@@ -2424,14 +2562,14 @@ begin
                (select extract(epoch from $2 - min(available_at))::double precision
                   from teguh.%2$I where available_at <= $2 and isfinite(available_at)),
                (select count(*) from teguh.%3$I),
-               null::text
+               null::text, $3
           from teguh.%1$I$q$, 't_' || v_queue, 'p_' || v_queue, 'r_' || v_queue)
-        using v_queue, v_now;
+        using v_queue, v_now, v_workers;
     exception when others then
       raise warning 'teguh.queue_stats: queue "%" failed: % (SQLSTATE %)', v_queue, sqlerrm, sqlstate;
       return query select v_queue, null::bigint, null::bigint, null::bigint, null::bigint, null::bigint,
                           null::bigint, null::double precision, null::bigint,
-                          format('%s (SQLSTATE %s)', sqlerrm, sqlstate);
+                          format('%s (SQLSTATE %s)', sqlerrm, sqlstate), v_workers;
     end;
   end loop;
 end
@@ -2990,13 +3128,15 @@ $$;
 -- Workers that registered themselves; a row whose expires_at has passed (its
 -- heartbeat lapsed) no longer counts and is purged by later registrations.
 create table if not exists teguh.workers (
-  worker_id    text        primary key,
-  queues       text[]      not null,
-  host         text,
-  pid          integer,
-  started_at   timestamptz not null,
-  last_seen_at timestamptz not null,
-  expires_at   timestamptz not null
+  worker_id     text        primary key,
+  queues        text[]      not null,
+  host          text,
+  pid           integer,
+  started_at    timestamptz not null,
+  last_seen_at  timestamptz not null,
+  expires_at    timestamptz not null,
+  -- handlers hung after a cancellation or a lost lease, as last reported
+  hung_handlers integer     not null default 0
 );
 create index if not exists workers_expiry on teguh.workers (expires_at);
 
@@ -3039,13 +3179,24 @@ $$;
 
 -- Renews a worker's presence for p_ttl_seconds; false when it is not
 -- registered (or lapsed and was purged): the worker registers again.
-create or replace function teguh.worker_heartbeat(p_worker_id text, p_ttl_seconds integer default 60) returns boolean
+-- p_hung_handlers, when given, records how many of its handlers hang after
+-- a cancellation or a lost lease (teguh.list_workers shows it).
+-- Errors: 22023 (ttl_seconds, hung_handlers).
+create or replace function teguh.worker_heartbeat(
+  p_worker_id     text,
+  p_ttl_seconds   integer default 60,
+  p_hung_handlers integer default null
+) returns boolean
 language plpgsql as $$
 declare
   v_now timestamptz := teguh.current_time();
 begin
   perform teguh._check_seconds('ttl_seconds', p_ttl_seconds, 1);
-  update teguh.workers w set last_seen_at = v_now, expires_at = v_now + make_interval(secs => p_ttl_seconds)
+  if p_hung_handlers < 0 then
+    perform teguh._invalid('hung_handlers', format('expected null or an integer >= 0, got %s', p_hung_handlers));
+  end if;
+  update teguh.workers w set last_seen_at = v_now, expires_at = v_now + make_interval(secs => p_ttl_seconds),
+                             hung_handlers = coalesce(p_hung_handlers, w.hung_handlers)
    where w.worker_id = p_worker_id;
   return found;
 end
@@ -3060,17 +3211,19 @@ begin
 end
 $$;
 
--- The workers present (heartbeat not lapsed), all or those serving a queue.
+-- The workers present (heartbeat not lapsed), all or those serving a queue,
+-- with the hung handlers each last reported (teguh.worker_heartbeat).
+-- Errors: 42704 unknown queue.
 create or replace function teguh.list_workers(p_queue_name text default null)
 returns table (worker_id text, queues text[], host text, pid integer, started_at timestamptz,
-               last_seen_at timestamptz, expires_at timestamptz)
+               last_seen_at timestamptz, expires_at timestamptz, hung_handlers integer)
 language plpgsql stable as $$
 begin
   if p_queue_name is not null then
     perform teguh._assert_queue(p_queue_name);
   end if;
   return query
-    select w.worker_id, w.queues, w.host, w.pid, w.started_at, w.last_seen_at, w.expires_at
+    select w.worker_id, w.queues, w.host, w.pid, w.started_at, w.last_seen_at, w.expires_at, w.hung_handlers
       from teguh.workers w
      where w.expires_at >= teguh.current_time() and (p_queue_name is null or p_queue_name = any (w.queues))
      order by w.started_at, w.worker_id;
@@ -4041,6 +4194,8 @@ comment on function teguh.claim_task(text, text, integer, integer) is
   'Leases ready runs (claim_timeout 0: never expires); attempt is the Go client''s run sequence. Errors: 22023, 42704.';
 comment on function teguh.claim_runs(text, text, integer, integer) is
   'claim_task whose attempt is the attempt number a resume keeps (the Python worker''s). Errors: 22023, 42704.';
+comment on function teguh.claim_runs_next(text, text, integer, integer) is
+  'claim_runs plus, after a short claim, one row (null run_id) with the queue''s next due time. Errors: 22023, 42704.';
 comment on function teguh.complete_runs(text, uuid[], jsonb[]) is
   'Completes many runs; returns those cancelled or lost. Errors: 22023, 42704.';
 comment on function teguh.complete_run(text, uuid, jsonb) is 'Completes an active run. Errors: 42704, AB001, AB002.';
@@ -4068,7 +4223,8 @@ comment on function teguh.cancel_task(text, uuid) is 'Cancels an unfinished task
 comment on function teguh.retry_task(text, uuid, jsonb) is
   'Retries a failed task in place (created = true), or any task as a new one (spawn_new). Errors: 22023, 42704, P0002, 55000.';
 comment on function teguh.get_task_result(text, uuid) is 'A task''s state, attempts and result. Errors: 42704.';
-comment on function teguh.get_task(text, uuid) is 'Everything about a task, live or archived (archived). Errors: 42704.';
+comment on function teguh.get_task(text, uuid) is
+  'Everything about a task, live or archived, and what it waits for (wait_kind, next_attempt_at). Errors: 42704.';
 comment on function teguh.list_tasks(text, jsonb, uuid, integer) is
   'A page of a queue''s tasks, newest first, filtered; keyset pagination by task_id. Errors: 22023, 42704.';
 comment on function teguh.locate_task(uuid) is 'The queue that holds a task (live or archived), or null.';
@@ -4079,7 +4235,8 @@ comment on function teguh.cleanup_tasks(text, integer, integer, text) is
   'Deletes (or archives, by strategy or the queue policy) up to limit tasks finished more than ttl_seconds ago. Errors: 22023, 42704.';
 comment on function teguh.cleanup_all_queues(text) is
   'Cleans up finished tasks and old events by each queue''s TTL. Errors: 42704.';
-comment on function teguh.queue_stats(text) is 'Task counts by state and leases in flight, per queue. Errors: 42704.';
+comment on function teguh.queue_stats(text) is
+  'Task counts by state, leases in flight and workers present, per queue. Errors: 42704.';
 comment on function teguh.set_queue_policy(text, jsonb) is
   'Merges keys into a queue''s policy (retention, cleanup, paused, defaults, lease_timeout); returns it. Errors: 22023, 42704.';
 comment on function teguh.get_queue_policy(text) is 'A queue''s policy, defaults included. Errors: 42704.';
@@ -4099,10 +4256,11 @@ comment on function teguh.resume_schedule(text, text) is
   'Fires a paused schedule again from now on. Errors: 42704, P0002.';
 comment on function teguh.register_worker(text, text[], text, integer, integer) is
   'Registers (or refreshes) a worker serving queues, present for ttl_seconds. Errors: 22023, 42704.';
-comment on function teguh.worker_heartbeat(text, integer) is
-  'Renews a worker''s presence; false when it is not registered. Errors: 22023.';
+comment on function teguh.worker_heartbeat(text, integer, integer) is
+  'Renews a worker''s presence (and its count of hung handlers); false when it is not registered. Errors: 22023.';
 comment on function teguh.unregister_worker(text) is 'Removes a worker''s registration; true when it was registered.';
-comment on function teguh.list_workers(text) is 'The workers present, all or serving a queue. Errors: 42704.';
+comment on function teguh.list_workers(text) is
+  'The workers present, all or serving a queue, with their hung handlers. Errors: 42704.';
 comment on function teguh.queue_workers(text) is 'How many present workers serve each queue. Errors: 42704.';
 comment on function teguh.start(text) is
   'Schedules the ticker and cleanup with pg_cron, when installed, as run_as (never a superuser). Errors: 22023, 42501.';
@@ -4155,6 +4313,7 @@ language sql immutable as $$
     -- a worker also hands runs back, registers its presence and syncs the
     -- schedules its application declares
     ('worker',      array['spawn_task', 'spawn_tasks', 'get_task_result', 'get_task', 'claim_task', 'claim_runs',
+                          'claim_runs_next',
                           'complete_run', 'complete_runs', 'fail_run', 'schedule_run', 'extend_claim', 'extend_claims',
                           'set_task_checkpoint_state', 'get_task_checkpoint_state', 'get_task_checkpoint_states',
                           'await_event', 'wait_event', 'emit_event', 'next_wake_at', 'ticker', 'hand_back_run',

@@ -190,12 +190,21 @@ class AdminMethods:
             self.engine.register_worker(c, worker_id, queues, host, pid, secs)
 
     def worker_heartbeat(
-        self, worker_id: str, *, ttl: E.Duration = 60, conn: Conn | None = None
+        self,
+        worker_id: str,
+        *,
+        ttl: E.Duration = 60,
+        hung_handlers: int | None = None,
+        conn: Conn | None = None,
     ) -> bool:
-        """Renew a worker's presence; False when it is not registered (register again)."""
+        """Renew a worker's presence; False when it is not registered (register again).
+
+        ``hung_handlers``, when given, records how many of its handlers hang
+        after a cancellation or a lost lease (`WorkerInfo.hung_handlers`).
+        """
         secs = E.whole_seconds(ttl, "ttl")
         with self._checked(conn) as c:
-            return self.engine.worker_heartbeat(c, worker_id, secs)
+            return self.engine.worker_heartbeat(c, worker_id, secs, hung_handlers)
 
     def unregister_worker(self, worker_id: str, *, conn: Conn | None = None) -> bool:
         """Remove a worker's registration; return whether it was registered."""

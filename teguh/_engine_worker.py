@@ -56,6 +56,43 @@ class WorkerCalls(EngineCore):
                 bad.append((row[0], exc))
         return runs, bad
 
+    def claim_next(
+        self,
+        conn: Conn,
+        queue: str,
+        worker_id: str,
+        claim_timeout: int,
+        qty: int,
+    ) -> tuple[list[Run], list[tuple[UUID, Exception]], float | None]:
+        """`claim`, plus the seconds until the queue's next due time after a short claim.
+
+        One round trip (``teguh.claim_runs_next``). The third value is None
+        after a full claim (more runs are probably ready) or when nothing is
+        pending; after a short claim it is the seconds from the database's
+        now until the next due time (<= 0: due now).
+        """
+        args = (
+            text(queue, "queue"),
+            text(worker_id, "worker_id"),
+            integer(claim_timeout, "claim_timeout", 0),
+            integer(qty, "qty", 1),
+        )
+        cur = self.execute(conn, Q.CLAIM_RUNS_NEXT, args, prepare=True)
+        rows = cur.fetchall()
+        decode = self.decoder(Run, _names(cur))
+        runs: list[Run] = []
+        bad: list[tuple[UUID, Exception]] = []
+        due_in: float | None = None
+        for row in rows:
+            if row[0] is None:  # the last row of a short claim
+                due_in = row[-1]
+                continue
+            try:
+                runs.append(decode(row))
+            except Exception as exc:  # e.g. nesting too deep, a custom loads refusing
+                bad.append((row[0], exc))
+        return runs, bad, due_in
+
     def complete_run(self, conn: Conn, queue: str, run_id: UUID, result_json: str) -> None:
         """Complete a run with a result already serialized by `dump`."""
         self.execute(conn, Q.COMPLETE_RUN, (queue, run_id, result_json), prepare=True)
@@ -133,11 +170,6 @@ class WorkerCalls(EngineCore):
     def next_wake_at(self, conn: Conn, queue: str) -> datetime | None:
         value: datetime | None = self.value(conn, Q.NEXT_WAKE_AT, (text(queue, "queue"),))
         return value
-
-    def next_wake_in(self, conn: Conn, queue: str) -> float | None:
-        """Seconds from the database's now to the queue's next due time (None: nothing)."""
-        row = self.execute(conn, Q.NEXT_WAKE_IN, (queue,), prepare=True).fetchone()
-        return None if row is None else row[0]
 
     def try_ticker_lock(self, conn: Conn, queue: str) -> bool:
         return bool(self.value(conn, Q.TRY_TICKER_LOCK, (queue,)))
@@ -243,8 +275,14 @@ class WorkerCalls(EngineCore):
         )
         self.execute(conn, Q.REGISTER_WORKER, args)
 
-    def worker_heartbeat(self, conn: Conn, worker_id: str, ttl: int) -> bool:
-        args = (text(worker_id, "worker_id"), integer(ttl, "ttl", 1))
+    def worker_heartbeat(
+        self, conn: Conn, worker_id: str, ttl: int, hung_handlers: int | None = None
+    ) -> bool:
+        args = (
+            text(worker_id, "worker_id"),
+            integer(ttl, "ttl", 1),
+            None if hung_handlers is None else integer(hung_handlers, "hung_handlers", 0),
+        )
         return bool(self.value(conn, Q.WORKER_HEARTBEAT, args))
 
     def unregister_worker(self, conn: Conn, worker_id: str) -> bool:

@@ -61,6 +61,14 @@ CLAIM_TASK: LiteralString = (
 # two executions then passed every fence (checkpoints written twice). The
 # chaos suite (tests/chaos) restarts the server right after claims to check.
 WORKER_CLAIM_TASK: LiteralString = CLAIM_TASK
+# The dispatcher's claim: claim_runs plus, after a short claim, one last row
+# with a null run_id whose next_wake_in is the seconds until the queue's next
+# due time (on the database clock), so a short claim needs no second round trip.
+CLAIM_RUNS_NEXT: LiteralString = (
+    "select run_id, task_id, attempt, task_name, params::text, retry_strategy::text,"
+    " max_attempts, headers::text, wake_event, event_payload::text, next_wake_in"
+    " from teguh.claim_runs_next(%s, %s, %s, %s)"
+)
 COMPLETE_RUN: LiteralString = "select teguh.complete_run(%s, %s, %s::jsonb)"
 # Many completions in one statement; returns the runs it could not complete.
 COMPLETE_RUNS: LiteralString = (
@@ -77,11 +85,6 @@ EXTEND_CLAIMS: LiteralString = (
     "select run_id, status from teguh.extend_claims(%s, %s, %s::uuid[], %s)"
 )
 NEXT_WAKE_AT: LiteralString = "select teguh.next_wake_at(%s)"
-# Seconds from the database's now until the next due time (null: nothing due).
-# Computed on the database clock so a skewed application clock does not matter.
-NEXT_WAKE_IN: LiteralString = (
-    "select extract(epoch from teguh.next_wake_at(%s) - teguh.current_time())::float8"
-)
 
 # -- steps and events -----------------------------------------------------------
 
@@ -122,7 +125,9 @@ GET_TASK_RESULT: LiteralString = (
 GET_TASK: LiteralString = (
     "select task_id, task_name, state, attempts, max_attempts, priority, params::text,"
     " headers::text, retry_strategy::text, idempotency_key, created_at, first_started_at,"
-    " finished_at, completed_payload::text, last_failure::text, cancelled_at, archived"
+    " finished_at, completed_payload::text, last_failure::text, cancelled_at, archived,"
+    " next_attempt_at, wait_kind, wait_event, wait_timeout_at, hand_backs, queue_paused,"
+    " worker_id, lease_expires_at, concurrency_key, concurrency_limit, concurrency_running"
     " from teguh.get_task(%s, %s)"
 )
 
@@ -135,7 +140,7 @@ CLEANUP_ALL_QUEUES: LiteralString = (
 )
 QUEUE_STATS: LiteralString = (
     "select queue_name, pending, running, sleeping, completed, failed, cancelled,"
-    " oldest_pending_seconds, in_flight from teguh.queue_stats(%s)"
+    " oldest_pending_seconds, in_flight, workers from teguh.queue_stats(%s)"
 )
 START_CRON: LiteralString = "select teguh.start(%s)"
 STOP_CRON: LiteralString = "select teguh.stop()"
@@ -183,10 +188,10 @@ LIST_TASKS: LiteralString = (
 )
 RELEASE_RUN_AT: LiteralString = "select teguh.release_run(%s, %s, %s, %s::jsonb)"
 REGISTER_WORKER: LiteralString = "select teguh.register_worker(%s, %s, %s, %s, %s)"
-WORKER_HEARTBEAT: LiteralString = "select teguh.worker_heartbeat(%s, %s)"
+WORKER_HEARTBEAT: LiteralString = "select teguh.worker_heartbeat(%s, %s, %s)"
 UNREGISTER_WORKER: LiteralString = "select teguh.unregister_worker(%s)"
 LIST_WORKERS: LiteralString = (
-    "select worker_id, queues, host, pid, started_at, last_seen_at, expires_at"
+    "select worker_id, queues, host, pid, started_at, last_seen_at, expires_at, hung_handlers"
     " from teguh.list_workers(%s)"
 )
 QUEUE_WORKERS: LiteralString = "select queue_name, workers from teguh.queue_workers(%s)"

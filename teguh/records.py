@@ -34,12 +34,16 @@ __all__ = [
     "TaskResult",
     "TaskState",
     "TaskSummary",
+    "WaitKind",
     "WaitResult",
     "WorkerInfo",
     "WorkerOptions",
 ]
 
 TaskState = Literal["pending", "running", "sleeping", "completed", "failed", "cancelled"]
+
+WaitKind = Literal["start", "retry", "sleep", "event", "resume", "handed_back"]
+"""What an unfinished task waits for (`TaskInfo.wait_kind`, docs/queues.md)."""
 
 
 class RetryStrategy(TypedDict, total=False):
@@ -219,7 +223,21 @@ class TaskResult:
 
 @dataclass(frozen=True, slots=True)
 class TaskInfo:
-    """Everything the engine knows about a task (`Client.get_task`)."""
+    """Everything the engine knows about a task (`Client.get_task`).
+
+    ``archived``: found in the queue's archive (past its retention). What an
+    unfinished task waits for: ``wait_kind`` (`WaitKind`: its first attempt,
+    a retry, a sleep, an event, a resume after its event came, or a
+    hand-back), ``next_attempt_at`` (when it can be claimed next; for an
+    event wait, when the wait times out), ``wait_event`` and
+    ``wait_timeout_at`` (an event wait), ``hand_backs`` (times a worker with
+    no handler for it handed it back), ``queue_paused`` (nothing is claimed
+    from the queue until it is resumed). A running task's lease:
+    ``worker_id`` and ``lease_expires_at`` (None: it never expires). An
+    unfinished task with a ``concurrency_key``: its key's
+    ``concurrency_limit`` (None: unlimited) and ``concurrency_running``, the
+    runs of that key in flight (a due task waits while they fill the limit).
+    """
 
     task_id: UUID
     task_name: str
@@ -238,6 +256,17 @@ class TaskInfo:
     last_failure: Any
     cancelled_at: datetime | None
     archived: bool = False
+    next_attempt_at: datetime | None = None
+    wait_kind: WaitKind | None = None
+    wait_event: str | None = None
+    wait_timeout_at: datetime | None = None
+    hand_backs: int = 0
+    queue_paused: bool = False
+    worker_id: str | None = None
+    lease_expires_at: datetime | None = None
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+    concurrency_running: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +292,11 @@ class ClaimStatus:
 
 @dataclass(frozen=True, slots=True)
 class QueueStats:
-    """Counts of a queue's tasks by state (`Client.queue_stats`)."""
+    """Counts of a queue's tasks by state (`Client.queue_stats`).
+
+    ``workers``: how many workers present serve the queue (a worker whose
+    heartbeat lapsed does not count): zero answers "why does nothing run?".
+    """
 
     queue_name: str
     pending: int
@@ -274,6 +307,7 @@ class QueueStats:
     cancelled: int
     oldest_pending_seconds: float | None
     in_flight: int
+    workers: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,7 +371,11 @@ class ConcurrencyLimit:
 
 @dataclass(frozen=True, slots=True)
 class WorkerInfo:
-    """A worker present in the engine (`Client.list_workers`)."""
+    """A worker present in the engine (`Client.list_workers`).
+
+    ``hung_handlers``: how many of its handlers still ran, when it last
+    reported, after their task was cancelled or their lease lost.
+    """
 
     worker_id: str
     queues: list[str]
@@ -346,3 +384,4 @@ class WorkerInfo:
     started_at: datetime
     last_seen_at: datetime
     expires_at: datetime
+    hung_handlers: int = 0

@@ -195,6 +195,18 @@ def _failure_line(failure: Any) -> str:
     return "" if failure is None else F.format_value(failure)
 
 
+def _state_text(task: TaskSummary) -> str:
+    """The state, saying so for a pending task that was handed back (not a sleep)."""
+    failure = task.last_failure
+    if (
+        task.state == "pending"
+        and isinstance(failure, dict)
+        and failure.get("name") == "HandedBack"
+    ):
+        return "pending (handed back)"
+    return task.state
+
+
 def cmd_task_list(args: argparse.Namespace, session: Session) -> int:
     client, conn = session.checked()
     queues = [args.queue] if args.queue else client.list_queues(conn=conn)
@@ -225,7 +237,7 @@ def cmd_task_list(args: argparse.Namespace, session: Session) -> int:
             str(t.task_id),
             q,
             t.task_name,
-            t.state,
+            _state_text(t),
             f"{t.attempts}/{t.max_attempts}",
             t.created_at,
             F.format_value(_failure_line(t.last_failure), limit=60) if t.last_failure else "",
@@ -245,15 +257,31 @@ def cmd_workers(args: argparse.Namespace, session: Session) -> int:
         return 0
     if workers:
         rows = [
-            [w.worker_id, w.host or "-", w.pid, ",".join(w.queues), w.started_at, w.last_seen_at]
+            [
+                w.worker_id,
+                w.host or "-",
+                w.pid,
+                ",".join(w.queues),
+                w.started_at,
+                w.last_seen_at,
+                str(w.hung_handlers),
+            ]
             for w in workers
         ]
-        F.print_table(["worker", "host", "pid", "queues", "started", "last seen"], rows)
+        headers = ["worker", "host", "pid", "queues", "started", "last seen", "hung"]
+        F.print_table(headers, rows, right=[6])
         print()
     idle = sorted(q for q, n in counts.items() if n == 0)
     F.print_table(["queue", "workers"], [[q, str(n)] for q, n in sorted(counts.items())], right=[1])
     if idle:
         print(f"no worker serves: {', '.join(idle)}", file=sys.stderr)
+    hung = [w for w in workers if w.hung_handlers]
+    for w in hung:
+        print(
+            f"worker {w.worker_id}: {w.hung_handlers} handler(s) still run after their task was"
+            " cancelled or their lease lost (each holds a slot)",
+            file=sys.stderr,
+        )
     return 0
 
 

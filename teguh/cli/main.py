@@ -240,7 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--limit", type=positive_int, default=100, metavar="N", help="at most N (100)")
     for name, help_, func in (
-        ("show", "show a task: state, attempts, result, last failure, checkpoints", tasks.cmd_show),
+        (
+            "show",
+            "show a task: state, what it waits for, when it runs next, last failure, steps",
+            tasks.cmd_show,
+        ),
         (
             "cancel",
             "cancel a task (a running handler stops at its next teguh call)",
@@ -288,7 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = command(
-        "stats", "task counts by state, oldest pending age, in-flight runs", inspect.cmd_stats
+        "stats",
+        "task counts by state, oldest pending age, in-flight runs, workers present",
+        inspect.cmd_stats,
     )
     p.add_argument("queue", nargs="?", metavar="QUEUE", help="one queue (default: all)")
     p.add_argument("--watch", "-w", action="store_true", help="refresh in place until Ctrl-C")

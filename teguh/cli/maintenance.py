@@ -64,7 +64,7 @@ def cmd_stats(args: argparse.Namespace, session: Session) -> int:
         print("no queues (create one with `teguh queue create NAME`)", file=sys.stderr)
         return 0
     headers = ["queue", "pending", "running", "sleeping", "completed", "failed", "cancelled"]
-    headers += ["oldest pending", "in flight"]
+    headers += ["oldest pending", "in flight", "workers"]
     rows = [
         [
             s.queue_name,
@@ -76,8 +76,12 @@ def cmd_stats(args: argparse.Namespace, session: Session) -> int:
             f"{s.cancelled:,}",
             F.format_age(s.oldest_pending_seconds),
             f"{s.in_flight:,}",
+            f"{s.workers:,}",
         ]
         for s in stats
     ]
-    F.print_table(headers, rows, right=range(1, 9))
+    F.print_table(headers, rows, right=range(1, 10))
+    idle = [s.queue_name for s in stats if s.workers == 0 and (s.pending or s.sleeping)]
+    if idle:
+        print(f"no worker serves: {', '.join(idle)} (tasks wait there)", file=sys.stderr)
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -12,6 +13,7 @@ from teguh.cli import format as F
 from teguh.cli.common import CliError, Session
 from teguh.client import Client
 from teguh.errors import InvalidState, TaskNotFound
+from teguh.records import TaskInfo
 
 __all__ = ["cmd_cancel", "cmd_emit", "cmd_retry", "cmd_show", "cmd_spawn"]
 
@@ -45,21 +47,94 @@ def cmd_spawn(args: argparse.Namespace, session: Session) -> int:
     return 0
 
 
-def _task_or_fail(client: Client, conn: psycopg.Connection[Any], queue: str, task_id: UUID) -> Any:
+def _task_or_fail(
+    client: Client, conn: psycopg.Connection[Any], queue: str, task_id: UUID
+) -> TaskInfo:
     info = client.get_task(queue, task_id, conn=conn)
     if info is None:
         raise TaskNotFound(f'task {task_id} does not exist in queue "{queue}"')
     return info
 
 
+_TRACEBACK_LINES = 12
+"""Lines of a stored traceback `teguh task show` prints without ``--traceback``."""
+
+
 def _failure_text(failure: Any, *, traceback: bool) -> str:
+    """Render a stored failure: ``name: message``, then its traceback (the end, or all)."""
     if isinstance(failure, dict) and "name" in failure and "message" in failure:
         text = f"{failure['name']}: {failure['message']}"
         tb = failure.get("traceback")
-        if traceback and isinstance(tb, str) and tb.strip():
-            text += "\n" + tb.rstrip()
+        if isinstance(tb, str) and tb.strip():
+            lines = tb.rstrip().splitlines()
+            if not traceback and len(lines) > _TRACEBACK_LINES:
+                cut = len(lines) - _TRACEBACK_LINES
+                lines = [f"... ({cut} earlier lines: --traceback shows them)"]
+                lines += tb.rstrip().splitlines()[cut:]
+            text += "\n" + "\n".join(lines)
         return text
     return F.format_value(failure)
+
+
+def _when(at: datetime, now: datetime) -> str:
+    """Render an instant with how far it is from the database's ``now``."""
+    delta = (at - now).total_seconds()
+    if delta > 0:
+        return f"{F.format_value(at)} (in {F.format_age(delta)})"
+    return f"{F.format_value(at)} (due now, for {F.format_age(-delta)})"
+
+
+def _wait_pairs(info: TaskInfo, queue: str, now: datetime, workers: int) -> list[tuple[str, str]]:
+    """Describe what an unfinished task waits for, and when it can run next."""
+    pairs: list[tuple[str, str]] = []
+    if info.state == "running":
+        lease = (
+            "never expires" if info.lease_expires_at is None else _when(info.lease_expires_at, now)
+        )
+        pairs.append(("running on", f"worker {info.worker_id or '?'}, lease {lease}"))
+        return pairs
+    kind = info.wait_kind
+    next_at = info.next_attempt_at
+    attempt = f"attempt {info.attempts + 1}"
+    if info.max_attempts is not None:
+        attempt += f" of {info.max_attempts}"
+    label = "next attempt"
+    if kind == "start":
+        waits = f"its first attempt ({attempt})"
+    elif kind == "retry":
+        waits = f"a retry after a failure ({attempt})"
+    elif kind == "sleep":
+        waits, label = "a durable sleep", "wakes"
+    elif kind == "event":
+        waits, label = f"event {info.wait_event!r}", "times out"
+    elif kind == "resume":
+        waits, label = f"a worker: event {info.wait_event!r} came, the task resumes", "due"
+    elif kind == "handed_back":
+        if info.hand_backs:
+            waits = (
+                f"a worker with a handler for {info.task_name!r}: handed back "
+                f"{info.hand_backs} time(s), no attempt used"
+            )
+        else:
+            waits = "a worker: handed back by a stopping worker, no attempt used"
+    else:
+        waits = "-"
+    pairs.append(("waiting for", waits))
+    if next_at is not None:
+        pairs.append((label, _when(next_at, now)))
+    elif kind == "event":
+        pairs.append((label, "never (the wait has no timeout)"))
+    limit, running = info.concurrency_limit, info.concurrency_running
+    if limit is not None and running is not None:
+        capped = " (at its limit: the task waits for one to end)" if running >= limit else ""
+        pairs.append(
+            ("concurrency", f"key {info.concurrency_key!r}: {running} of {limit} running{capped}")
+        )
+    if info.queue_paused:
+        pairs.append(("queue paused", f"nothing is claimed until `teguh queue resume {queue}`"))
+    if workers == 0:
+        pairs.append(("workers", f"none serves queue {queue}: start one (`teguh worker`)"))
+    return pairs
 
 
 def cmd_show(args: argparse.Namespace, session: Session) -> int:
@@ -82,6 +157,12 @@ def cmd_show(args: argparse.Namespace, session: Session) -> int:
         ("queue", args.queue),
         ("state", info.state),
         ("attempts", attempts),
+    ]
+    if info.state in ("pending", "sleeping", "running") and not info.archived:
+        now = client.current_time(conn=conn)
+        workers = client.queue_workers(args.queue, conn=conn).get(args.queue, 0)
+        pairs += _wait_pairs(info, args.queue, now, workers)
+    pairs += [
         ("priority", info.priority),
         ("created", info.created_at),
         ("started", info.first_started_at),
@@ -104,13 +185,13 @@ def cmd_show(args: argparse.Namespace, session: Session) -> int:
             "-" if failure is None else _failure_text(failure, traceback=args.traceback),
         )
     )
-    pairs.append(("checkpoints", str(len(checkpoints)) if checkpoints else "none"))
+    # teguh's own bookkeeping (the hand-back count) is shown above, not as a step
+    steps = {k: v for k, v in checkpoints.items() if not k.startswith("$teguh:")}
+    pairs.append(("checkpoints", str(len(steps)) if steps else "none"))
     F.print_kv(pairs)
-    if checkpoints:
+    if steps:
         print()
-        F.print_table(
-            ["checkpoint", "state"], [[k, F.format_value(v)] for k, v in checkpoints.items()]
-        )
+        F.print_table(["checkpoint", "state"], [[k, F.format_value(v)] for k, v in steps.items()])
     return 0
 
 

@@ -367,15 +367,15 @@ def _cli(ext: Teguh) -> AppGroup:
 
     @group.command("stats")
     def stats() -> None:
-        """Show each queue's tasks by state."""
+        """Show each queue's tasks by state and the workers present that serve it."""
         click.echo(
             f"{'queue':<20} {'pending':>8} {'running':>8} {'sleeping':>8} "
-            f"{'completed':>9} {'failed':>7} {'cancelled':>9}"
+            f"{'completed':>9} {'failed':>7} {'cancelled':>9} {'workers':>7}"
         )
         for row in ext.client.queue_stats():
             click.echo(
                 f"{row.queue_name:<20} {row.pending:>8} {row.running:>8} {row.sleeping:>8} "
-                f"{row.completed:>9} {row.failed:>7} {row.cancelled:>9}"
+                f"{row.completed:>9} {row.failed:>7} {row.cancelled:>9} {row.workers:>7}"
             )
 
     return group

@@ -133,10 +133,16 @@ def assemble(
     threads = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="teguh-run")
 
     def run_one(state: RunState, queue: str) -> None:
+        started: float | None = None
         try:
+            if stopping.is_set() or state.status is not None:
+                # claimed ahead, and the worker began stopping before a thread was free
+                completions.hand_back_unstarted(state, queue)
+                return
+            started = time.monotonic()
             executor.execute(state, queue)
         finally:
-            slots.give_back(state)
+            slots.give_back(state, None if started is None else time.monotonic() - started)
 
     def submit(state: RunState, queue: str) -> None:
         threads.submit(run_one, state, queue)

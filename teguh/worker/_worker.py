@@ -196,7 +196,9 @@ class Worker(WorkerSettings):
                     open=True,
                 )
                 pool.wait(timeout=self.connect_timeout)
-            slots = Slots(self.concurrency, max(1, self.batch_size // 2))
+            min_batch = max(1, self.batch_size // 2)
+            # claim ahead: a claim's batch is ready when handlers free up
+            slots = Slots(self.concurrency, min_batch, ahead=max(2, min_batch))
             assert pool is not None
             parts = assemble(self, pool, listener, slots, self._stopping, self._check_hung)
             parts.heartbeat.register(conn)  # presence: `teguh workers`, queue_workers()

@@ -183,6 +183,24 @@ class Completions:
             # AB001/AB002: it finished, was cancelled or taken over meanwhile.
             logger.info("run %s was not released: %s", run.run_id, exc, extra=run_extra(queue, run))
 
+    def hand_back_unstarted(self, state: RunState, queue: str) -> None:
+        """Hand back at once a run claimed ahead that no handler started (no attempt used)."""
+        if not state.mark(LOST):
+            return  # released already (by a stop's hand-back of what was left)
+        run = state.run
+        logger.info(
+            "handing back run %s of task %s (%s): claimed ahead, not started before the stop",
+            run.run_id,
+            run.task_id,
+            run.task_name,
+            extra=run_extra(queue, run),
+        )
+        try:
+            with self._pool.connection(timeout=2.0) as conn:
+                self._engine.release_run(conn, queue, run.run_id)
+        except Exception as exc:
+            logger.info("run %s was not released: %s", run.run_id, exc, extra=run_extra(queue, run))
+
     # -- plumbing -------------------------------------------------------------------
 
     def _loop(self) -> None:

@@ -36,7 +36,7 @@ from teguh import _engine as E
 from teguh.context import RunState
 from teguh.worker.listener import Listener
 
-__all__ = ["Dispatcher", "QueueState", "Slots"]
+__all__ = ["AHEAD_MAX_HANDLER", "Dispatcher", "QueueState", "Slots"]
 
 logger = logging.getLogger("teguh.worker")
 
@@ -47,6 +47,8 @@ _BATCH_WINDOW = 0.005
 # outage, the worker is back within about this long of the server.
 _RECONNECT_MAX = 1.0
 _CLAIM_ERROR_BACKOFF = 1.0
+AHEAD_MAX_HANDLER = 0.025
+"""A worker claims ahead (`Slots`) only while its handlers take less than this on average."""
 # Every wait for a pooled connection is short, so an outage cannot pin the
 # dispatcher (and stop()) for the pool's default 30 s.
 POOL_WAIT = 2.0
@@ -66,11 +68,25 @@ class QueueState:
 
 
 class Slots:
-    """Runs in flight, per queue, and the wake-up of the dispatcher when slots free."""
+    """Runs in flight, per queue, and the wake-up of the dispatcher when slots free.
 
-    def __init__(self, concurrency: int, min_batch: int) -> None:
+    Claiming ahead: a claim commits synchronously (a WAL flush, milliseconds
+    on real disks), and with short handlers that wait, not the handlers, sets
+    the pace. While recent handlers are short (their running mean under
+    `AHEAD_MAX_HANDLER`), a worker holds up to ``ahead`` claimed runs more
+    than ``concurrency``: they wait in the executor's queue and start as soon
+    as a handler thread frees, while the dispatcher's next claim is in
+    flight. With long handlers no run waits behind one (a worker would hold
+    runs another could start). Runs claimed ahead are leased and extended
+    like the others; a stopping worker hands them back unrun.
+    """
+
+    def __init__(self, concurrency: int, min_batch: int, ahead: int = 0) -> None:
         self.concurrency = concurrency
-        self.min_batch = min_batch
+        self.ahead = ahead
+        self.capacity = concurrency  # concurrency + ahead while handlers are short
+        self.base_batch = min_batch
+        self.min_batch = min_batch  # grows by half of the ahead room while claiming ahead
         self.lock = threading.Lock()
         self.idle = threading.Condition(self.lock)
         # one entry per execution: a resumed run comes back with the same run id
@@ -78,25 +94,35 @@ class Slots:
         self.inflight: dict[RunState, str] = {}
         self.running: dict[str, int] = {}
         self.poke_at = 0  # free slots at which a finishing handler wakes the dispatcher
+        self._mean: float | None = None  # running mean of handler durations (seconds)
         self.wake_r, self.wake_w = socket.socketpair()
         self.wake_r.setblocking(False)
         self.wake_w.setblocking(False)
 
     @property
     def free(self) -> int:
-        return self.concurrency - len(self.inflight)
+        return self.capacity - len(self.inflight)
 
     def take(self, state: RunState, queue: str) -> None:
         with self.lock:
             self.inflight[state] = queue
             self.running[queue] = self.running.get(queue, 0) + 1
 
-    def give_back(self, state: RunState) -> None:
+    def give_back(self, state: RunState, duration: float | None = None) -> None:
+        """Free the slot of a run that ended (``duration``: its handler's, if it ran)."""
         with self.lock:
             queue = self.inflight.pop(state, None)
             if queue is not None:
                 self.running[queue] -= 1
-            free = self.concurrency - len(self.inflight)
+            if duration is not None and self.ahead:
+                mean = duration if self._mean is None else self._mean * 0.8 + duration * 0.2
+                self._mean = mean
+                short = mean < AHEAD_MAX_HANDLER
+                self.capacity = self.concurrency + (self.ahead if short else 0)
+                # claiming ahead, a backlog claim waits for more free room:
+                # more runs per claim (per WAL flush)
+                self.min_batch = self.base_batch + (self.ahead // 2 if short else 0)
+            free = self.capacity - len(self.inflight)
             if not self.inflight:
                 self.idle.notify_all()
         # Wake the dispatcher only when it waits for this many free slots:
@@ -186,7 +212,10 @@ class Dispatcher:
             if free <= 0:
                 break
             share = math.ceil(free / (n - i))
-            want = min(share, self._room(q), self.batch_size)
+            # a claim may take the runs claimed ahead too (up to `Slots.capacity`)
+            want = min(
+                share, self._room(q), self.batch_size + self.slots.capacity - self.slots.concurrency
+            )
             try:
                 total += self.claim_queue(q, want)
             except psycopg.OperationalError as exc:
@@ -205,11 +234,13 @@ class Dispatcher:
 
     def claim_queue(self, q: QueueState, want: int) -> int:
         """Claim up to ``want`` runs of one queue and submit them; return how many."""
-        due_in: float | None = None
         with self.pool.connection(timeout=POOL_WAIT) as conn:
             # taken before the claim is sent: the lease surely ends no earlier
             sent_at = time.monotonic()
-            runs, bad = self.engine.claim(conn, q.name, self.worker_id, self.claim_timeout, want)
+            # one round trip: a short claim also says when the next run is due
+            runs, bad, due_in = self.engine.claim_next(
+                conn, q.name, self.worker_id, self.claim_timeout, want
+            )
             for run_id, exc in bad:
                 self.engine.fail_undecodable(conn, q.name, run_id, exc)
             for run in runs:
@@ -217,8 +248,6 @@ class Dispatcher:
                 self.slots.take(state, q.name)
                 self.submit(state, q.name)
             got = len(runs) + len(bad)
-            if got < want:
-                due_in = self.engine.next_wake_in(conn, q.name)
         now = time.monotonic()
         q.last_claim = now
         q.full = got == want

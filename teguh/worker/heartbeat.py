@@ -6,9 +6,11 @@ cancelled or lost are marked, so that their handlers' next teguh call raises
 and nothing more is recorded for them.
 
 It also keeps the worker's presence (``teguh.register_worker``: id, host,
-pid, queues) alive, so that ``teguh workers`` and ``queue_workers`` show who
-serves a queue; `stop` removes it. A presence lapses ``presence_ttl`` seconds
-after the last beat (a worker killed without stopping).
+pid, queues) alive, so that ``teguh workers``, ``queue_workers`` and
+``queue_stats`` show who serves a queue, and reports with it how many of the
+worker's handlers hang (``teguh workers``); `stop` removes it. A presence
+lapses ``presence_ttl`` seconds after the last beat (a worker killed without
+stopping).
 """
 
 from __future__ import annotations
@@ -112,9 +114,19 @@ class Heartbeat:
     def _presence(self) -> None:
         if not self._queues:
             return
+        hung = self.hung_handlers()
         with self._pool.connection(timeout=POOL_WAIT) as conn:
-            if not self._engine.worker_heartbeat(conn, self._worker_id, self.presence_ttl):
+            if not self._engine.worker_heartbeat(conn, self._worker_id, self.presence_ttl, hung):
                 self.register(conn)  # it lapsed (a long pause): come back
+
+    def hung_handlers(self) -> int:
+        """Count the handlers hung ``claim_timeout`` seconds after a cancellation or lost lease.
+
+        The rule of `teguh.Worker.hung_handlers`, reported with the presence.
+        """
+        with self._slots.lock:
+            states = list(self._slots.inflight)
+        return sum(1 for state in states if state.abandoned_for() >= self._claim_timeout)
 
     def beat(self) -> int:
         """Extend every in-flight lease now; return how many runs were found gone."""

@@ -129,3 +129,138 @@ def test_workers_shows_who_serves_each_queue(cli: Any, dsn: str, queue: str) -> 
 def test_stats_watch_refreshes(cli: Any, queue: str) -> None:
     status, out, _ = cli("stats", "--watch", "--interval", "0.01", "--count", "2")
     assert status == 0 and out.count("in flight") == 2
+
+
+# -- task show: what a task waits for; stats and workers: who serves a queue ------------
+
+
+def claim(conn: Conn, queue: str, worker: str = "w") -> uuid.UUID:
+    row = conn.execute("select run_id from teguh.claim_task(%s, %s)", (queue, worker)).fetchone()
+    assert row is not None
+    run_id: uuid.UUID = row[0]
+    return run_id
+
+
+def test_task_show_says_when_a_retry_comes(cli: Any, queue: str, conn: Conn) -> None:
+    task_id = spawn(
+        conn, queue, "flaky", '{"retry_strategy": {"kind": "fixed", "base_seconds": 600}}'
+    )
+    tb = (
+        "Traceback (most recent call last):\n"
+        + "".join(f'  File "job.py", line {n}, in f{n}\n    f{n + 1}()\n' for n in range(20))
+        + "ValueError: flaky"
+    )
+    reason = {"name": "ValueError", "message": "flaky", "traceback": tb}
+    conn.execute(
+        "select teguh.fail_run(%s, %s, %s::jsonb)", (queue, claim(conn, queue), json.dumps(reason))
+    )
+    status, out, _ = cli("task", "show", str(task_id))
+    assert status == 0
+    assert "waiting for:  a retry after a failure (attempt 2 of 5)" in out
+    assert "next attempt:" in out and "(in 9m" in out
+    assert "workers:      none serves queue q" in out
+    # the last failure with the end of its traceback (all of it with --traceback)
+    assert "last failure: ValueError: flaky" in out
+    assert "earlier lines: --traceback shows them" in out and "ValueError: flaky" in out
+    assert "in f0" not in out and "in f19" in out
+    status, out, _ = cli("task", "show", str(task_id), "--traceback")
+    assert "in f0" in out and "earlier lines" not in out
+    report = json.loads(cli("--json", "task", "show", str(task_id))[1])
+    assert report["wait_kind"] == "retry" and report["next_attempt_at"] is not None
+    assert report["last_failure"]["traceback"] == tb
+    assert (report["hand_backs"], report["queue_paused"], report["worker_id"]) == (0, False, None)
+
+
+def test_task_show_says_what_a_suspended_task_waits_for(cli: Any, queue: str, conn: Conn) -> None:
+    sleeper = spawn(conn, queue, "sleeper")
+    conn.execute(
+        "select teguh.schedule_run(%s, %s, teguh.current_time() + interval '2 hours')",
+        (queue, claim(conn, queue)),
+    )
+    status, out, _ = cli("task", "show", str(sleeper))
+    assert status == 0 and "sleeping" in out
+    assert "waiting for:  a durable sleep" in out and "wakes:" in out and "(in 1h59m)" in out
+
+    waiter = spawn(conn, queue, "waiter")
+    conn.execute(
+        "select * from teguh.wait_event(%s, %s, %s, 'pay', 'order.paid', 3600)",
+        (queue, waiter, claim(conn, queue)),
+    )
+    status, out, _ = cli("task", "show", str(waiter))
+    assert "waiting for:  event 'order.paid'" in out and "times out:" in out
+    report = json.loads(cli("--json", "task", "show", str(waiter))[1])
+    assert (report["wait_kind"], report["wait_event"]) == ("event", "order.paid")
+    assert report["wait_timeout_at"] == report["next_attempt_at"] is not None
+
+    forever = spawn(conn, queue, "forever")
+    conn.execute(
+        "select * from teguh.wait_event(%s, %s, %s, 'ok', 'approval')",
+        (queue, forever, claim(conn, queue)),
+    )
+    out = cli("task", "show", str(forever))[1]
+    assert "event 'approval'" in out and "times out:    never" in out
+
+    running = spawn(conn, queue, "busy")
+    claim(conn, queue, "w-busy")
+    out = cli("task", "show", str(running))[1]
+    assert "running on:   worker w-busy, lease" in out
+
+
+def test_a_handed_back_task_does_not_look_like_a_sleep(cli: Any, queue: str, conn: Conn) -> None:
+    task_id = spawn(conn, queue, "nobody.handles.this")
+    conn.execute("select teguh.hand_back_run(%s, %s, 30, 10, 'w-1')", (queue, claim(conn, queue)))
+    out = cli("task", "show", str(task_id))[1]
+    assert "state:        pending" in out
+    assert "handed back 1 time(s), no attempt used" in out and "next attempt:" in out
+    assert "HandedBack" in out and "sleep" not in out
+    out = cli("task", "list")[1]
+    assert "pending (handed back)" in out and "sleeping" not in out
+
+
+def test_task_show_names_a_paused_queue(cli: Any, queue: str, conn: Conn) -> None:
+    task_id = spawn(conn, queue)
+    assert cli("queue", "pause", queue)[0] == 0
+    out = cli("task", "show", str(task_id))[1]
+    assert "waiting for:  its first attempt (attempt 1 of 5)" in out
+    assert "queue paused: nothing is claimed until `teguh queue resume q`" in out
+
+
+def test_stats_show_the_workers_serving_each_queue(cli: Any, queue: str, conn: Conn) -> None:
+    conn.execute("select teguh.create_queue('other')")
+    spawn(conn, "other")
+    conn.execute("select teguh.register_worker('w1', '{q}')")
+    status, out, err = cli("stats")
+    assert status == 0
+    header, _, *rows = out.splitlines()
+    assert header.split()[-1] == "workers"
+    cells = {row.split()[0]: row.split()[-1] for row in rows}
+    assert cells == {"other": "0", "q": "1"}
+    assert "no worker serves: other" in err
+    stats = json.loads(cli("--json", "stats")[1])
+    assert {s["queue_name"]: s["workers"] for s in stats} == {"other": 0, "q": 1}
+    status, out, _ = cli("stats", "--watch", "--interval", "0.01", "--count", "1")
+    assert status == 0 and "workers" in out
+
+
+def test_workers_show_hung_handlers(cli: Any, queue: str, conn: Conn) -> None:
+    conn.execute("select teguh.register_worker('w-stuck', '{q}')")
+    conn.execute("select teguh.worker_heartbeat('w-stuck', 60, 2)")
+    status, out, err = cli("workers")
+    assert status == 0
+    header = out.splitlines()[0]
+    assert header.split()[-1] == "hung"
+    assert "w-stuck: 2 handler(s) still run" in err
+    data = json.loads(cli("--json", "workers")[1])
+    assert data["workers"][0]["hung_handlers"] == 2
+
+
+def test_task_show_names_a_capped_concurrency_key(cli: Any, queue: str, conn: Conn) -> None:
+    conn.execute("select teguh.set_concurrency_limit(%s, 'tenant-1', 1)", (queue,))
+    spawn(conn, queue, "t", '{"concurrency_key": "tenant-1"}')
+    waiting = spawn(conn, queue, "t", '{"concurrency_key": "tenant-1"}')
+    claim(conn, queue)
+    out = cli("task", "show", str(waiting))[1]
+    assert "concurrency:  key 'tenant-1': 1 of 1 running (at its limit" in out
+    report = json.loads(cli("--json", "task", "show", str(waiting))[1])
+    assert (report["concurrency_key"], report["concurrency_limit"]) == ("tenant-1", 1)
+    assert report["concurrency_running"] == 1

@@ -115,6 +115,8 @@ def test_stats_command(app: Flask) -> None:
     result = app.test_cli_runner().invoke(args=["teguh", "stats"])
     assert result.exit_code == 0, result.output
     assert "default" in result.output
+    header, row = result.output.splitlines()[:2]
+    assert header.split()[-1] == "workers" and row.split()[-1] == "0"
 
 
 def test_config_errors(dsn: str) -> None:

@@ -81,4 +81,4 @@ def test_queue_stats(eng: Engine) -> None:
     eng.claim()
     eng.advance(5)
     row = eng.one("select * from teguh.queue_stats('q')")
-    assert row == ("q", 1, 1, 0, 2, 0, 0, 5.0, 1, None)
+    assert row == ("q", 1, 1, 0, 2, 0, 0, 5.0, 1, None, 0)

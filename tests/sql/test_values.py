@@ -385,9 +385,11 @@ def test_queue_stats_isolates_a_failing_queue(
     eng: Engine, two_queues: tuple[Engine, Engine]
 ) -> None:
     break_queue(eng, "p_a")
+    eng.conn.execute("select teguh.register_worker('w', '{a,b}')")
     rows = {r[0]: r[1:] for r in eng.rows("select * from teguh.queue_stats()")}
-    assert rows["b"][:5] == (0, 1, 0, 1, 0) and rows["b"][-1] is None
-    assert rows["a"][:-1] == (None,) * 8 and "p_a" in rows["a"][-1]
+    assert rows["b"][:5] == (0, 1, 0, 1, 0) and rows["b"][-2:] == (None, 1)
+    # the failing queue's workers are still counted: they come from teguh.workers
+    assert rows["a"][:-2] == (None,) * 8 and "p_a" in rows["a"][-2] and rows["a"][-1] == 1
 
 
 def test_infinite_stored_times_break_neither_stats_nor_wake_times(eng: Engine) -> None:

@@ -208,6 +208,17 @@ class Driver:
             == []
         )
         self.eng.one("select teguh.next_wake_at(%s)", q)
+        # every task says what it waits for: an unfinished one always has a wait or a lease
+        waits = self.eng.rows(
+            "select g.state, g.wait_kind, g.worker_id from teguh.list_tasks(%s, '{}', null, 1000) l"
+            " cross join lateral teguh.get_task(%s, l.task_id) g",
+            q,
+            q,
+        )
+        for state, kind, worker in waits:
+            assert (kind is not None) == (state in ("pending", "sleeping")), (state, kind)
+            if state == "running":
+                assert worker is not None
         assert self.warnings == []
 
     def finish(self) -> None:
