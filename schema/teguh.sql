@@ -738,7 +738,7 @@ begin
           offset 0
         ) m
          where m.max_running is not null
-         order by m.pattern = k.key desc, length(m.pattern) desc
+         order by m.pattern = k.key and right(k.key, 1) <> '*' desc, length(m.pattern) desc
          limit 1
       ) l on true
      where l.max_running is distinct from 0;  -- 0 holds the key
@@ -2891,7 +2891,8 @@ begin
 end
 $$;
 
--- The limit patterns that can govern key p_key: the key itself, and each of
+-- The limit patterns that can govern key p_key: the key itself (exact, unless
+-- it ends in "*": then it is one of its own prefix patterns), and each of
 -- its prefixes ('' included) followed by "*". Looking each up by primary key
 -- costs one probe per character of the key however many limits a queue has
 -- (a scan of the queue's limits per key made claims quadratic with
@@ -2911,7 +2912,7 @@ language sql stable as $$
     offset 0
   ) m
    where m.max_running is not null
-   order by m.pattern = p_key desc, length(m.pattern) desc
+   order by m.pattern = p_key and right(p_key, 1) <> '*' desc, length(m.pattern) desc
    limit 1
 $$;
 
@@ -2989,7 +2990,8 @@ begin
                  where l.queue_name = $2
                    and (l.key_pattern = r.concurrency_key
                         or (right(l.key_pattern, 1) = '*' and starts_with(r.concurrency_key, left(l.key_pattern, -1))))
-                 order by l.key_pattern = r.concurrency_key desc, length(l.key_pattern) desc limit 1) = $3$q$,
+                 order by l.key_pattern = r.concurrency_key and right(r.concurrency_key, 1) <> '*' desc,
+                          length(l.key_pattern) desc limit 1) = $3$q$,
         'r_' || v_limit.queue_name, 't_' || v_limit.queue_name)
         into v_running using left(v_limit.key_pattern, -1), v_limit.queue_name, v_limit.key_pattern;
     else

@@ -10,6 +10,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from tests.sql.conftest import Engine, raises_sqlstate
 
@@ -192,3 +194,31 @@ def test_a_claim_reads_only_the_limits_that_match_its_keys(eng: Engine) -> None:
     # each of the 200 keys matches 3 limits (its own, tenant:*, *): a few probes each,
     # not the 402 rows of the queue for every key (80 400 before)
     assert read <= 200 * 3, read
+
+
+def governing(limits: dict[str, int], key: str) -> int | None:
+    """The oracle: the exact key's limit, else the longest prefix's (a key ending
+    in "*" is a prefix pattern, so only prefixes can govern it)."""
+    if key in limits and not key.endswith("*"):
+        return limits[key]
+    best = [(len(p), n) for p, n in limits.items() if p.endswith("*") and key.startswith(p[:-1])]
+    return max(best)[1] if best else None
+
+
+TEXT = st.text(alphabet="a*%_\\é", min_size=1, max_size=4)
+
+
+@given(limits=st.dictionaries(TEXT, st.integers(0, 3), max_size=6), key=TEXT)
+@example(limits={"a*": 1, "a**": 2}, key="a*")  # a key ending in "*": its longest prefix wins
+def test_generated_keys_find_the_limit_the_docs_describe(
+    eng: Engine, limits: dict[str, int], key: str
+) -> None:
+    eng.conn.execute("delete from teguh.concurrency_limits")
+    for table in ["r_q", "p_q", "t_q"]:
+        eng.conn.execute(f"delete from teguh.{table}")  # test-only identifiers
+    for pattern, n in limits.items():
+        limit(eng, pattern, n)
+    want = governing(limits, key)
+    assert eng.one("select teguh._concurrency_limit('q', %s)", key) == want
+    keyed(eng, key, 4)
+    assert len(eng.claim(5)) == (4 if want is None else min(want, 4))  # the claim agrees
