@@ -673,6 +673,7 @@ declare
   v_at            timestamptz[] := '{}';
   v_seq           bigint[] := '{}';
   v_keys          text[];
+  v_plens         integer[];
   v_limits        integer[];
   v_hpri          integer[];
   v_hat           timestamptz[];
@@ -706,6 +707,7 @@ begin
     -- Some ready task carries a concurrency key. The head (best ready task)
     -- of every key, by a skip scan of pkey: one probe per distinct key, so
     -- a capped key costs one probe however many tasks it has waiting.
+    v_plens := teguh._concurrency_prefix_lengths({queue});
     select coalesce(array_agg(k.key order by h.priority desc, h.available_at, h.seq), '{}'),
            coalesce(array_agg(l.max_running order by h.priority desc, h.available_at, h.seq), '{}'),
            coalesce(array_agg(h.priority order by h.priority desc, h.available_at, h.seq), '{}'),
@@ -734,7 +736,7 @@ begin
         select m.max_running from (
           select c.pattern, (select l.max_running from teguh.concurrency_limits l
                               where l.queue_name = {queue} and l.key_pattern = c.pattern) as max_running
-            from unnest(teguh._concurrency_patterns(k.key)) as c(pattern)
+            from unnest(teguh._concurrency_patterns(k.key, v_plens)) as c(pattern)
           offset 0
         ) m
          where m.max_running is not null
@@ -2891,15 +2893,25 @@ begin
 end
 $$;
 
--- The limit patterns that can govern key p_key: the key itself (exact, unless
--- it ends in "*": then it is one of its own prefix patterns), and each of
--- its prefixes ('' included) followed by "*". Looking each up by primary key
--- costs one probe per character of the key however many limits a queue has
--- (a scan of the queue's limits per key made claims quadratic with
--- per-tenant limits).
-create or replace function teguh._concurrency_patterns(p_key text) returns text[]
+-- The lengths (in characters, "*" included) of the prefix limits of a queue:
+-- read once per claim, so that a key's limit costs a primary-key probe per
+-- distinct prefix length (usually one or two), however many limits there are.
+create or replace function teguh._concurrency_prefix_lengths(p_queue_name text) returns integer[]
+language sql stable as $$
+  select coalesce(array_agg(distinct length(l.key_pattern)), '{}') from teguh.concurrency_limits l
+   where l.queue_name = p_queue_name and right(l.key_pattern, 1) = '*'
+$$;
+
+-- The limit patterns that can govern key p_key, given the queue's prefix
+-- lengths (_concurrency_prefix_lengths): the key itself (exact, unless it
+-- ends in "*": then it is one of its own prefix patterns), and its prefixes
+-- of those lengths followed by "*". Looking each up by primary key keeps a
+-- claim linear in its keys (a scan of the queue's limits per key made it
+-- quadratic with per-tenant limits).
+create or replace function teguh._concurrency_patterns(p_key text, p_prefix_lengths integer[]) returns text[]
 language sql immutable parallel safe as $$
-  select array[p_key] || array(select left(p_key, i) || '*' from generate_series(0, length(p_key)) i)
+  select array[p_key] || array(select left(p_key, n - 1) || '*' from unnest(p_prefix_lengths) n
+                                where n - 1 <= length(p_key))
 $$;
 
 -- The limit that governs key p_key in queue p_queue_name (null: none).
@@ -2908,7 +2920,7 @@ language sql stable as $$
   select m.max_running from (
     select c.pattern, (select l.max_running from teguh.concurrency_limits l
                         where l.queue_name = p_queue_name and l.key_pattern = c.pattern) as max_running
-      from unnest(teguh._concurrency_patterns(p_key)) as c(pattern)
+      from unnest(teguh._concurrency_patterns(p_key, teguh._concurrency_prefix_lengths(p_queue_name))) as c(pattern)
     offset 0
   ) m
    where m.max_running is not null
