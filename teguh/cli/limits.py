@@ -12,8 +12,9 @@ __all__ = ["cmd_limit_list", "cmd_limit_remove", "cmd_limit_set", "limit_arg"]
 
 
 def limit_arg(text: str) -> int:
-    """Parse a limit: a whole number >= 0."""
-    if not text.isdigit():
+    """Parse a limit: a whole number >= 0, in ASCII digits (``str.isdigit`` alone
+    takes "²", which ``int`` refuses, and "٣", which it reads as 3)."""
+    if not (text.isascii() and text.isdigit()):
         raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
     return int(text)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from typing import Any
 
 import psycopg
 import pytest
 
+from teguh.cli.limits import limit_arg
 from teguh.cli.main import main
 
 Conn = psycopg.Connection[Any]
@@ -53,9 +55,12 @@ def test_limit_list_and_unlimit(cli: Any, queue: str, conn: Conn) -> None:
 
 
 def test_bad_arguments_are_one_line_errors(cli: Any, queue: str) -> None:
-    with pytest.raises(SystemExit) as exited:
-        cli("queue", "limit", queue, "k", "two")
-    assert exited.value.code == 2
+    for bad in ["two", "-1", "²", "٣", " 3"]:  # only ASCII digits: "٣" is not silently 3
+        with pytest.raises(SystemExit) as exited:
+            cli("queue", "limit", queue, "k", bad)
+        assert exited.value.code == 2
+    with pytest.raises(argparse.ArgumentTypeError, match="whole number"):
+        limit_arg("²")  # str.isdigit() says yes, int() says no
     status, _, err = cli("queue", "limit", queue, "x" * 256, "1")
     assert status == 1 and "key" in err and "Traceback" not in err
     status, _, err = cli("queue", "limit", "nope", "k", "1")
