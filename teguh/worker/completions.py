@@ -166,40 +166,32 @@ class Completions:
 
     def release(self, state: RunState, queue: str) -> None:
         """Hand a still-running run back at once; its handler's later calls raise LeaseLost."""
+        self._release(state, queue, "its handler did not finish in time", logging.WARNING)
+
+    def hand_back_unstarted(self, state: RunState, queue: str) -> None:
+        """Hand back at once a run claimed ahead that no handler started (no attempt used)."""
+        self._release(state, queue, "claimed ahead, not started before the stop", logging.INFO)
+
+    def _release(self, state: RunState, queue: str, why: str, level: int) -> None:
         if not state.mark(LOST):
-            return  # its result is queued (or it was cancelled/lost already)
+            return  # its result is queued, or it was cancelled, lost or released already
         run = state.run
-        logger.warning(
-            "releasing run %s of task %s (%s): its handler did not finish in time",
+        extra = run_extra(queue, run)
+        logger.log(
+            level,
+            "releasing run %s of task %s (%s): %s",
             run.run_id,
             run.task_id,
             run.task_name,
-            extra=run_extra(queue, run),
+            why,
+            extra=extra,
         )
         try:
             with self._pool.connection(timeout=2.0) as conn:
                 self._engine.release_run(conn, queue, run.run_id)
         except Exception as exc:
             # AB001/AB002: it finished, was cancelled or taken over meanwhile.
-            logger.info("run %s was not released: %s", run.run_id, exc, extra=run_extra(queue, run))
-
-    def hand_back_unstarted(self, state: RunState, queue: str) -> None:
-        """Hand back at once a run claimed ahead that no handler started (no attempt used)."""
-        if not state.mark(LOST):
-            return  # released already (by a stop's hand-back of what was left)
-        run = state.run
-        logger.info(
-            "handing back run %s of task %s (%s): claimed ahead, not started before the stop",
-            run.run_id,
-            run.task_id,
-            run.task_name,
-            extra=run_extra(queue, run),
-        )
-        try:
-            with self._pool.connection(timeout=2.0) as conn:
-                self._engine.release_run(conn, queue, run.run_id)
-        except Exception as exc:
-            logger.info("run %s was not released: %s", run.run_id, exc, extra=run_extra(queue, run))
+            logger.info("run %s was not released: %s", run.run_id, exc, extra=extra)
 
     # -- plumbing -------------------------------------------------------------------
 
