@@ -58,6 +58,14 @@ class WorkerProcess:
         self._file.close()
 
 
+def handler_began(conn: Conn, task_id: uuid.UUID) -> bool:
+    """The ``slow`` handler has started (its first step committed), not only been claimed."""
+    row = conn.execute(
+        "select teguh.get_task_checkpoint_state('q', %s, 'began')", (task_id,)
+    ).fetchone()
+    return row is not None and row[0] is True
+
+
 @pytest.fixture
 def start_worker(dsn: str, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     procs: list[WorkerProcess] = []
@@ -112,7 +120,7 @@ def test_worker_first_signal_drains_running_handlers(
     worker = start_worker()
     worker.wait_output("Ctrl-C or SIGTERM drains")
     task_id = spawn(conn, "slow", '{"seconds": 1.5}')
-    wait_for(lambda: result_of(conn, task_id)[0] == "running", timeout=20)
+    wait_for(lambda: handler_began(conn, task_id), timeout=20)
     worker.signal(signal.SIGINT)
     assert worker.wait(timeout=30) == 0
     # the handler was allowed to finish: its result is recorded
@@ -126,7 +134,7 @@ def test_worker_second_signal_exits_at_once(
     worker = start_worker()
     worker.wait_output("Ctrl-C or SIGTERM drains")
     task_id = spawn(conn, "slow", '{"seconds": 60}')
-    wait_for(lambda: result_of(conn, task_id)[0] == "running", timeout=20)
+    wait_for(lambda: handler_began(conn, task_id), timeout=20)
     worker.signal(signal.SIGTERM)
     worker.wait_output("stopping: no new claims")
     worker.signal(signal.SIGTERM)
@@ -150,7 +158,7 @@ def test_worker_recycles_itself_when_hung_handlers_hold_every_slot(
     )  # fmt: skip
     worker.wait_output("Ctrl-C or SIGTERM drains")
     task_id = spawn(conn, "slow", '{"seconds": 60}')
-    wait_for(lambda: result_of(conn, task_id)[0] == "running", timeout=20)
+    wait_for(lambda: handler_began(conn, task_id), timeout=20)
     conn.execute("select teguh.cancel_task('q', %s)", (task_id,))
     assert worker.wait(timeout=30) == 75
     out = worker.output()

@@ -15,6 +15,9 @@ def add(ctx: teguh.TaskContext, a: int, b: int) -> int:
 
 @teguh.task(queue="q", name="slow")
 def slow(ctx: teguh.TaskContext, seconds: float) -> str:
+    # a checkpoint the tests wait for: the handler has started (a claimed run
+    # whose handler has not started yet is handed back unrun by a stop)
+    ctx.step("began", lambda: True)
     time.sleep(seconds)
     return f"slept {seconds}"
 
