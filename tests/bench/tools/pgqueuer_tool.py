@@ -169,7 +169,15 @@ def count_done(dsn: str, kind: str) -> int:
             "select count(*) from pgqueuer_log where status = 'successful'"
         ).fetchone()
         logged = int(row[0]) if row else 0
-        # The log may already have been folded into pgqueuer_statistics.
+        folded_rows_stay = conn.execute(
+            "select 1 from pg_attribute where attrelid = 'pgqueuer_log'::regclass"
+            " and attname = 'aggregated' and not attisdropped"
+        ).fetchone()
+        if folded_rows_stay:
+            # Newer pgqueuer folds log rows into pgqueuer_statistics and keeps
+            # them (aggregated = true): adding the statistics counted each twice.
+            return logged
+        # Older pgqueuer deletes the log rows it folds into pgqueuer_statistics.
         row = conn.execute(
             "select coalesce(sum(count), 0) from pgqueuer_statistics where status = 'successful'"
         ).fetchone()
