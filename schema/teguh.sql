@@ -2941,10 +2941,7 @@ begin
   perform teguh._assert_queue(p_queue_name);
   perform teguh._check_concurrency_key('key', p_key, true);
   if p_limit is null then
-    delete from teguh.concurrency_limits l where l.queue_name = p_queue_name and l.key_pattern = p_key;
-    if found then
-      perform teguh._notify(p_queue_name);  -- the tasks it held may be claimable now
-    end if;
+    perform teguh.drop_concurrency_limit(p_queue_name, p_key);
     return;
   end if;
   if p_limit < 0 then

@@ -14,23 +14,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tests.sql.conftest import Engine, raises_sqlstate
-
-
-def limit(eng: Engine, key: str, value: int | None) -> None:
-    eng.conn.execute("select teguh.set_concurrency_limit(%s, %s, %s)", (eng.q, key, value))
-
-
-def running(eng: Engine) -> Counter[str | None]:
-    rows = eng.rows(
-        "select t.concurrency_key from teguh.r_q r join teguh.t_q t on t.task_id = r.task_id"
-        " where t.state = 'running' and t.current_run_id = r.run_id"
-    )
-    return Counter(row[0] for row in rows)
-
-
-def keyed(eng: Engine, key: str | None, n: int = 1, **options: Any) -> list[Any]:
-    return [eng.spawn("t", {"i": i}, concurrency_key=key, **options)[0] for i in range(n)]
-
+from tests.sql.test_concurrency_limits import keyed, limit, running
 
 LEVELS = {
     "repeatable read": psycopg.IsolationLevel.REPEATABLE_READ,
