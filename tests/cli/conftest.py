@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from pytest_postgresql.janitor import DatabaseJanitor
 
+from teguh.cli.main import main
 from teguh.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,3 +89,15 @@ def assert_user_error(result: subprocess.CompletedProcess[str], code: int, *frag
     assert len(lines) == 1, result.stderr
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
+
+
+@pytest.fixture
+def cli(dsn: str, capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    """``teguh`` in this process: ``run(*args) -> (status, stdout, stderr)``."""
+
+    def run(*args: str) -> tuple[int, str, str]:
+        status = main(["--dsn", dsn, *args])
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    return run

@@ -11,21 +11,8 @@ import psycopg
 import pytest
 
 import teguh
-from teguh.cli.main import main
 
 Conn = psycopg.Connection[Any]
-
-
-@pytest.fixture
-def cli(dsn: str, capsys: pytest.CaptureFixture[str]) -> Any:
-    """Return ``run(*args) -> (status, stdout, stderr)``."""
-
-    def run(*args: str) -> tuple[int, str, str]:
-        status = main(["--dsn", dsn, *args])
-        out, err = capsys.readouterr()
-        return status, out, err
-
-    return run
 
 
 def spawn(conn: Conn, queue: str, name: str = "t", options: str = "{}") -> uuid.UUID:

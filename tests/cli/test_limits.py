@@ -10,19 +10,8 @@ import psycopg
 import pytest
 
 from teguh.cli.limits import limit_arg
-from teguh.cli.main import main
 
 Conn = psycopg.Connection[Any]
-
-
-@pytest.fixture
-def cli(dsn: str, capsys: pytest.CaptureFixture[str]) -> Any:
-    def run(*args: str) -> tuple[int, str, str]:
-        status = main(["--dsn", dsn, *args])
-        out, err = capsys.readouterr()
-        return status, out, err
-
-    return run
 
 
 def claimed(conn: Conn, queue: str) -> int:
