@@ -52,11 +52,15 @@ def test_one_worker_serves_several_queues_without_starving_one(
         # the urgent task ran while most of the backlog still waited
         assert backlog.pending > 100, backlog
         release.set()
-    # one LISTEN connection for both queues
-    row = conn.execute(
-        "select count(*) from pg_stat_activity where application_name like 'teguh-listen%'"
-    ).fetchone()
-    assert row == (0,)
+
+    # the worker's LISTEN connection is closed with it (its backend exits
+    # just after the client closes the socket: wait for the server to see it)
+    def listening() -> Any:
+        return conn.execute(
+            "select count(*) from pg_stat_activity where application_name like 'teguh-listen%'"
+        ).fetchone()
+
+    wait_for(lambda: listening() == (0,), message="the LISTEN session to end")
 
 
 def test_a_queue_cap_limits_its_slots(app: teguh.App, queue: str) -> None:
