@@ -656,9 +656,16 @@ create or replace function teguh.{claim}(
   p_run_seq       boolean
 ) returns table (run_id uuid, task_id uuid, attempt integer, task_name text, params jsonb, retry_strategy jsonb,
                max_attempts integer, headers jsonb, wake_event text, event_payload jsonb)
--- Plans are cached and generic: a table of finished tasks, whose states the
--- planner sees as never 'pending', must not tempt it into a sequential scan.
-language plpgsql set enable_seqscan = off as $fn$
+-- The plans must not follow the statistics: a queue filled faster than
+-- autovacuum analyzes it looks empty (and porder's "concurrency_key is null"
+-- 0.5% selective), which made a bitmap scan that sorts every ready task the
+-- cheapest plan, for each claim of the backlog (ten times the cost); a table
+-- of finished tasks, whose states the planner sees as never 'pending', must
+-- not tempt it into a sequential scan. So: index scans only, one generic
+-- plan (a custom one was planned again on every call, as long as running
+-- it), and no JIT (a plan with a disabled node is costed past its threshold).
+language plpgsql set enable_seqscan = off set enable_bitmapscan = off set plan_cache_mode = force_generic_plan
+set jit = off as $fn$
 #variable_conflict use_column
 declare
   v_next_due      timestamptz;
@@ -865,7 +872,8 @@ $tmpl$,
 $tmpl$
 create or replace function teguh.{complete}(p_run_ids uuid[], p_states jsonb[], p_now timestamptz)
 returns table (run_id uuid, status text)
-language plpgsql set enable_seqscan = off as $fn$
+-- as the claim: index scans, one generic plan, no JIT
+language plpgsql set enable_seqscan = off set plan_cache_mode = force_generic_plan set jit = off as $fn$
 #variable_conflict use_column
 declare
   v_done uuid[] := '{}';
