@@ -31,6 +31,7 @@ from psycopg_pool import ConnectionPool
 from teguh import _engine as E
 from teguh import schema
 from teguh._admin import AdminMethods
+from teguh._pool import check_connection
 from teguh._runs import RunMethods
 from teguh.errors import TaskNotFound
 from teguh.records import (
@@ -65,7 +66,8 @@ class Client(RunMethods, AdminMethods):
 
     ``Client("postgresql://...")`` opens (and `close` closes) a
     `psycopg_pool.ConnectionPool` of autocommit connections that are checked
-    before use (so the first call after a server restart does not fail); a
+    before use without a round trip (so the first call after a server restart
+    does not fail; see `teguh._pool`); a
     malformed connection string raises `InvalidArgument` at once.
     ``Client(pool)`` or ``Client(pool=pool)`` uses yours and never closes it.
     ``json_dumps``/``json_loads`` replace the stdlib `json` for params,
@@ -113,7 +115,7 @@ class Client(RunMethods, AdminMethods):
                 min_size=min_size,
                 max_size=max_size,
                 kwargs=self._connect_kwargs,
-                check=ConnectionPool.check_connection,
+                check=check_connection,
                 name="teguh-client",
                 open=True,
             )

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from teguh.embedded import EmbeddedPostgres
 
 T = TypeVar("T")
 
@@ -32,3 +36,20 @@ def wait_for(
             what = message or getattr(predicate, "__name__", repr(predicate))
             raise AssertionError(f"condition not met within {timeout}s: {what}")
         time.sleep(interval)
+
+
+def pg_ctl(server: EmbeddedPostgres, *args: str) -> None:
+    """Run pg_ctl on `server`'s data directory: stop, start or restart it."""
+    result = server._run(
+        [
+            os.path.join(server.bindir, "pg_ctl"),
+            "--pgdata",
+            server.data_dir,
+            "--log",
+            server.log_file,
+            "--wait",
+            *args,
+        ],
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -32,6 +32,7 @@ from psycopg_pool import ConnectionPool
 
 from teguh import _engine as E
 from teguh import schema
+from teguh._pool import check_connection
 from teguh.context import RunState
 from teguh.errors import QueueNotFound
 from teguh.records import WorkerOptions
@@ -190,7 +191,7 @@ class Worker(WorkerSettings):
                     min_size=size,
                     max_size=size,
                     kwargs=kwargs,
-                    check=ConnectionPool.check_connection,
+                    check=check_connection,
                     name=f"teguh-worker-{self.worker_id}",
                     reconnect_timeout=_POOL_RECONNECT_TIMEOUT,
                     open=True,

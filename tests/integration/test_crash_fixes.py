@@ -15,7 +15,7 @@ import pytest
 import teguh
 from teguh.embedded import EmbeddedPostgres
 from teguh.worker.heartbeat import Heartbeat
-from tests.helpers import wait_for
+from tests.helpers import pg_ctl, wait_for
 
 from .conftest import wait_state
 
@@ -115,9 +115,9 @@ def test_a_worker_is_back_soon_after_an_outage_whatever_its_length() -> None:
             with worker:
                 first = client.spawn_task("q", "t", {})
                 wait_state(client, first.task_id)
-                _pg_ctl(server, "-m", "fast", "stop")
+                pg_ctl(server, "-m", "fast", "stop")
                 time.sleep(20)
-                _pg_ctl(server, "start")
+                pg_ctl(server, "start")
                 back = time.monotonic()
                 spawned = None
                 while spawned is None:
@@ -129,22 +129,6 @@ def test_a_worker_is_back_soon_after_an_outage_whatever_its_length() -> None:
         assert took < 4, f"the worker resumed {took:.1f}s after the server came back"
     finally:
         server.stop()
-
-
-def _pg_ctl(server: EmbeddedPostgres, *args: str) -> None:
-    result = server._run(
-        [
-            os.path.join(server.bindir, "pg_ctl"),
-            "--pgdata",
-            server.data_dir,
-            "--log",
-            server.log_file,
-            "--wait",
-            *args,
-        ],
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 class _Unprintable(Exception):
