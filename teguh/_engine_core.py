@@ -138,7 +138,11 @@ def _columns(cls: type[Any], names: tuple[str, ...]) -> tuple[int, ...]:
 
 
 def _names(cursor: psycopg.Cursor[Any]) -> tuple[str, ...]:
-    return tuple(col.name for col in cursor.description or ())
+    # from the result itself: cursor.description builds a Column per column
+    result = cursor.pgresult
+    if result is None:
+        return ()
+    return tuple((result.fname(i) or b"").decode() for i in range(result.nfields))
 
 
 class EngineCore:
@@ -151,6 +155,7 @@ class EngineCore:
     def __init__(self, dumps: JsonDumps | None = None, loads: JsonLoads | None = None) -> None:
         self.dumps: JsonDumps = dumps or default_dumps
         self.loads: JsonLoads = loads or default_loads
+        self._decoders: dict[tuple[type[Any], tuple[str, ...]], _Decoder] = {}
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -194,6 +199,13 @@ class EngineCore:
 
     def decoder(self, cls: type[R], names: tuple[str, ...]) -> Callable[[Sequence[Any]], R]:
         """Return a function turning a row with columns ``names`` into a ``cls``."""
+        key = (cls, names)
+        cached = self._decoders.get(key)
+        if cached is None:
+            cached = self._decoders[key] = self._make_decoder(cls, names)
+        return cached
+
+    def _make_decoder(self, cls: type[R], names: tuple[str, ...]) -> Callable[[Sequence[Any]], R]:
         index = _columns(cls, names)
         json_fields = _JSON_FIELDS.get(cls, frozenset())
         fields = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
