@@ -12,30 +12,17 @@ the pool replaces it; a live one costs one non-blocking poll.
 
 from __future__ import annotations
 
-import select
 from typing import Any
 
 import psycopg
 from psycopg_pool import ConnectionPool
+
+from teguh._readiness import readable
 
 
 def check_connection(conn: psycopg.Connection[Any]) -> None:
     """Raise if `conn` is broken; a full check only when the server has spoken."""
     if conn.closed:
         raise psycopg.OperationalError("the connection is closed")
-    if _readable(conn.fileno()):
+    if readable([conn.fileno()], 0):
         ConnectionPool.check_connection(conn)
-
-
-if hasattr(select, "poll"):
-
-    def _readable(fd: int) -> bool:
-        poller = select.poll()
-        poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
-        return bool(poller.poll(0))
-
-else:  # pragma: no cover - Windows: select() has no descriptor limit there
-
-    def _readable(fd: int) -> bool:
-        readable, _, errored = select.select([fd], [], [fd], 0)
-        return bool(readable or errored)

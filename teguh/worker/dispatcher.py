@@ -12,7 +12,7 @@ small steps that the loop composes and tests can call one at a time:
 - `Dispatcher.on_notify`: mark the notified queues;
 - `Dispatcher.on_tick`: run the ticker of the queues this worker leads.
 
-The loop ``select()``s on the LISTEN connection and on a socketpair that
+The loop waits on the LISTEN connection and on a socketpair that
 finishing handlers write to when enough slots are free.
 """
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import select
 import socket
 import threading
 import time
@@ -33,6 +32,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from teguh import _engine as E
+from teguh._readiness import readable as wait_readable
 from teguh.context import RunState
 from teguh.worker.listener import Listener
 
@@ -373,7 +373,7 @@ class Dispatcher:
         fds: list[Any] = [self.slots.wake_r]
         if self.listener.conn is not None:
             fds.append(self.listener.fileno())
-        readable, _, _ = select.select(fds, [], [], timeout)
+        readable = wait_readable(fds, timeout)
         if self.slots.wake_r in readable:
             self.slots.drain_pokes()
         if self.listener.conn is not None and len(readable) > (self.slots.wake_r in readable):

@@ -3,14 +3,13 @@ ones cost no round trip (teguh/_pool.py)."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import psycopg
 import pytest
 
 import teguh
-from teguh._pool import _readable, check_connection
+from teguh._pool import check_connection
 from teguh.embedded import EmbeddedPostgres
 from tests.helpers import pg_ctl
 
@@ -84,22 +83,3 @@ def test_the_first_calls_after_a_server_restart_succeed() -> None:
             assert client.queue_stats("q")[0].pending == 6
     finally:
         server.stop()
-
-
-def test_a_descriptor_beyond_the_select_limit_is_checked(make_conn: Any) -> None:
-    # select() refuses descriptors >= FD_SETSIZE (1024); a process with many
-    # files open hands the pool such descriptors, so the check uses poll()
-    resource = pytest.importorskip("resource")
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard <= 1500:
-        pytest.skip(f"descriptors are limited to {hard}")
-    if soft != resource.RLIM_INFINITY and soft <= 1500:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (1501, hard))
-    pooled = make_conn()
-    pooled.execute("select 1")
-    high = os.dup2(pooled.fileno(), 1500)
-    try:
-        assert _readable(high) is False
-    finally:
-        os.close(high)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
