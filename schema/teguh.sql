@@ -25,13 +25,13 @@
 -- name starts with a letter, so the first underscore splits kind from queue:
 -- no two queues can ever generate the same name, and every name fits in 63
 -- bytes (7 + 1 + 55). Per-queue functions are _<kind>_<queue> (_spawn_,
--- _claim_, _done_, _step_). Objects that are not per queue must not look like
+-- _claim_, _done_, _step_, _wake_). Objects that are not per queue must not look like
 -- either form (no global name may start with a per-queue kind and "_").
 --
 -- Per-queue generated function or format()? A per-queue function (rendered
 -- from a template by teguh._render, one per queue, regenerated on every
 -- install) is for a hot path that runs for every task (spawn, claim,
--- complete, checkpoint): its static SQL gets cached plans, which the dynamic
+-- complete, checkpoint, the next due time after a short claim): its static SQL gets cached plans, which the dynamic
 -- equivalent would re-plan on every call. Everything else (per-task calls off
 -- the hot path, sweeps, maintenance, admin) uses execute format('%I', ...):
 -- one definition for every queue, no regeneration, and planning cost that
@@ -955,6 +955,28 @@ begin
   return 'ok';
 end
 $fn$
+$tmpl$,
+$tmpl$
+create or replace function teguh.{wake}(p_now timestamptz) returns timestamptz
+-- teguh.next_wake_at's queries, static so that their plans are cached: it
+-- runs after every claim that comes back short (teguh.claim_runs_next)
+language plpgsql set enable_seqscan = off set jit = off as $fn$
+declare
+  v_ready timestamptz;
+  v_at    timestamptz;
+begin
+  select (select min(p.available_at) from teguh.{p} p),
+         least((select min(r.expires_at) from teguh.{r} r where r.expires_at < 'infinity'),
+               (select min(t.cancel_at) from teguh.{t} t),
+               (select min(s.next_run_at) from teguh.schedules s where s.queue_name = {queue} and not s.paused))
+    into v_ready, v_at;
+  if v_ready <= p_now and not teguh._claimable_now({queue}, p_now) then
+    -- everything ready now waits for a concurrency slot: the next run that falls due later
+    select min(p.available_at) into v_ready from teguh.{p} p where p.available_at > p_now;
+  end if;
+  return least(v_ready, v_at);
+end
+$fn$
 $tmpl$
   ] loop
     execute teguh._render(v_template, jsonb_build_object(
@@ -962,6 +984,7 @@ $tmpl$
       'claim', quote_ident('_claim_' || p_queue_name),
       'complete', quote_ident('_done_' || p_queue_name),
       'checkpoint', quote_ident('_step_' || p_queue_name),
+      'wake', quote_ident('_wake_' || p_queue_name),
       't', quote_ident('t_' || p_queue_name),
       'p', quote_ident('p_' || p_queue_name),
       'r', quote_ident('r_' || p_queue_name),
@@ -1131,7 +1154,7 @@ begin
     select p.oid::regprocedure from pg_proc p
      where p.pronamespace = 'teguh'::regnamespace
        and p.proname in ('_spawn_' || p_queue_name, '_claim_' || p_queue_name, '_done_' || p_queue_name,
-                         '_step_' || p_queue_name)
+                         '_step_' || p_queue_name, '_wake_' || p_queue_name)
   loop
     execute format('drop function %s', v_function);
   end loop;
@@ -2374,24 +2397,12 @@ $$;
 create or replace function teguh.next_wake_at(p_queue_name text) returns timestamptz
 language plpgsql as $$
 declare
-  v_at    timestamptz;
-  v_ready timestamptz;
-  v_now   timestamptz;
+  v_at  timestamptz;
+  v_now timestamptz;
 begin
   perform teguh._assert_queue(p_queue_name);
-  execute format('select (select min(available_at) from teguh.%I),
-                         least((select min(expires_at) from teguh.%I where expires_at < ''infinity''),
-                               (select min(cancel_at) from teguh.%I),
-                               (select min(s.next_run_at) from teguh.schedules s where s.queue_name = $1 and not s.paused))',
-                 'p_' || p_queue_name, 'r_' || p_queue_name, 't_' || p_queue_name)
-    into v_ready, v_at using p_queue_name;
   v_now := teguh.current_time();
-  if v_ready <= v_now and not teguh._claimable_now(p_queue_name, v_now) then
-    -- everything ready now waits for a concurrency slot: the next run that falls due later
-    execute format('select min(available_at) from teguh.%I where available_at > $1', 'p_' || p_queue_name)
-      into v_ready using v_now;
-  end if;
-  v_at := least(v_ready, v_at);
+  execute format('select teguh.%I($1)', '_wake_' || p_queue_name) into v_at using v_now;
   -- rows stored before inputs were range-checked may hold infinities:
   -- -infinity is due now, infinity never
   if v_at = '-infinity' then

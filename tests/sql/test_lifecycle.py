@@ -303,10 +303,10 @@ def test_drop_queue_removes_its_functions_and_reinstall_regenerates_them(
             )
         ]
 
-    assert functions() == ["_claim_q", "_done_q", "_spawn_q", "_step_q"]
+    assert functions() == ["_claim_q", "_done_q", "_spawn_q", "_step_q", "_wake_q"]
     conn.execute("drop function teguh._claim_q")  # as if an upgrade replaced the template
     conn.execute(SCHEMA_FILE.read_bytes())
-    assert functions() == ["_claim_q", "_done_q", "_spawn_q", "_step_q"]
+    assert functions() == ["_claim_q", "_done_q", "_spawn_q", "_step_q", "_wake_q"]
     conn.execute("select teguh.drop_queue('q')")
     assert functions() == []
 

@@ -51,9 +51,9 @@ def assert_complete(conn: psycopg.Connection[Any], queue: str) -> None:
     functions = conn.execute(
         "select count(*) from pg_proc where pronamespace = 'teguh'::regnamespace"
         " and proname = any (%s)",
-        ([f"_{kind}_{queue}" for kind in ("spawn", "claim", "done", "step")],),
+        ([f"_{kind}_{queue}" for kind in ("spawn", "claim", "done", "step", "wake")],),
     ).fetchone()
-    assert functions == (4,), queue
+    assert functions == (5,), queue
 
 
 def assert_works(conn: psycopg.Connection[Any], queue: str) -> None:

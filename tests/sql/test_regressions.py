@@ -42,10 +42,10 @@ def test_long_queue_names_get_their_own_functions_and_indexes(
         assert row is not None
         return int(row[0])
 
-    assert objects("function") == 8
+    assert objects("function") == 10  # five per queue
     indexes = objects("index")
     conn.execute("select teguh.drop_queue(%s)", (a,))
-    assert objects("function") == 4
+    assert objects("function") == 5
     assert objects("index") == indexes // 2
 
 
