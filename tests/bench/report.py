@@ -378,8 +378,8 @@ better. The last column is teguh's figure divided by the best peer's in the
 same run, turned so that **> 1 means teguh is better** (for ms: best peer ÷
 teguh). — means no figure for that tool (see the notes).
 
-The ranges are wide because this host's two cores are shared with whatever
-else runs on it (other test suites ran during this run). Ratios between tools
+The ranges are wide because this host's two cores are shared with other
+machines' work, whether or not anything else of ours runs. Ratios between tools
 in the same repeat are steadier than the absolute figures; the order of the
 tools rotates each repeat so that none always runs first or last.
 """
