@@ -43,6 +43,7 @@ from teguh.worker.dispatcher import Slots
 from teguh.worker.executor import Handler, NotFound
 from teguh.worker.listener import Listener
 from teguh.worker.signals import SignalPolicy
+from teguh.worker.warmup import warmer
 
 if TYPE_CHECKING:
     from teguh.app import App
@@ -192,6 +193,9 @@ class Worker(WorkerSettings):
                     max_size=size,
                     kwargs=kwargs,
                     check=check_connection,
+                    configure=warmer(
+                        self.app.engine, self.queues, self.worker_id, self.claim_timeout
+                    ),
                     name=f"teguh-worker-{self.worker_id}",
                     reconnect_timeout=_POOL_RECONNECT_TIMEOUT,
                     open=True,
