@@ -661,11 +661,16 @@ create or replace function teguh.{claim}(
 -- 0.5% selective), which made a bitmap scan that sorts every ready task the
 -- cheapest plan, for each claim of the backlog (ten times the cost); a table
 -- of finished tasks, whose states the planner sees as never 'pending', must
--- not tempt it into a sequential scan. So: index scans only, one generic
--- plan (a custom one was planned again on every call, as long as running
--- it), and no JIT (a plan with a disabled node is costed past its threshold).
-language plpgsql set enable_seqscan = off set enable_bitmapscan = off set plan_cache_mode = force_generic_plan
-set jit = off as $fn$
+-- not tempt it into a sequential scan; and a backlog of a few thousand tasks
+-- whose time-ordered ids follow the tables' physical order made hashing a
+-- full index scan of p_ and of t_ look cheaper than probing them for the few
+-- runs claimed (every claim read the backlog twice). So: index scans and
+-- nested loops only (a claim joins a handful of runs to large tables), one
+-- generic plan (a custom one was planned again on every call, as long as
+-- running it), and no JIT (a plan with a disabled node is costed past its
+-- threshold).
+language plpgsql set enable_seqscan = off set enable_bitmapscan = off set enable_hashjoin = off
+set enable_mergejoin = off set plan_cache_mode = force_generic_plan set jit = off as $fn$
 #variable_conflict use_column
 declare
   v_next_due      timestamptz;
@@ -872,8 +877,9 @@ $tmpl$,
 $tmpl$
 create or replace function teguh.{complete}(p_run_ids uuid[], p_states jsonb[], p_now timestamptz)
 returns table (run_id uuid, status text)
--- as the claim: index scans, one generic plan, no JIT
-language plpgsql set enable_seqscan = off set plan_cache_mode = force_generic_plan set jit = off as $fn$
+-- as the claim: index scans and nested loops, one generic plan, no JIT
+language plpgsql set enable_seqscan = off set enable_hashjoin = off set enable_mergejoin = off
+set plan_cache_mode = force_generic_plan set jit = off as $fn$
 #variable_conflict use_column
 declare
   v_done uuid[] := '{}';

@@ -48,6 +48,49 @@ def test_a_claim_reads_a_few_entries_per_run_of_a_backlog(eng: Engine, statistic
     assert spent < 5_000, spent
 
 
+@pytest.mark.parametrize("backlog", [1_000, 3_000])
+def test_a_claim_of_an_analyzed_mid_sized_backlog_reads_a_few_entries(
+    eng: Engine, backlog: int
+) -> None:
+    # Every table analyzed with a backlog of a few thousand spawned on the
+    # real clock: ids in time order correlate with the tables' physical
+    # order, so a full index scan looked cheap, and the generic plan joined
+    # the claimed runs to p_ and t_ by hashing a full index scan of each.
+    # Every claim read the whole backlog twice: the drain of four queues of
+    # 2,500 tasks ran at half the speed of one queue of 10,000. (Under the
+    # fake clock every id has the same time and the plan was right.)
+    for table in ("p_q", "t_q", "r_q"):
+        eng.conn.execute(f"alter table teguh.{table} set (autovacuum_enabled = false)")
+    eng.conn.execute("select set_config('teguh.fake_now', '', false)")
+    _fill(eng, backlog)
+    eng.conn.execute("analyze")
+    before = index_reads(eng)
+    claimed = 0
+    for _ in range(20):
+        claimed += len(eng.claim(4))
+    spent = index_reads(eng) - before
+    assert claimed == 80
+    # scanning the backlog twice per claim read 41,208 (1,000) and 121,156 (3,000)
+    assert spent < 5_000, spent
+
+
+def test_completions_next_to_an_analyzed_backlog_read_a_few_entries(eng: Engine) -> None:
+    # the completion joins its runs to r_ and t_ as the claim does (see above)
+    for table in ("p_q", "t_q", "r_q"):
+        eng.conn.execute(f"alter table teguh.{table} set (autovacuum_enabled = false)")
+    eng.conn.execute("select set_config('teguh.fake_now', '', false)")
+    _fill(eng, 3_000)
+    runs = [row[0] for row in eng.claim(1_000)]
+    eng.conn.execute("analyze")
+    before = index_reads(eng)
+    for i in range(0, 80, 4):
+        eng.rows("select * from teguh.complete_runs(%s, %s::uuid[], null)", eng.q, runs[i : i + 4])
+    spent = index_reads(eng) - before
+    assert eng.one("select count(*) from teguh.t_q where state = 'completed'") == 80
+    # hashing full index scans would read a few thousand entries per call
+    assert spent < 5_000, spent
+
+
 def test_a_claim_of_keyed_and_unkeyed_backlogs_reads_a_few_entries(eng: Engine) -> None:
     eng.conn.execute("alter table teguh.p_q set (autovacuum_enabled = false)")
     eng.one("select teguh.set_concurrency_limit('q', 'k', 1000)")
@@ -67,6 +110,8 @@ def test_the_claim_function_pins_its_planning(eng: Engine) -> None:
     for setting in (
         "enable_seqscan=off",
         "enable_bitmapscan=off",
+        "enable_hashjoin=off",
+        "enable_mergejoin=off",
         "plan_cache_mode=force_generic_plan",
         "jit=off",
     ):
