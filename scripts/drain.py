@@ -5,8 +5,9 @@
     python scripts/drain.py --tasks 10000 --concurrency 10 --fast
 
 Spawns ``--tasks`` no-op tasks (atomic batches of ``--batch``) into a fresh
-queue, then starts one Worker at ``--concurrency`` and times until every task
-is completed. ``--fast`` turns off fsync and synchronous_commit on the
+queue, or spread evenly over ``--queues`` fresh queues, then starts one
+Worker serving them all at ``--concurrency`` and times until every task is
+completed. ``--fast`` turns off fsync and synchronous_commit on the
 throwaway server (as the test suite does); without it the server's defaults
 apply.
 """
@@ -46,6 +47,7 @@ def main() -> None:
     parser.add_argument("--dsn", help="database to use (default: a throwaway server)")
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--queues", type=int, default=1, help="spread the tasks over this many")
     parser.add_argument("--batch", type=int, default=1_000, help="tasks per spawn_tasks call")
     parser.add_argument("--batch-size", type=int, default=None, help="Worker batch_size")
     parser.add_argument("--fast", action="store_true", help="fsync/synchronous_commit off")
@@ -54,12 +56,17 @@ def main() -> None:
     with database(args.dsn, args.fast) as dsn, teguh.App(dsn) as app:
         client = app.client
         client.install()
-        client.drop_queue(QUEUE)
-        client.create_queue(QUEUE)
+        queues = [QUEUE] if args.queues == 1 else [f"{QUEUE}{k}" for k in range(args.queues)]
+        for queue in queues:
+            client.drop_queue(queue)
+            client.create_queue(queue)
         t0 = time.perf_counter()
         for start in range(0, args.tasks, args.batch):
             n = min(args.batch, args.tasks - start)
-            client.spawn_tasks(QUEUE, "noop", [{"i": i} for i in range(start, start + n)])
+            for k, queue in enumerate(queues):
+                part = range(start + k, start + n, len(queues))
+                if part:
+                    client.spawn_tasks(queue, "noop", [{"i": i} for i in part])
         spawn_s = time.perf_counter() - t0
         print(f"spawned {args.tasks} tasks in {spawn_s:.2f}s ({args.tasks / spawn_s:,.0f}/s)")
 
@@ -71,7 +78,7 @@ def main() -> None:
             with lock:
                 done += 1
 
-        worker = app.worker([QUEUE], concurrency=args.concurrency, batch_size=args.batch_size)
+        worker = app.worker(queues, concurrency=args.concurrency, batch_size=args.batch_size)
         worker.handle("noop", noop)
         t0 = time.perf_counter()
         worker.start()
@@ -81,11 +88,12 @@ def main() -> None:
             elapsed = time.perf_counter() - t0
         finally:
             worker.stop(timeout=10)
-        [stats] = client.queue_stats(QUEUE)
-        if stats.completed != args.tasks:
-            sys.exit(f"only {stats.completed} of {args.tasks} tasks completed")
+        completed = sum(s.completed for s in client.queue_stats() if s.queue_name in queues)
+        if completed != args.tasks:
+            sys.exit(f"only {completed} of {args.tasks} tasks completed")
         print(
-            f"drained {args.tasks} no-op tasks at concurrency {args.concurrency} in "
+            f"drained {args.tasks} no-op tasks from {len(queues)} queue(s) at concurrency "
+            f"{args.concurrency} in "
             f"{elapsed:.2f}s: {args.tasks / elapsed:,.0f} jobs/s"
         )
 
