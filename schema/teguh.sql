@@ -1558,6 +1558,87 @@ begin
 end
 $$;
 
+-- claim_runs_next for several queues in one transaction: one round trip and
+-- one commit (one WAL flush) for the whole claim of a worker that serves
+-- several queues, where a claim per queue paid one of each per queue.
+-- p_queue_names[i] takes at most p_qtys[i] runs and all the queues together
+-- at most p_total. The queues claim in the order given, each up to its fair
+-- share of what is left (ceil(left / queues still to claim)), so a queue
+-- with fewer ready runs leaves the rest to the queues after it; a caller
+-- rotates the order for fairness. The rows are claim_runs_next's with the
+-- queue's name first, queue by queue: the claimed runs, then, for a queue
+-- that claimed fewer runs than its share, its next-due row (null run_id).
+-- Queues whose turn comes when nothing is left return no row. Every
+-- argument and queue is checked before anything is claimed.
+-- Errors: 22023 (queue_names, qtys, total, worker_id, claim_timeout),
+-- 42704 unknown queue.
+create or replace function teguh.claim_queues_next(
+  p_queue_names   text[],
+  p_worker_id     text,
+  p_claim_timeout integer,
+  p_qtys          integer[],
+  p_total         integer
+) returns table (queue_name text, run_id uuid, task_id uuid, attempt integer, task_name text, params jsonb,
+                 retry_strategy jsonb, max_attempts integer, headers jsonb, wake_event text, event_payload jsonb,
+                 next_wake_at timestamptz, next_wake_in double precision)
+language plpgsql as $$
+declare
+  v_count  integer := coalesce(cardinality(p_queue_names), 0);
+  v_left   integer := p_total;
+  v_queue  text;
+  v_want   integer;
+  v_got    integer;
+  v_at     timestamptz;
+begin
+  if v_count < 1 or v_count > 100 or array_ndims(p_queue_names) <> 1 then
+    perform teguh._invalid('queue_names', format('expected a one-dimensional array of 1 to 100 queue names, got %s',
+                                                 coalesce(p_queue_names::text, 'null')));
+  end if;
+  if array_position(p_queue_names, null) is not null then
+    perform teguh._invalid('queue_names', 'expected no null element');
+  end if;
+  if (select count(distinct q.name) from unnest(p_queue_names) as q(name)) <> v_count then
+    perform teguh._invalid('queue_names', 'expected each queue once');
+  end if;
+  if p_qtys is null or cardinality(p_qtys) <> v_count or array_ndims(p_qtys) <> 1 then
+    perform teguh._invalid('qtys', format('expected %s integers, one per queue, got %s',
+                                          v_count, coalesce(p_qtys::text, 'null')));
+  end if;
+  if exists (select 1 from unnest(p_qtys) as x(qty) where x.qty is null or x.qty < 1 or x.qty > 10000) then
+    perform teguh._invalid('qtys', format('expected integers between 1 and 10000, got %s', p_qtys));
+  end if;
+  if p_total is null or p_total < 1 or p_total > 10000 then
+    perform teguh._invalid('total', format('expected an integer between 1 and 10000, got %s',
+                                           coalesce(p_total::text, 'null')));
+  end if;
+  foreach v_queue in array p_queue_names loop
+    perform teguh._assert_queue(v_queue);
+  end loop;
+  perform teguh._check_name('worker_id', p_worker_id);
+  if p_claim_timeout is not null then  -- null: each queue's lease_timeout policy
+    perform teguh._check_seconds('claim_timeout', p_claim_timeout, 0);
+  end if;
+
+  for v_i in 1 .. v_count loop
+    exit when v_left <= 0;
+    v_queue := p_queue_names[v_i];
+    v_want := least(p_qtys[v_i], ceil(v_left::numeric / (v_count - v_i + 1))::integer);
+    return query
+      select v_queue, c.*, null::timestamptz, null::double precision
+        from teguh._claim(v_queue, p_worker_id, p_claim_timeout, v_want, false) c;
+    get diagnostics v_got = row_count;
+    v_left := v_left - v_got;
+    if v_got < v_want then
+      v_at := teguh.next_wake_at(v_queue);
+      return query
+        select v_queue, null::uuid, null::uuid, null::integer, null::text, null::jsonb, null::jsonb, null::integer,
+               null::jsonb, null::text, null::jsonb, v_at,
+               extract(epoch from v_at - teguh.current_time())::double precision;
+    end if;
+  end loop;
+end
+$$;
+
 -- Completes many runs of one queue in one statement (a worker's batched
 -- completions). Returns the runs that were not completed: 'cancelled' or
 -- 'lost' (not the task's active run any more); the others are completed.
@@ -4232,6 +4313,8 @@ comment on function teguh.claim_runs(text, text, integer, integer) is
   'claim_task whose attempt is the attempt number a resume keeps (the Python worker''s). Errors: 22023, 42704.';
 comment on function teguh.claim_runs_next(text, text, integer, integer) is
   'claim_runs plus, after a short claim, one row (null run_id) with the queue''s next due time. Errors: 22023, 42704.';
+comment on function teguh.claim_queues_next(text[], text, integer, integer[], integer) is
+  'claim_runs_next for several queues in one transaction (one commit), fair shares of p_total in the order given. Errors: 22023, 42704.';
 comment on function teguh.complete_runs(text, uuid[], jsonb[]) is
   'Completes many runs; returns those cancelled or lost. Errors: 22023, 42704.';
 comment on function teguh.complete_run(text, uuid, jsonb) is 'Completes an active run. Errors: 42704, AB001, AB002.';
@@ -4349,7 +4432,7 @@ language sql immutable as $$
     -- a worker also hands runs back, registers its presence and syncs the
     -- schedules its application declares
     ('worker',      array['spawn_task', 'spawn_tasks', 'get_task_result', 'get_task', 'claim_task', 'claim_runs',
-                          'claim_runs_next',
+                          'claim_runs_next', 'claim_queues_next',
                           'complete_run', 'complete_runs', 'fail_run', 'schedule_run', 'extend_claim', 'extend_claims',
                           'set_task_checkpoint_state', 'get_task_checkpoint_state', 'get_task_checkpoint_states',
                           'await_event', 'wait_event', 'emit_event', 'next_wake_at', 'ticker', 'hand_back_run',

@@ -48,7 +48,7 @@ from teguh._arguments import (
 )
 from teguh._engine_admin import AdminCalls
 from teguh._engine_core import MAX_TRACEBACK, Conn, clean, failure_reason, translate
-from teguh._engine_worker import WorkerCalls
+from teguh._engine_worker import QueueClaim, WorkerCalls
 from teguh.records import SpawnResult
 
 __all__ = [
@@ -58,6 +58,7 @@ __all__ = [
     "Engine",
     "JsonDumps",
     "JsonLoads",
+    "QueueClaim",
     "aware",
     "clean",
     "conninfo",

@@ -4,6 +4,7 @@ steps and events, and worker presence."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -12,6 +13,16 @@ from teguh import _queries as Q
 from teguh._arguments import aware, dump, integer, load, optional_text, optional_uuid, text, uuid
 from teguh._engine_core import Conn, EngineCore, _names, failure_reason, logger
 from teguh.records import ClaimStatus, Run, WaitResult, WorkerInfo
+
+
+@dataclass
+class QueueClaim:
+    """One queue's part of `WorkerCalls.claim_queues_next`."""
+
+    runs: list[Run]
+    bad: list[tuple[UUID, Exception]]  # rows that could not be decoded
+    short: bool = False  # fewer runs than the queue's share: no more are ready
+    due_in: float | None = None  # after a short claim: seconds until the next due run
 
 
 class WorkerCalls(EngineCore):
@@ -92,6 +103,47 @@ class WorkerCalls(EngineCore):
             except Exception as exc:  # e.g. nesting too deep, a custom loads refusing
                 bad.append((row[0], exc))
         return runs, bad, due_in
+
+    def claim_queues_next(
+        self,
+        conn: Conn,
+        wants: Sequence[tuple[str, int]],
+        worker_id: str,
+        claim_timeout: int,
+        total: int,
+    ) -> dict[str, QueueClaim]:
+        """`claim_next` for several queues in one round trip and one commit.
+
+        ``wants`` lists (queue, most runs) in claiming order; each queue
+        claims up to its fair share of what ``total`` has left
+        (``teguh.claim_queues_next``). Returns a `QueueClaim` for each queue
+        that had its turn; a queue missing from the result claimed nothing
+        because nothing was left for it.
+        """
+        args = (
+            [text(queue, "queue") for queue, _ in wants],
+            text(worker_id, "worker_id"),
+            integer(claim_timeout, "claim_timeout", 0),
+            [integer(qty, "qty", 1) for _, qty in wants],
+            integer(total, "total", 1),
+        )
+        cur = self.execute(conn, Q.CLAIM_QUEUES_NEXT, args, prepare=True)
+        rows = cur.fetchall()
+        decode = self.decoder(Run, _names(cur))
+        out: dict[str, QueueClaim] = {}
+        for row in rows:
+            claim = out.get(row[0])
+            if claim is None:
+                claim = out[row[0]] = QueueClaim([], [])
+            if row[1] is None:  # the last row of a short claim
+                claim.short = True
+                claim.due_in = row[-1]
+                continue
+            try:
+                claim.runs.append(decode(row))
+            except Exception as exc:  # e.g. nesting too deep, a custom loads refusing
+                claim.bad.append((row[1], exc))
+        return out
 
     def complete_run(self, conn: Conn, queue: str, run_id: UUID, result_json: str) -> None:
         """Complete a run with a result already serialized by `dump`."""

@@ -69,6 +69,13 @@ CLAIM_RUNS_NEXT: LiteralString = (
     " max_attempts, headers::text, wake_event, event_payload::text, next_wake_in"
     " from teguh.claim_runs_next(%s, %s, %s, %s)"
 )
+# The dispatcher's claim across several queues: claim_runs_next per queue, in
+# one transaction (one commit), each row led by its queue's name.
+CLAIM_QUEUES_NEXT: LiteralString = (
+    "select queue_name, run_id, task_id, attempt, task_name, params::text, retry_strategy::text,"
+    " max_attempts, headers::text, wake_event, event_payload::text, next_wake_in"
+    " from teguh.claim_queues_next(%s::text[], %s, %s, %s::integer[], %s)"
+)
 COMPLETE_RUN: LiteralString = "select teguh.complete_run(%s, %s, %s::jsonb)"
 # Many completions in one statement; returns the runs it could not complete.
 COMPLETE_RUNS: LiteralString = (

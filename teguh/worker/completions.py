@@ -15,6 +15,7 @@ import threading
 import time
 from queue import Empty, SimpleQueue
 from typing import Any
+from uuid import UUID
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -22,7 +23,7 @@ from psycopg_pool import ConnectionPool
 from teguh import _engine as E
 from teguh.context import CANCELLED, COMPLETING, LOST, RunState
 from teguh.errors import RunNotActive, TaskCancelled, TeguhError
-from teguh.records import Run
+from teguh.records import ClaimStatus, Run
 
 __all__ = ["MAX_TRACEBACK", "Completions", "failure_reason", "run_extra"]
 
@@ -212,6 +213,8 @@ class Completions:
             by_queue: dict[str, list[_Completion]] = {}
             for item in items:
                 by_queue.setdefault(item[1], []).append(item)
+            if len(by_queue) > 1 and self._record_queues(by_queue):
+                by_queue = {}
             for queue, group in by_queue.items():
                 try:
                     self._record_many(queue, group)
@@ -219,6 +222,31 @@ class Completions:
                     logger.exception("recording %d completion(s) failed", len(group))
             if len(items) < len(batch):
                 return
+
+    def _record_queues(self, by_queue: dict[str, list[_Completion]]) -> bool:
+        """Record several queues' completions in one transaction (one commit).
+
+        Returns False when any of it failed (the transaction rolled back): the
+        caller then records queue by queue, where a failure is isolated to its
+        queue (and to its run) and named.
+        """
+        gone: list[tuple[str, dict[UUID, RunState], list[ClaimStatus]]] = []
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                for queue, items in by_queue.items():
+                    states = {state.run.run_id: state for state, _q, _t in items}
+                    run_ids = [state.run.run_id for state, _q, _t in items]
+                    results = [text for _s, _q, text in items]
+                    statuses = self._engine.complete_runs(conn, queue, run_ids, results)
+                    gone.append((queue, states, statuses))
+        except Exception as exc:
+            logger.debug(
+                "recording completions of %d queues at once failed: %s", len(by_queue), exc
+            )
+            return False
+        for queue, states, statuses in gone:
+            self._report_gone(queue, states, statuses)
+        return True
 
     def _record_many(self, queue: str, items: list[_Completion]) -> None:
         if len(items) == 1:
@@ -254,6 +282,12 @@ class Completions:
                         state, queue, self._engine.complete_run, queue, state.run.run_id, text
                     )
                 return
+        self._report_gone(queue, states, gone)
+
+    def _report_gone(
+        self, queue: str, states: dict[UUID, RunState], gone: list[ClaimStatus]
+    ) -> None:
+        """Log the runs a batch could not complete: cancelled, or lost meanwhile."""
         for status in gone:
             state = states[status.run_id]
             extra = run_extra(queue, state.run)

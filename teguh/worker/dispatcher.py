@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -34,6 +35,8 @@ from psycopg_pool import ConnectionPool
 from teguh import _engine as E
 from teguh._readiness import readable as wait_readable
 from teguh.context import RunState
+from teguh.errors import TeguhError
+from teguh.records import Run
 from teguh.worker.listener import Listener
 
 __all__ = ["AHEAD_MAX_HANDLER", "Dispatcher", "QueueState", "Slots"]
@@ -182,6 +185,7 @@ class Dispatcher:
         self._wait_slots: float | None = None
         self._reconnect_at = 0.0
         self._backoff = 0.1
+        self._combined = True  # claim several queues in one transaction
 
     # -- steps ----------------------------------------------------------------------
 
@@ -205,32 +209,54 @@ class Dispatcher:
         n = len(ready)
         start = self._rotate % n
         self._rotate += 1
+        ordered = [ready[(start + i) % n] for i in range(n)]
+        if n > 1 and self._combined:
+            try:
+                return self.claim_queues(ordered, free)
+            except psycopg.OperationalError as exc:
+                self._claim_failed(", ".join(q.name for q in ordered), exc)
+                return 0
+            except psycopg.errors.UndefinedFunction as exc:
+                logger.warning(
+                    "claiming several queues in one transaction needs a newer schema "
+                    "(run `teguh install`); claiming queue by queue: %s",
+                    exc,
+                )
+                self._combined = False
+            except Exception as exc:
+                # one queue's trouble must not stop the others: claim them one
+                # by one, where a failure names its queue
+                logger.debug("the combined claim failed, claiming queue by queue: %s", exc)
         total = 0
-        for i in range(n):
-            q = ready[(start + i) % n]
+        for i, q in enumerate(ordered):
             free = self.slots.free
             if free <= 0:
                 break
             share = math.ceil(free / (n - i))
-            # a claim may take the runs claimed ahead too (up to `Slots.capacity`)
-            want = min(
-                share, self._room(q), self.batch_size + self.slots.capacity - self.slots.concurrency
-            )
+            want = min(share, self._most(q))
             try:
                 total += self.claim_queue(q, want)
             except psycopg.OperationalError as exc:
-                # Broken pool connections (server restart, killed backends):
-                # replace them all now, not one per claim.
-                logger.error("claiming runs on queue %s failed: %s", q.name, exc)
-                with contextlib.suppress(Exception):
-                    self.pool.check()
-                self._claim_ok_at = time.monotonic() + 0.1
+                self._claim_failed(q.name, exc)
                 break
             except Exception:
                 logger.exception("claiming runs on queue %s failed", q.name)
                 self._claim_ok_at = time.monotonic() + _CLAIM_ERROR_BACKOFF
                 break
         return total
+
+    def _most(self, q: QueueState) -> int:
+        """The most runs one claim may take for ``q`` now."""
+        # a claim may take the runs claimed ahead too (up to `Slots.capacity`)
+        return min(self._room(q), self.batch_size + self.slots.capacity - self.slots.concurrency)
+
+    def _claim_failed(self, queues: str, exc: psycopg.OperationalError) -> None:
+        # Broken pool connections (server restart, killed backends): replace
+        # them all now, not one per claim.
+        logger.error("claiming runs on queue %s failed: %s", queues, exc)
+        with contextlib.suppress(Exception):
+            self.pool.check()
+        self._claim_ok_at = time.monotonic() + 0.1
 
     def claim_queue(self, q: QueueState, want: int) -> int:
         """Claim up to ``want`` runs of one queue and submit them; return how many."""
@@ -241,16 +267,58 @@ class Dispatcher:
             runs, bad, due_in = self.engine.claim_next(
                 conn, q.name, self.worker_id, self.claim_timeout, want
             )
-            for run_id, exc in bad:
-                self.engine.fail_undecodable(conn, q.name, run_id, exc)
-            for run in runs:
-                state = RunState(run, lease_until=sent_at + self.claim_timeout)
-                self.slots.take(state, q.name)
-                self.submit(state, q.name)
-            got = len(runs) + len(bad)
+            self._start(conn, q, runs, bad, sent_at)
+        self._claimed(q, full=len(runs) + len(bad) == want, due_in=due_in)
+        return len(runs)
+
+    def claim_queues(self, ordered: list[QueueState], free: int) -> int:
+        """Claim for several queues in one transaction (their order: who claims
+        first) and submit the runs; return how many."""
+        with self.pool.connection(timeout=POOL_WAIT) as conn:
+            sent_at = time.monotonic()
+            claims = self.engine.claim_queues_next(
+                conn,
+                [(q.name, self._most(q)) for q in ordered],
+                self.worker_id,
+                self.claim_timeout,
+                free,
+            )
+            for q in ordered:
+                claim = claims.get(q.name)
+                if claim is not None:
+                    self._start(conn, q, claim.runs, claim.bad, sent_at)
+        total = 0
+        for q in ordered:
+            claim = claims.get(q.name)
+            if claim is None:
+                continue  # nothing was left for it this time: it stays pending
+            self._claimed(q, full=not claim.short, due_in=claim.due_in)
+            total += len(claim.runs)
+        return total
+
+    def _start(
+        self,
+        conn: psycopg.Connection[Any],
+        q: QueueState,
+        runs: list[Run],
+        bad: list[tuple[UUID, Exception]],
+        sent_at: float,
+    ) -> None:
+        """Fail the undecodable runs, submit the others."""
+        for run_id, exc in bad:
+            self.engine.fail_undecodable(conn, q.name, run_id, exc)
+        for run in runs:
+            state = RunState(run, lease_until=sent_at + self.claim_timeout)
+            self.slots.take(state, q.name)
+            self.submit(state, q.name)
+        if runs and logger.isEnabledFor(logging.DEBUG):
+            logger.debug("claimed %d run(s) on queue %s", len(runs), q.name)
+
+    def _claimed(self, q: QueueState, *, full: bool, due_in: float | None) -> None:
+        """Update ``q`` after its claim (``full``: it got all it asked for)."""
         now = time.monotonic()
         q.last_claim = now
-        q.full = got == want
+        q.full = full
         if not q.full:
             q.pending = False
             # From after the claim: the due time was measured at its end.
@@ -259,9 +327,6 @@ class Dispatcher:
                 q.due_at = now + (due_in if due_in > 0 else 0.05)
                 if q.name in self.listener.leading:
                     q.next_tick = min(q.next_tick, q.due_at)
-        if runs and logger.isEnabledFor(logging.DEBUG):
-            logger.debug("claimed %d run(s) on queue %s", len(runs), q.name)
-        return len(runs)
 
     def on_notify(self, queues: set[str]) -> None:
         """Mark notified queues as probably having ready work."""
@@ -281,7 +346,9 @@ class Dispatcher:
                     q.pending = True
             except psycopg.OperationalError:
                 raise
-            except psycopg.Error:
+            except (psycopg.Error, TeguhError):
+                # a queue dropped under the worker, say: its claims fail and
+                # log too, the other queues go on
                 logger.exception("ticker failed on queue %s", q.name)
             q.next_tick = now + self.ticker_interval
         # Notifications that arrived during the queries are in psycopg's backlog.

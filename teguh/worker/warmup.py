@@ -61,6 +61,9 @@ def warm_up(
                 engine.complete_runs(conn, queue, done, ["null"] * len(done))
                 # and a claim that comes back short: it also asks for the next due time
                 engine.claim_next(conn, queue, worker_id, claim_timeout, 1)
+            if len(queues) > 1:  # the claim of a worker of several queues
+                wants = [(queue, 1) for queue in queues]
+                engine.claim_queues_next(conn, wants, worker_id, claim_timeout, len(wants))
     except Exception as exc:  # a cold connection still works: never fail the pool
         logger.info("could not warm up a new connection of worker %s: %s", worker_id, exc)
 

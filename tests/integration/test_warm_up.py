@@ -78,9 +78,29 @@ def test_a_warm_up_runs_the_hot_calls(make_conn: Any, queue: str) -> None:
     assert calls["get_task_checkpoint_states"] == 1
     assert calls["set_task_checkpoint_state"] == 1
     assert calls["complete_runs"] == 1
+    assert "claim_queues_next" not in calls  # one queue: the worker claims it alone
     # the per-queue functions behind them ran too
     for name in ("_spawn_", "_claim_", "_step_", "_done_", "_wake_"):
         assert calls[name + queue] >= 1, name
+
+
+def test_the_warm_up_of_several_queues_runs_their_combined_claim(
+    make_conn: Any, conn: psycopg.Connection[Any]
+) -> None:
+    for queue in ("a", "b"):
+        conn.execute("select teguh.create_queue(%s)", (queue,))
+    warming = make_conn()
+    warming.execute("set track_functions = 'all'")
+    warm_up(warming, E.Engine(), ["a", "b"], "w", 30)
+    warming.execute("select pg_stat_force_next_flush()")
+    calls = dict(
+        make_conn()
+        .execute("select funcname, calls from pg_stat_user_functions where schemaname = 'teguh'")
+        .fetchall()
+    )
+    assert calls["claim_queues_next"] == 1
+    assert calls["claim_runs_next"] == 4  # two per queue
+    assert conn.execute("select count(*) from teguh.t_a").fetchone() == (0,)
 
 
 def test_a_warm_up_changes_nothing_and_sends_no_notification(
