@@ -333,9 +333,12 @@ transaction (`conn=`) remove the per-job commit.
 `p_<q>`) where a single-table queue writes one.
 """,
     "latency_p99": """\
-**Latency.** The worker wakes on the NOTIFY and claims in one round trip, so
-what remains in the tail is the spawn's commit and waiting for a CPU on two
-shared cores; compare the peers' p99 and the ranges in the same run.
+**Latency.** An idle worker's latency is two durable commits in a row, the
+spawn's and the claim's (a WAL flush each, about 2 ms each on this machine
+when idle), plus about 0.2 ms for the NOTIFY and the hand-off to a handler
+thread; `python scripts/latency_anatomy.py` measures each segment. What
+remains in the tail is those flushes and waiting for a CPU on two shared
+cores; compare the peers' p99 and the ranges in the same run.
 """,
     "workflow": """\
 **Durable workflow.** Each step is a checkpoint write and a round trip.
