@@ -6,7 +6,8 @@
 - `teguh.worker.executor`: routing and the middleware chain;
 - `teguh.worker.completions`: recording outcomes (completions in batches);
 - `teguh.worker.heartbeat`: lease extension and cancellation notices;
-- `teguh.worker.signals`: the signal policy of `Worker.run`.
+- `teguh.worker.signals`: the signal policy of `Worker.run`;
+- `teguh.worker.warmup`: warming each new pool connection.
 """
 
 from __future__ import annotations
