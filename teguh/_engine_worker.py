@@ -3,8 +3,8 @@ steps and events, and worker presence."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -17,12 +17,27 @@ from teguh.records import ClaimStatus, Run, WaitResult, WorkerInfo
 
 @dataclass
 class QueueClaim:
-    """One queue's part of `WorkerCalls.claim_queues_next`."""
+    """What one claim of one queue returned (`WorkerCalls.claim_queues_next`)."""
 
-    runs: list[Run]
-    bad: list[tuple[UUID, Exception]]  # rows that could not be decoded
+    runs: list[Run] = field(default_factory=list)
+    bad: list[tuple[UUID, Exception]] = field(default_factory=list)  # rows not decodable
     short: bool = False  # fewer runs than the queue's share: no more are ready
     due_in: float | None = None  # after a short claim: seconds until the next due run
+
+    def add(self, row: Sequence[Any], decode: Callable[[Sequence[Any]], Run], at: int) -> None:
+        """Add a claim row whose run id is column ``at``: a run, or the due row of a short claim.
+
+        Each row is decoded on its own, so one bad row (params a custom
+        ``loads`` rejects, say) does not strand the batch.
+        """
+        if row[at] is None:  # the last row of a short claim
+            self.short = True
+            self.due_in = row[-1]
+            return
+        try:
+            self.runs.append(decode(row))
+        except Exception as exc:  # e.g. nesting too deep, a custom loads refusing
+            self.bad.append((row[at], exc))
 
 
 class WorkerCalls(EngineCore):
@@ -58,14 +73,10 @@ class WorkerCalls(EngineCore):
         if not rows:
             return [], []
         decode = self.decoder(Run, _names(cur))
-        runs: list[Run] = []
-        bad: list[tuple[UUID, Exception]] = []
+        claim = QueueClaim()
         for row in rows:
-            try:
-                runs.append(decode(row))
-            except Exception as exc:  # e.g. nesting too deep, a custom loads refusing
-                bad.append((row[0], exc))
-        return runs, bad
+            claim.add(row, decode, 0)
+        return claim.runs, claim.bad
 
     def claim_next(
         self,
@@ -91,18 +102,10 @@ class WorkerCalls(EngineCore):
         cur = self.execute(conn, Q.CLAIM_RUNS_NEXT, args, prepare=True)
         rows = cur.fetchall()
         decode = self.decoder(Run, _names(cur))
-        runs: list[Run] = []
-        bad: list[tuple[UUID, Exception]] = []
-        due_in: float | None = None
+        claim = QueueClaim()
         for row in rows:
-            if row[0] is None:  # the last row of a short claim
-                due_in = row[-1]
-                continue
-            try:
-                runs.append(decode(row))
-            except Exception as exc:  # e.g. nesting too deep, a custom loads refusing
-                bad.append((row[0], exc))
-        return runs, bad, due_in
+            claim.add(row, decode, 0)
+        return claim.runs, claim.bad, claim.due_in
 
     def claim_queues_next(
         self,
@@ -124,25 +127,15 @@ class WorkerCalls(EngineCore):
             [text(queue, "queue") for queue, _ in wants],
             text(worker_id, "worker_id"),
             integer(claim_timeout, "claim_timeout", 0),
-            [integer(qty, "qty", 1) for _, qty in wants],
+            [integer(qty, "qtys", 1) for _, qty in wants],
             integer(total, "total", 1),
         )
         cur = self.execute(conn, Q.CLAIM_QUEUES_NEXT, args, prepare=True)
         rows = cur.fetchall()
         decode = self.decoder(Run, _names(cur))
         out: dict[str, QueueClaim] = {}
-        for row in rows:
-            claim = out.get(row[0])
-            if claim is None:
-                claim = out[row[0]] = QueueClaim([], [])
-            if row[1] is None:  # the last row of a short claim
-                claim.short = True
-                claim.due_in = row[-1]
-                continue
-            try:
-                claim.runs.append(decode(row))
-            except Exception as exc:  # e.g. nesting too deep, a custom loads refusing
-                claim.bad.append((row[1], exc))
+        for row in rows:  # column 0 is the queue, 1 the run id
+            out.setdefault(row[0], QueueClaim()).add(row, decode, 1)
         return out
 
     def complete_run(self, conn: Conn, queue: str, run_id: UUID, result_json: str) -> None:

@@ -37,6 +37,14 @@ failure_reason = E.failure_reason
 _Completion = tuple[RunState, str, str]
 
 
+def _columns(items: list[_Completion]) -> tuple[dict[UUID, RunState], list[UUID], list[str]]:
+    """A batch's runs by id, and its run ids and results in order (for complete_runs)."""
+    states = {state.run.run_id: state for state, _q, _t in items}
+    run_ids = [state.run.run_id for state, _q, _t in items]
+    results = [text for _s, _q, text in items]
+    return states, run_ids, results
+
+
 def run_extra(queue: str, run: Run) -> dict[str, Any]:
     """Return the ``extra`` of a log record about ``run``."""
     return {
@@ -234,9 +242,7 @@ class Completions:
         try:
             with self._pool.connection() as conn, conn.transaction():
                 for queue, items in by_queue.items():
-                    states = {state.run.run_id: state for state, _q, _t in items}
-                    run_ids = [state.run.run_id for state, _q, _t in items]
-                    results = [text for _s, _q, text in items]
+                    states, run_ids, results = _columns(items)
                     statuses = self._engine.complete_runs(conn, queue, run_ids, results)
                     gone.append((queue, states, statuses))
         except Exception as exc:
@@ -255,9 +261,7 @@ class Completions:
             return
         # One statement completes them all (one round trip, one commit) and
         # names the runs that were cancelled or lost meanwhile.
-        states = {state.run.run_id: state for state, _q, _t in items}
-        run_ids = [state.run.run_id for state, _q, _t in items]
-        results = [text for _s, _q, text in items]
+        states, run_ids, results = _columns(items)
         for attempt in (1, 2):
             try:
                 with self._pool.connection() as conn:

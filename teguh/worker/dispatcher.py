@@ -283,17 +283,14 @@ class Dispatcher:
                 self.claim_timeout,
                 free,
             )
+            total = 0
             for q in ordered:
                 claim = claims.get(q.name)
-                if claim is not None:
-                    self._start(conn, q, claim.runs, claim.bad, sent_at)
-        total = 0
-        for q in ordered:
-            claim = claims.get(q.name)
-            if claim is None:
-                continue  # nothing was left for it this time: it stays pending
-            self._claimed(q, full=not claim.short, due_in=claim.due_in)
-            total += len(claim.runs)
+                if claim is None:
+                    continue  # nothing was left for it this time: it stays pending
+                self._start(conn, q, claim.runs, claim.bad, sent_at)
+                self._claimed(q, full=not claim.short, due_in=claim.due_in)
+                total += len(claim.runs)
         return total
 
     def _start(

@@ -10,13 +10,14 @@ made all of the latency benchmark's p95 and p99.
 
 The pool's ``configure`` callback therefore makes the worker's hot calls once
 on every new connection (at start, and when the pool replaces one), inside a
-transaction that is always rolled back. A throwaway task is spawned, claimed,
-a step checkpointed and the run completed, so that the branches a claim takes when it
-finds a run are planned too (an empty claim plans only half of them). The
-rollback undoes all of it, its NOTIFY included: nothing durable happens, no
-other session ever sees the task, and a real run the claim may have touched
-instead is back as it was. The compiled functions, their plans and psycopg's
-prepared statements stay with the session. A warm-up that fails only logs:
+transaction that is always rolled back. A throwaway task is spawned and
+claimed, a step checkpointed and the run completed, so that the branches a
+claim takes when it finds a run are planned too (an empty claim plans only
+half of them). The rollback undoes all of it, its NOTIFY included: nothing
+durable happens, no other session ever sees the task, and a real run the
+claim may have touched instead is back as it was. The compiled functions and
+their plans stay with the session (psycopg drops its prepared statements on
+a rollback; preparing them again is cheap). A warm-up that fails only logs:
 the connection is left idle and serves as usual, merely cold.
 """
 

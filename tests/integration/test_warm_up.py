@@ -62,17 +62,20 @@ def test_every_connection_of_a_started_worker_is_warmed_once(
         assert _tasks(conn, "a") == [] and _tasks(conn, "b") == []
 
 
-def test_a_warm_up_runs_the_hot_calls(make_conn: Any, queue: str) -> None:
+def _warm_up_counting_calls(make_conn: Any, queues: list[str]) -> dict[str, int]:
+    """Warm a new connection up; return how often each teguh function ran."""
     warming = make_conn()
     warming.execute("set track_functions = 'all'")
-    warm_up(warming, E.Engine(), [queue], "w", 30)
+    warm_up(warming, E.Engine(), queues, "w", 30)
     warming.execute("select pg_stat_force_next_flush()")  # reported when it turns idle
-    reader = make_conn()
-    calls = dict(
-        reader.execute(
-            "select funcname, calls from pg_stat_user_functions where schemaname = 'teguh'"
-        ).fetchall()
+    rows = make_conn().execute(
+        "select funcname, calls from pg_stat_user_functions where schemaname = 'teguh'"
     )
+    return dict(rows.fetchall())
+
+
+def test_a_warm_up_runs_the_hot_calls(make_conn: Any, queue: str) -> None:
+    calls = _warm_up_counting_calls(make_conn, [queue])
     assert calls["spawn_task"] == 1
     assert calls["claim_runs_next"] == 2  # one claim that finds a run, one short claim
     assert calls["get_task_checkpoint_states"] == 1
@@ -89,15 +92,7 @@ def test_the_warm_up_of_several_queues_runs_their_combined_claim(
 ) -> None:
     for queue in ("a", "b"):
         conn.execute("select teguh.create_queue(%s)", (queue,))
-    warming = make_conn()
-    warming.execute("set track_functions = 'all'")
-    warm_up(warming, E.Engine(), ["a", "b"], "w", 30)
-    warming.execute("select pg_stat_force_next_flush()")
-    calls = dict(
-        make_conn()
-        .execute("select funcname, calls from pg_stat_user_functions where schemaname = 'teguh'")
-        .fetchall()
-    )
+    calls = _warm_up_counting_calls(make_conn, ["a", "b"])
     assert calls["claim_queues_next"] == 1
     assert calls["claim_runs_next"] == 4  # two per queue
     assert conn.execute("select count(*) from teguh.t_a").fetchone() == (0,)

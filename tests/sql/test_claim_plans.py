@@ -29,6 +29,14 @@ def _fill(eng: Engine, n: int, options: str = "{}") -> None:
         )
 
 
+def _fill_on_the_real_clock(eng: Engine, n: int) -> None:
+    """Fill the queue with time-ordered ids, autovacuum kept off its tables."""
+    for table in ("p_q", "t_q", "r_q"):
+        eng.conn.execute(f"alter table teguh.{table} set (autovacuum_enabled = false)")
+    eng.conn.execute("select set_config('teguh.fake_now', '', false)")
+    _fill(eng, n)
+
+
 @pytest.mark.parametrize("statistics", ["never analyzed", "analyzed empty", "analyzed full"])
 def test_a_claim_reads_a_few_entries_per_run_of_a_backlog(eng: Engine, statistics: str) -> None:
     # autovacuum must not analyze behind the test's back
@@ -59,10 +67,7 @@ def test_a_claim_of_an_analyzed_mid_sized_backlog_reads_a_few_entries(
     # Every claim read the whole backlog twice: the drain of four queues of
     # 2,500 tasks ran at half the speed of one queue of 10,000. (Under the
     # fake clock every id has the same time and the plan was right.)
-    for table in ("p_q", "t_q", "r_q"):
-        eng.conn.execute(f"alter table teguh.{table} set (autovacuum_enabled = false)")
-    eng.conn.execute("select set_config('teguh.fake_now', '', false)")
-    _fill(eng, backlog)
+    _fill_on_the_real_clock(eng, backlog)
     eng.conn.execute("analyze")
     before = index_reads(eng)
     claimed = 0
@@ -76,10 +81,7 @@ def test_a_claim_of_an_analyzed_mid_sized_backlog_reads_a_few_entries(
 
 def test_completions_next_to_an_analyzed_backlog_read_a_few_entries(eng: Engine) -> None:
     # the completion joins its runs to r_ and t_ as the claim does (see above)
-    for table in ("p_q", "t_q", "r_q"):
-        eng.conn.execute(f"alter table teguh.{table} set (autovacuum_enabled = false)")
-    eng.conn.execute("select set_config('teguh.fake_now', '', false)")
-    _fill(eng, 3_000)
+    _fill_on_the_real_clock(eng, 3_000)
     runs = [row[0] for row in eng.claim(1_000)]
     eng.conn.execute("analyze")
     before = index_reads(eng)
