@@ -1,8 +1,9 @@
 """Chaos run: ``python -m tests.chaos [--quick] [--seed N]`` (``nox -s chaos``).
 
 Against a throwaway PostgreSQL server (fsync on), several ``teguh worker
-tests.chaos.tasks`` processes run multi-step workflows with durable sleeps
-and injected failures while faults are injected at random:
+tests.chaos.tasks`` processes, each serving two queues, run multi-step
+workflows with durable sleeps and injected failures while faults are
+injected at random:
 
 - ``kill``: SIGKILL a worker process (a replacement is started);
 - ``restart-fast`` / ``restart-immediate``: ``pg_ctl restart -m fast|immediate``;
@@ -49,7 +50,9 @@ from teguh import schema
 from teguh.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parents[2]
-QUEUE = "chaos"
+QUEUE = "chaos"  # the probe's
+QUEUES = ("chaos", "chaosb")  # as tests/chaos/tasks.py
+WORKFLOWS = {"chaos": "workflow", "chaosb": "workflow_b"}
 FAULTS = (
     "kill",
     "restart-fast",
@@ -73,6 +76,11 @@ create table chaos_acks (task_id uuid, step text, run_id uuid, pid int, token te
                          at timestamptz default clock_timestamp());
 create table chaos_violations (task_id uuid, step text, run_id uuid, pid int,
                                at timestamptz default clock_timestamp());
+-- both queues' tasks, leases and checkpoints (task ids are unique across them)
+create view chaos_tasks as select * from teguh.t_chaos union all select * from teguh.t_chaosb;
+create view chaos_leases as select * from teguh.r_chaos union all select * from teguh.r_chaosb;
+create view chaos_checkpoints as
+  select * from teguh.c_chaos union all select * from teguh.c_chaosb;
 """
 
 
@@ -123,7 +131,8 @@ class Cluster:
         self.dsn = self.server.create_database("chaos")
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             schema.install(conn)
-            conn.execute("select teguh.create_queue(%s)", (QUEUE,))
+            for queue in QUEUES:
+                conn.execute("select teguh.create_queue(%s)", (queue,))
             conn.execute(TABLES.encode())
 
     def pg_ctl(self, *args: str) -> None:
@@ -193,7 +202,7 @@ class Cluster:
             "--dsn",
             self.dsn,
             "--queue",
-            QUEUE,
+            ",".join(QUEUES),
             "--concurrency",
             "4",
             "--claim-timeout",
@@ -269,8 +278,8 @@ class Cluster:
         with teguh.Client(self.dsn, max_size=2) as client:
             return [
                 client.spawn_task(
-                    QUEUE,
-                    "workflow",
+                    queue,
+                    WORKFLOWS[queue],
                     {
                         "sleep": self.rng.choice([0, 0, 0.5, 1.5]),
                         "fail": self.rng.random() < 0.3,
@@ -279,7 +288,7 @@ class Cluster:
                     max_attempts=100,
                     retry_strategy={"kind": "fixed", "base_seconds": 0.2},
                 ).task_id
-                for _ in range(n)
+                for queue in itertools.islice(itertools.cycle(QUEUES), n)
             ]
 
     def probe(self, timeout: float = 60.0) -> float:
@@ -320,7 +329,7 @@ class Cluster:
             with self.connect() as conn:
                 while time.monotonic() < deadline:
                     row = conn.execute(
-                        "select count(*) from teguh.r_chaos where task_id = any(%s::uuid[])", (ids,)
+                        "select count(*) from chaos_leases where task_id = any(%s::uuid[])", (ids,)
                     ).fetchone()
                     if row and row[0]:
                         break
@@ -358,7 +367,7 @@ class Cluster:
 def check(cluster: Cluster, task_ids: list[Any], counts: Counts) -> None:
     ids = [str(t) for t in task_ids]
     states = cluster.query(
-        "select state, count(*) from teguh.t_chaos where task_id = any(%s::uuid[]) group by state",
+        "select state, count(*) from chaos_tasks where task_id = any(%s::uuid[]) group by state",
         (ids,),
     )
     by_state = dict(states)
@@ -384,9 +393,9 @@ def check(cluster: Cluster, task_ids: list[Any], counts: Counts) -> None:
         counts.problems.append(f"{counts.checkpoints_written_twice} checkpoints written twice")
     counts.results_disagreeing = int(
         cluster.query(
-            "select count(*) from teguh.t_chaos t where t.task_name = 'workflow'"
+            "select count(*) from chaos_tasks t where t.task_name like 'workflow%%'"
             " and t.state = 'completed' and t.completed_payload is distinct from ("
-            "   select jsonb_agg(c.state order by c.checkpoint_name) from teguh.c_chaos c"
+            "   select jsonb_agg(c.state order by c.checkpoint_name) from chaos_checkpoints c"
             "    where c.task_id = t.task_id and c.checkpoint_name like 's%%')",
             (),
         )[0][0]
@@ -471,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         ids = [str(t) for t in task_ids]
         while time.monotonic() < deadline:
             left = cluster.query(
-                "select count(*) from teguh.t_chaos where task_id = any(%s::uuid[])"
+                "select count(*) from chaos_tasks where task_id = any(%s::uuid[])"
                 " and state <> 'completed'",
                 (ids,),
             )[0][0]

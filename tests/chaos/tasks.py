@@ -1,10 +1,11 @@
 """The tasks the chaos suite's worker processes run (``teguh worker tests.chaos.tasks``).
 
-One multi-step workflow with a durable sleep and an injected failure, and a
-probe that measures wake-up latency. Each step body records a side effect in
-table ``chaos_effects`` and, in the same transaction, a row in
-``chaos_violations`` if the step's checkpoint had already committed when the
-body started. After a step returns from a body run by this execution (its
+One multi-step workflow with a durable sleep and an injected failure, on each
+of two queues (the workers serve both, so their claims and completions span
+queues in one transaction), and a probe that measures wake-up latency. Each
+step body records a side effect in table ``chaos_effects`` and, in the same
+transaction, a row in ``chaos_violations`` if the step's checkpoint had
+already committed when the body started. After a step returns from a body run by this execution (its
 checkpoint write was accepted), the handler records an ack in
 ``chaos_acks``: two acks for one step mean its checkpoint was written twice.
 
@@ -22,7 +23,9 @@ import psycopg
 
 import teguh
 
-QUEUE = "chaos"
+QUEUE = "chaos"  # the probe's queue, and the first workflow queue
+QUEUES = (QUEUE, "chaosb")
+WORKFLOWS = {QUEUE: "workflow", "chaosb": "workflow_b"}  # the task of each queue
 STEPS = 3
 
 # `teguh worker tests.chaos.tasks --dsn ...` runs this App on its --dsn.
@@ -37,7 +40,7 @@ def _record(ctx: teguh.TaskContext, step: str) -> str:
     ):
         conn.execute(
             "insert into chaos_violations (task_id, step, run_id, pid)"
-            " select %s, %s, %s, %s from teguh.c_chaos"
+            " select %s, %s, %s, %s from chaos_checkpoints"
             " where task_id = %s and checkpoint_name = %s",
             (ctx.task_id, step, ctx.run_id, os.getpid(), ctx.task_id, step),
         )
@@ -58,7 +61,6 @@ def _ack(ctx: teguh.TaskContext, step: str, token: str) -> None:
         )
 
 
-@app.task(queue=QUEUE, name="workflow", max_attempts=100)
 def workflow(
     ctx: teguh.TaskContext, sleep: float = 0.0, fail: bool = False, slow: float = 0.0
 ) -> list[str]:
@@ -87,6 +89,10 @@ def workflow(
         if i == 1 and fail and ctx.attempt == 1:
             raise RuntimeError("injected failure")
     return tokens
+
+
+for _queue, _name in WORKFLOWS.items():
+    app.task(queue=_queue, name=_name, max_attempts=100)(workflow)
 
 
 @app.task(queue=QUEUE, name="probe", max_attempts=100)
