@@ -101,6 +101,13 @@ def test_bad_filters_name_the_argument(
 
 
 def seq_scans(eng: Engine) -> int:
+    """Sequential scans of t_q so far, this backend's unflushed ones included.
+
+    A backend publishes its counters when it goes idle, at most once a second
+    unless forced: without the forced flush, the index builds of create_queue
+    (which count as scans) could be published between two readings.
+    """
+    eng.one("select pg_stat_force_next_flush()")
     eng.one("select pg_stat_clear_snapshot()")
     return int(
         eng.one("select seq_scan from pg_stat_user_tables where relid = 'teguh.t_q'::regclass")
